@@ -1,0 +1,3 @@
+"""mistral-serve: an OpenAI-compatible gateway over supervised vLLM engines for Mistral models."""
+
+__version__ = "0.1.0"

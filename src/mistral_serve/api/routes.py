@@ -1,0 +1,59 @@
+"""The HTTP routes: thin adapters from Starlette requests to the gateway and back."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from mistral_serve.api.responses import StreamResponse, json_response
+from mistral_serve.gateway.pipeline import Endpoint, Gateway
+from mistral_serve.gateway.responses import GatewayResponse
+
+router = APIRouter()
+
+
+def _gateway(request: Request) -> Gateway:
+    return request.app.state.services.gateway
+
+
+def _to_http(result: GatewayResponse) -> Response:
+    if result.stream is not None:
+        return StreamResponse(result.stream, result.status, result.media_type, result.headers)
+    return Response(result.body, result.status, result.headers, media_type=result.media_type)
+
+
+@router.get("/health")
+async def health() -> Response:
+    """The process is alive (engines may still be loading)."""
+    return json_response({"status": "ok"})
+
+
+@router.get("/ready")
+async def ready(request: Request) -> Response:
+    """At least one engine is ready to serve; 503 with Retry-After otherwise."""
+    gateway = _gateway(request)
+    is_ready, detail = gateway.readiness()
+    if is_ready:
+        return json_response(detail)
+    return json_response(detail, 503, {"retry-after": str(gateway.retry_after_s)})
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> Response:
+    return json_response(_gateway(request).models())
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(request: Request) -> Response:
+    return await _generate(request, Endpoint.CHAT)
+
+
+@router.post("/v1/completions", response_model=None)
+async def completions(request: Request) -> Response:
+    return await _generate(request, Endpoint.COMPLETIONS)
+
+
+async def _generate(request: Request, endpoint: Endpoint) -> Response:
+    body = await request.body()
+    result = await _gateway(request).generate(endpoint, body, request.state.request_id)
+    return _to_http(result)

@@ -1,0 +1,270 @@
+"""The `mistral-serve` command.
+
+    mistral-serve up                  engines (supervised) + gateway on this machine
+    mistral-serve gateway             gateway only, over ENGINE_URLS
+    mistral-serve demo-model DIR      write the built-in demo checkpoint
+
+Settings come from the environment and `.env` (see config/sample.env). A bad setting stops the
+start with one line naming the variable; an engine that cannot start stops it with the engine's
+own error line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import uvicorn
+from pydantic import ValidationError
+
+from mistral_serve import __version__
+from mistral_serve.api.app import create_app
+from mistral_serve.config import Settings, describe_validation_error
+from mistral_serve.engines.client import EngineClient
+from mistral_serve.engines.gpus import replica_count, slice_gpus, visible_gpus
+from mistral_serve.engines.supervisor import EngineSpec, Supervisor, free_port
+from mistral_serve.engines.vllm_args import build_vllm_args, engine_command
+from mistral_serve.errors import ConfigError, EngineStartError
+from mistral_serve.models.demo import VARIANTS, ensure_demo_model
+from mistral_serve.models.profiles import ServedModel, resolve_model
+from mistral_serve.telemetry.logs import setup_logging
+
+log = logging.getLogger("mistral_serve")
+
+EXIT_CONFIG = 2
+EXIT_ENGINE = 3
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn, minus its signal handling: the CLI decides the shutdown order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="none",  # we already run on uvloop
+        http="httptools",
+        lifespan="on",
+        log_config=None,  # our logging setup stays in charge
+        access_log=settings.log_level == "DEBUG",
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+        server_header=False,
+    )
+
+
+async def _serve_until_signal(server: GatewayServer, stop: asyncio.Event) -> None:
+    """Serve until a signal arrives (or the server gives up), then drain in-flight requests."""
+    serving = asyncio.create_task(server.serve())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    stopping.cancel()
+    await serving  # re-raises a startup failure (e.g. the port is taken)
+
+
+def _install_signal_handlers(stop: asyncio.Event, server_ref: list[GatewayServer]) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():  # a second signal: stop waiting for requests to finish
+            for server in server_ref:
+                server.force_exit = True
+            return
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+# -- up ------------------------------------------------------------------------------------------
+def engine_specs(
+    settings: Settings,
+    model: ServedModel,
+    gpu_slices: Sequence[Sequence[str]] | None,
+    replicas: int,
+) -> list[EngineSpec]:
+    """One spec per replica: a free loopback port and, on GPUs, its own slice of them."""
+    base_env = dict(os.environ)
+    base_env.update(PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore::DeprecationWarning")
+    if settings.hugging_face_hub_token is not None:
+        token = settings.hugging_face_hub_token.get_secret_value()
+        base_env.update(HF_TOKEN=token, HUGGING_FACE_HUB_TOKEN=token)
+    if gpu_slices is None:
+        base_env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of host memory for KV cache
+    specs = []
+    for index in range(replicas):
+        port = free_port()
+        env = dict(base_env)
+        if gpu_slices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_slices[index])
+        args = build_vllm_args(
+            settings,
+            model=model.source,
+            served_names=model.served_names,
+            mistral_format=model.mistral_format,
+            model_args=model.engine_args,
+            port=port,
+            on_gpu=gpu_slices is not None,
+        )
+        specs.append(
+            EngineSpec(f"engine {index}", engine_command(args), env, f"http://127.0.0.1:{port}")
+        )
+    return specs
+
+
+def plan_up(settings: Settings) -> list[EngineSpec]:
+    gpus = visible_gpus()
+    replicas = replica_count(settings, gpus)
+    slices = slice_gpus(gpus, replicas, settings.tensor_parallel_size) if gpus else None
+    model = resolve_model(settings, has_gpu=bool(gpus))
+    if model.note:
+        log.warning("%s", model.note)
+    where = (
+        f"{replicas} engine(s) x {settings.tensor_parallel_size} GPU(s) on GPUs {','.join(gpus)}"
+        if gpus
+        else f"{replicas} engine(s) on the CPU (no NVIDIA GPU visible)"
+    )
+    log.info("serving %s as %s: %s", model.source, ", ".join(model.served_names), where)
+    return engine_specs(settings, model, slices, replicas)
+
+
+async def run_up(settings: Settings, specs: list[EngineSpec]) -> int:
+    stop = asyncio.Event()
+    servers: list[GatewayServer] = []
+    _install_signal_handlers(stop, servers)
+    client = EngineClient(read_timeout_s=settings.engine_read_timeout_s)
+    await client.start()
+    supervisor = Supervisor(
+        specs,
+        client,
+        start_timeout_s=settings.engine_start_timeout_s,
+        stop_timeout_s=settings.shutdown_timeout_s,
+        on_progress=lambda message: log.info("%s", message),
+    )
+    try:
+        starting = asyncio.create_task(supervisor.start())
+        interrupted = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():  # a signal while engines load: stop them and leave
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return 0
+        interrupted.cancel()
+        starting.result()  # raises EngineStartError
+        app = create_app(settings, engine_urls=supervisor.urls, engine_names=supervisor.names)
+        server = GatewayServer(_uvicorn_config(app, settings))
+        servers.append(server)
+        log.info("gateway listening on http://%s:%d", settings.host, settings.port)
+        await _serve_until_signal(server, stop)
+        return 0
+    finally:
+        await supervisor.stop()  # engines go after the gateway has drained
+        await client.close()
+        log.info("stopped")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = _settings()
+    setup_logging(settings)
+    specs = plan_up(settings)
+    return _run(run_up(settings, specs))
+
+
+# -- gateway -------------------------------------------------------------------------------------
+async def run_gateway(settings: Settings) -> int:
+    stop = asyncio.Event()
+    server = GatewayServer(_uvicorn_config(create_app(settings), settings))
+    _install_signal_handlers(stop, [server])
+    log.info(
+        "gateway over %s on http://%s:%d",
+        ", ".join(settings.engine_urls),
+        settings.host,
+        settings.port,
+    )
+    await _serve_until_signal(server, stop)
+    return 0
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    settings = _settings()
+    if not settings.engine_urls:
+        raise ConfigError("ENGINE_URLS: required by `mistral-serve gateway` (comma-separated URLs)")
+    setup_logging(settings)
+    return _run(run_gateway(settings))
+
+
+# -- demo-model ----------------------------------------------------------------------------------
+def cmd_demo_model(args: argparse.Namespace) -> int:
+    folder = ensure_demo_model(Path(args.directory), args.variant)
+    print(f"demo model ({args.variant}) in {folder}")
+    return 0
+
+
+# -- plumbing ------------------------------------------------------------------------------------
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def _run(main: object) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        return asyncio.run(main)  # type: ignore[arg-type]
+    return uvloop.run(main)  # type: ignore[arg-type]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mistral-serve",
+        description="Serve Mistral models: an OpenAI-compatible gateway over vLLM engines.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start engines and the gateway on this machine")
+    up.set_defaults(handler=cmd_up)
+    gateway = commands.add_parser("gateway", help="run the gateway over ENGINE_URLS")
+    gateway.set_defaults(handler=cmd_gateway)
+    demo = commands.add_parser("demo-model", help="write the built-in demo model to DIR")
+    demo.add_argument("directory", metavar="DIR")
+    demo.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default="v3",
+        help="v3: Mistral format (default); v1: HF format, Mistral-7B-v0.1 tokenizer",
+    )
+    demo.set_defaults(handler=cmd_demo_model)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        print(f"mistral-serve: configuration error: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    except EngineStartError as exc:
+        print(f"mistral-serve: engine failed to start: {exc.message}", file=sys.stderr)
+        return EXIT_ENGINE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Settings: every knob of mistral-serve, read once from the environment and `.env`.
+
+Built once by the CLI (or a test) and passed down; nothing reads the environment elsewhere.
+`config/sample.env` documents each variable with its default; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODEL_ID = "mistralai/Mistral-7B-Instruct-v0.1"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    # -- model -------------------------------------------------------------------------------
+    # None means "not chosen": the default Mistral model on a GPU, the demo model without one.
+    model_id: str | None = None
+    served_model_name: str | None = None
+    hugging_face_hub_token: SecretStr | None = None
+
+    # -- engines -----------------------------------------------------------------------------
+    tensor_parallel_size: int = Field(default=1, ge=1, le=64)
+    engine_replicas: int | Literal["auto"] = "auto"
+    gpu_memory_utilization: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_model_len: int | None = Field(default=None, ge=16)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    engine_extra_args: str = ""
+    engine_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    engine_start_timeout_s: float = Field(default=1800.0, gt=0)
+    engine_read_timeout_s: float = Field(default=600.0, gt=0)
+    engine_health_interval_s: float = Field(default=2.0, gt=0)
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "mistral-serve",
+        validation_alias="MISTRAL_SERVE_CACHE_DIR",
+    )
+
+    # -- gateway -----------------------------------------------------------------------------
+    host: str = "0.0.0.0"
+    port: int = Field(default=8000, ge=1, le=65535)
+    shutdown_timeout_s: float = Field(default=30.0, ge=0)
+
+    # -- telemetry and logs ------------------------------------------------------------------
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_protocol: Literal["grpc", "http/protobuf"] = "http/protobuf"
+    otel_service_name: str = "mistral-serve"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("model_id", "served_model_name", "otel_exporter_otlp_endpoint", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("hugging_face_hub_token", mode="before")
+    @classmethod
+    def _blank_token_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("engine_replicas", mode="before")
+    @classmethod
+    def _replicas(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value in ("", "auto"):
+                return "auto"
+            if not value.isdigit() or int(value) < 1:
+                raise ValueError("must be 'auto' or a whole number of at least 1")
+            return int(value)
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be 'auto' or a whole number of at least 1")
+        return value
+
+    @field_validator("gpu_memory_utilization", "max_model_len", mode="before")
+    @classmethod
+    def _blank_number_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("dtype", "log_format", "otel_exporter_otlp_protocol", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("engine_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            return value
+        urls = []
+        for url in value:
+            parts = urlsplit(str(url))
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{url!r} is not an http(s)://host:port URL")
+            urls.append(str(url).rstrip("/"))
+        return urls
+
+    @field_validator("engine_extra_args")
+    @classmethod
+    def _shell_words(cls, value: str) -> str:
+        try:
+            shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot be split into arguments: {exc}") from exc
+        return value
+
+    @property
+    def engine_extra_argv(self) -> list[str]:
+        return shlex.split(self.engine_extra_args)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each bad variable and why, e.g. ``PORT: Input should be a valid integer``.
+
+    The value given is shown, except for secrets.
+    """
+    problems = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else "settings"
+        name = "MISTRAL_SERVE_CACHE_DIR" if field == "cache_dir" else field.upper()
+        reason = error["msg"].removeprefix("Value error, ")
+        given = error.get("input")
+        secret = "token" in field
+        shown = "" if secret or given is None or isinstance(given, dict) else f" (got {given!r})"
+        problems.append(f"{name}: {reason}{shown}")
+    return "; ".join(problems)

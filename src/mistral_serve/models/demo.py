@@ -1,0 +1,271 @@
+"""The built-in demo model: a tiny, randomly initialised Mistral with the REAL Mistral tokenizers.
+
+No machine here can download weights, so tests and first runs serve this instead. The weights
+are random (output is gibberish) but everything around them is real: the tokenizer, the chat
+template, token counts, stop handling, seeds, streaming, tools and structured output.
+
+Two variants:
+- ``v3`` (MODEL_ID=demo): Mistral format (``params.json`` + ``consolidated.safetensors`` +
+  ``tokenizer.model.v3``), served with vLLM's mistral tokenizer/config/load formats, which is
+  the production path for Mistral checkpoints and supports tool calls.
+- ``v1`` (MODEL_ID=demo-v1): Hugging Face format with Mistral-7B-Instruct-v0.1's tokenizer
+  (32000 tokens) and a chat template that behaves like that model's.
+
+Weights come from numpy's PCG64 with a fixed seed, so the same variant is bit-identical on
+every machine.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+Variant = Literal["v1", "v3"]
+VARIANTS: tuple[Variant, ...] = ("v1", "v3")
+
+#: Bump when the files written change, so cached copies are rebuilt.
+BUILD_VERSION = 1
+_MARKER = ".mistral-serve-demo.json"
+_SEED = 20231027
+
+# Mistral-7B-Instruct-v0.1's chat template (the current one on its model card): an optional
+# leading system message is folded into the first user turn; roles must alternate.
+V1_CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{%- set system_message = messages[0]['content'] %}"
+    "{%- set loop_messages = messages[1:] %}"
+    "{%- else %}"
+    "{%- set loop_messages = messages %}"
+    "{%- endif %}"
+    "{{- bos_token }}"
+    "{%- for message in loop_messages %}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{- raise_exception('After the optional system message, conversation roles must alternate "
+    "user/assistant/user/assistant/...') }}"
+    "{%- endif %}"
+    "{%- if message['role'] == 'user' %}"
+    "{%- if loop.first and system_message is defined %}"
+    "{{- ' [INST] ' + system_message + '\\n\\n' + message['content'] + ' [/INST]' }}"
+    "{%- else %}"
+    "{{- ' [INST] ' + message['content'] + ' [/INST]' }}"
+    "{%- endif %}"
+    "{%- elif message['role'] == 'assistant' %}"
+    "{{- ' ' + message['content'] + eos_token }}"
+    "{%- else %}"
+    "{{- raise_exception('Only user and assistant roles are supported, with the exception "
+    "of an initial optional system message!') }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Dimensions of the demo network: small enough to be a few MB, shaped like Mistral."""
+
+    vocab_size: int
+    dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    n_kv_heads: int = 1
+    head_dim: int = 32  # a head size vLLM's CPU attention supports
+    hidden_dim: int = 128
+    max_position_embeddings: int = 8192
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+
+
+SHAPES: dict[Variant, Shape] = {"v1": Shape(vocab_size=32000), "v3": Shape(vocab_size=32768)}
+TOKENIZER_FILES: dict[Variant, str] = {
+    "v1": "tokenizer.model.v1",
+    "v3": "mistral_instruct_tokenizer_240323.model.v3",
+}
+
+
+def is_built(directory: Path, variant: Variant) -> bool:
+    """True when ``directory`` holds a complete demo model of this variant and build version."""
+    try:
+        marker = json.loads((directory / _MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return marker == {"variant": variant, "build_version": BUILD_VERSION}
+
+
+def ensure_demo_model(directory: Path, variant: Variant) -> Path:
+    """Build the demo model into ``directory`` unless an identical build is already there.
+
+    Builds into a temporary sibling and renames it into place, so a crash or a concurrent
+    start never leaves a half-written model behind.
+    """
+    directory = directory.expanduser().resolve()
+    if is_built(directory, variant):
+        return directory
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    try:
+        write_demo_model(staging, variant)
+        staging.chmod(0o755)  # mkdtemp makes it private; the model is not a secret
+        if directory.exists():
+            shutil.rmtree(directory)
+        staging.rename(directory)
+    except FileExistsError:  # another process won the race with an identical build
+        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def write_demo_model(directory: Path, variant: Variant) -> None:
+    """Write the demo checkpoint of ``variant`` into the (existing, empty) ``directory``."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown demo variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    shape = SHAPES[variant]
+    tokenizer_source = resources.files("mistral_common") / "data" / TOKENIZER_FILES[variant]
+    weights = _random_weights(shape)
+    if variant == "v3":
+        _write_mistral_format(directory, shape, weights, tokenizer_source)
+    else:
+        _write_hf_format(directory, shape, weights, tokenizer_source)
+    (directory / _MARKER).write_text(
+        json.dumps({"variant": variant, "build_version": BUILD_VERSION})
+    )
+
+
+def _random_weights(shape: Shape) -> dict[str, object]:
+    """Mistral-named tensors (bf16), deterministic for a given shape."""
+    import numpy as np
+    import torch
+
+    rng = np.random.Generator(np.random.PCG64(_SEED))
+
+    def normal(*dims: int):
+        values = rng.standard_normal(dims, dtype=np.float32) * 0.02
+        return torch.from_numpy(values).to(torch.bfloat16)
+
+    def ones(n: int):
+        return torch.ones(n, dtype=torch.bfloat16)
+
+    q_dim, kv_dim = shape.n_heads * shape.head_dim, shape.n_kv_heads * shape.head_dim
+    tensors = {"tok_embeddings.weight": normal(shape.vocab_size, shape.dim)}
+    for i in range(shape.n_layers):
+        prefix = f"layers.{i}."
+        tensors |= {
+            prefix + "attention.wq.weight": normal(q_dim, shape.dim),
+            prefix + "attention.wk.weight": normal(kv_dim, shape.dim),
+            prefix + "attention.wv.weight": normal(kv_dim, shape.dim),
+            prefix + "attention.wo.weight": normal(shape.dim, q_dim),
+            prefix + "feed_forward.w1.weight": normal(shape.hidden_dim, shape.dim),
+            prefix + "feed_forward.w2.weight": normal(shape.dim, shape.hidden_dim),
+            prefix + "feed_forward.w3.weight": normal(shape.hidden_dim, shape.dim),
+            prefix + "attention_norm.weight": ones(shape.dim),
+            prefix + "ffn_norm.weight": ones(shape.dim),
+        }
+    tensors["norm.weight"] = ones(shape.dim)
+    return tensors  # the output projection is tied to tok_embeddings
+
+
+def _write_mistral_format(directory: Path, shape: Shape, weights: dict, tokenizer) -> None:
+    from safetensors.torch import save_file
+
+    params = {
+        "dim": shape.dim,
+        "n_layers": shape.n_layers,
+        "head_dim": shape.head_dim,
+        "hidden_dim": shape.hidden_dim,
+        "n_heads": shape.n_heads,
+        "n_kv_heads": shape.n_kv_heads,
+        "norm_eps": shape.norm_eps,
+        "vocab_size": shape.vocab_size,
+        "rope_theta": shape.rope_theta,
+        "max_position_embeddings": shape.max_position_embeddings,
+        "tied_embeddings": True,
+    }
+    (directory / "params.json").write_text(json.dumps(params, indent=2))
+    save_file(weights, str(directory / "consolidated.safetensors"))
+    (directory / "tokenizer.model.v3").write_bytes(tokenizer.read_bytes())
+
+
+# Mistral name -> Hugging Face name, for the HF-format variant.
+_HF_NAMES = {
+    "tok_embeddings": "model.embed_tokens",
+    "norm": "model.norm",
+    "attention.wq": "self_attn.q_proj",
+    "attention.wk": "self_attn.k_proj",
+    "attention.wv": "self_attn.v_proj",
+    "attention.wo": "self_attn.o_proj",
+    "feed_forward.w1": "mlp.gate_proj",
+    "feed_forward.w2": "mlp.down_proj",
+    "feed_forward.w3": "mlp.up_proj",
+    "attention_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+}
+
+
+def _hf_name(name: str) -> str:
+    if name.startswith("layers."):
+        _, index, rest = name.split(".", 2)
+        module = rest.removesuffix(".weight")
+        return f"model.layers.{index}.{_HF_NAMES[module]}.weight"
+    return _HF_NAMES[name.removesuffix(".weight")] + ".weight"
+
+
+def _write_hf_format(directory: Path, shape: Shape, weights: dict, tokenizer) -> None:
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer
+
+    config = {
+        "architectures": ["MistralForCausalLM"],
+        "model_type": "mistral",
+        "vocab_size": shape.vocab_size,
+        "hidden_size": shape.dim,
+        "intermediate_size": shape.hidden_dim,
+        "num_hidden_layers": shape.n_layers,
+        "num_attention_heads": shape.n_heads,
+        "num_key_value_heads": shape.n_kv_heads,
+        "head_dim": shape.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": shape.max_position_embeddings,
+        "rms_norm_eps": shape.norm_eps,
+        "rope_theta": shape.rope_theta,
+        "sliding_window": None,
+        "tie_word_embeddings": True,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "torch_dtype": "bfloat16",
+    }
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    save_file(
+        {_hf_name(name): tensor for name, tensor in weights.items()},
+        str(directory / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
+    # transformers 5 builds an empty fast tokenizer from a bare vocab file; loading a folder
+    # that names the slow class and saving it again yields a complete tokenizer.json.
+    with tempfile.TemporaryDirectory() as scratch:
+        source = Path(scratch)
+        (source / "tokenizer.model").write_bytes(tokenizer.read_bytes())
+        (source / "tokenizer_config.json").write_text(
+            json.dumps(
+                {
+                    "tokenizer_class": "LlamaTokenizer",
+                    "bos_token": "<s>",
+                    "eos_token": "</s>",
+                    "unk_token": "<unk>",
+                    "add_bos_token": True,
+                    "add_eos_token": False,
+                    "legacy": False,
+                    "model_max_length": shape.max_position_embeddings,
+                    "chat_template": V1_CHAT_TEMPLATE,
+                }
+            )
+        )
+        AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(directory))
+    (directory / "generation_config.json").write_text(
+        json.dumps({"bos_token_id": 1, "eos_token_id": 2})
+    )

@@ -1,0 +1,108 @@
+"""Which model to serve and what vLLM needs to know about it.
+
+MODEL_ID may be a Hugging Face repo id, a local folder, or ``demo`` / ``demo-v1`` (built in).
+Mistral publishes most current checkpoints in its own format (params.json,
+consolidated.safetensors, tekken.json or tokenizer.model.v*), which vLLM serves best with
+mistral_common doing the tokenizing; older ones (Mistral-7B-Instruct-v0.1, v0.2, Mixtral
+8x7B) are served in Hugging Face format with their chat template.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from mistral_serve.config import DEFAULT_MODEL_ID, Settings
+from mistral_serve.models.demo import Variant, ensure_demo_model
+
+DEMO_IDS: dict[str, Variant] = {"demo": "v3", "demo-v1": "v1"}
+
+# The demo weights are random: unconstrained, a grammar lets them emit whitespace forever
+# inside JSON. Without free whitespace, json_schema output and forced tool calls end in a
+# few tokens, as they do on a real model.
+DEMO_ENGINE_ARGS = (
+    "--structured-outputs-config",
+    json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
+)
+
+# Official repos that ship Mistral-format weights and tokenizer (matched on the repo name).
+_MISTRAL_FORMAT_REPOS = re.compile(
+    r"^mistralai/("
+    r"Mistral-7B-Instruct-v0\.3|Mistral-7B-v0\.3|"
+    r"Mistral-Nemo-.*|Mistral-Small-.*|Mistral-Large-.*|Mistral-Medium-.*|"
+    r"Ministral-.*|Magistral-.*|Devstral-.*|Codestral-.*|Pixtral-.*|Mathstral-.*|"
+    r"Mixtral-8x22B-.*v0\.3"
+    r")$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What the engines load and under which names clients ask for it."""
+
+    source: str  # vLLM's --model: a local folder or a hub repo id
+    served_names: tuple[str, ...]  # the first is the name responses carry
+    mistral_format: bool
+    engine_args: tuple[str, ...] = ()
+    is_demo: bool = False
+    #: Why this model was chosen, when the user did not choose it.
+    note: str | None = None
+
+
+def resolve_model(settings: Settings, *, has_gpu: bool) -> ServedModel:
+    """Decide what to serve. Builds the demo model into the cache folder when it is chosen."""
+    model_id = settings.model_id
+    if model_id is None and not has_gpu:
+        served = _demo(settings, "demo")
+        # Keep the README's client example (which names the default model) working as written.
+        names = (
+            (settings.served_model_name,)
+            if settings.served_model_name
+            else (
+                "demo",
+                DEFAULT_MODEL_ID,
+            )
+        )
+        return ServedModel(
+            source=served.source,
+            served_names=names,
+            mistral_format=served.mistral_format,
+            engine_args=served.engine_args,
+            is_demo=True,
+            note=(
+                "No GPU and no MODEL_ID: serving the built-in DEMO model (tiny, random weights, "
+                f"gibberish output) as {' and '.join(repr(n) for n in names)}. "
+                "Set MODEL_ID on a GPU machine to serve a real model."
+            ),
+        )
+    model_id = model_id or DEFAULT_MODEL_ID
+    if model_id in DEMO_IDS:
+        return _demo(settings, model_id)
+    names = (settings.served_model_name or model_id,)
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        return ServedModel(str(path.resolve()), names, is_mistral_format_dir(path))
+    return ServedModel(model_id, names, bool(_MISTRAL_FORMAT_REPOS.match(model_id)))
+
+
+def _demo(settings: Settings, model_id: str) -> ServedModel:
+    variant = DEMO_IDS[model_id]
+    folder = ensure_demo_model(settings.cache_dir / f"demo-{variant}", variant)
+    return ServedModel(
+        source=str(folder),
+        served_names=(settings.served_model_name or model_id,),
+        mistral_format=variant == "v3",
+        engine_args=DEMO_ENGINE_ARGS,
+        is_demo=True,
+    )
+
+
+def is_mistral_format_dir(path: Path) -> bool:
+    """A local checkpoint in Mistral's format: params.json, consolidated weights, a Mistral
+    tokenizer."""
+    has_tokenizer = (path / "tekken.json").exists() or any(path.glob("tokenizer.model.v*"))
+    has_weights = any(path.glob("consolidated*.safetensors"))
+    return (path / "params.json").exists() and has_weights and has_tokenizer

@@ -1,0 +1,11 @@
+"""Server-sent events framing, as OpenAI and vLLM write it."""
+
+from __future__ import annotations
+
+MEDIA_TYPE = "text/event-stream"
+DONE = b"data: [DONE]\n\n"
+
+
+def event(payload: bytes) -> bytes:
+    """One ``data:`` event carrying an already-encoded JSON payload."""
+    return b"data: " + payload + b"\n\n"

@@ -1,0 +1,1 @@
+"""Telemetry: logging now; OpenTelemetry traces and metrics join here."""
