@@ -1,0 +1,46 @@
+"""A client that walks away mid-stream must not leave the engine generating for nobody."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+MAX_TOKENS = 8000  # with ignore_eos, about 10 s of generation here if nothing stops it
+
+
+def engine_metric(engine_url: str, name: str) -> float:
+    metrics = httpx.get(engine_url + "/metrics", timeout=30).text
+    pattern = re.compile(rf"^{re.escape(name)}\{{[^}}]*\}} ([0-9.e+]+)$", re.MULTILINE)
+    return sum(float(value) for value in pattern.findall(metrics))
+
+
+def test_client_disconnect_aborts_engine_request(stack):
+    engine = stack.engine_urls["demo"]
+    tokens_before = engine_metric(engine, "vllm:generation_tokens_total")
+    body = {
+        "model": "demo",
+        "messages": [{"role": "user", "content": "Talk forever."}],
+        "max_tokens": MAX_TOKENS,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with httpx.Client(timeout=30) as client:
+        with client.stream("POST", stack.gateway_url + "/v1/chat/completions", json=body) as r:
+            assert r.status_code == 200
+            lines = r.iter_lines()
+            for _ in range(5):
+                next(lines)
+        # leaving the block closes the connection mid-stream
+
+    deadline = time.monotonic() + 15
+    while engine_metric(engine, "vllm:num_requests_running") > 0:
+        assert time.monotonic() < deadline, "the engine kept generating after the client left"
+        time.sleep(0.2)
+    # Finishing early is what an abort looks like: a request left to run makes all its tokens.
+    generated = engine_metric(engine, "vllm:generation_tokens_total") - tokens_before
+    assert 0 < generated < MAX_TOKENS / 2, f"{generated} tokens made for a client that left"
