@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     def _blank_token_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("cache_dir")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
     @field_validator("engine_replicas", mode="before")
     @classmethod
     def _replicas(cls, value: object) -> object:

@@ -41,7 +41,11 @@ class Stack:
 def start_process(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
     log_file = log_path.open("wb")
     return subprocess.Popen(
-        command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        command,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        process_group=0,  # not a new session: see engines/supervisor.py
     )
 
 

@@ -6,6 +6,7 @@ import re
 import time
 
 import httpx
+import openai
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -42,5 +43,25 @@ def test_client_disconnect_aborts_engine_request(stack):
         assert time.monotonic() < deadline, "the engine kept generating after the client left"
         time.sleep(0.2)
     # Finishing early is what an abort looks like: a request left to run makes all its tokens.
+    generated = engine_metric(engine, "vllm:generation_tokens_total") - tokens_before
+    assert 0 < generated < MAX_TOKENS / 2, f"{generated} tokens made for a client that left"
+
+
+def test_client_disconnect_aborts_a_non_streamed_request(stack):
+    engine = stack.engine_urls["demo"]
+    tokens_before = engine_metric(engine, "vllm:generation_tokens_total")
+    impatient = stack.client(timeout=1.0, max_retries=0)
+    with pytest.raises(openai.APITimeoutError):  # it gives up and closes the connection
+        impatient.chat.completions.create(
+            model="demo",
+            messages=[{"role": "user", "content": "Talk forever."}],
+            max_tokens=MAX_TOKENS,
+            extra_body={"ignore_eos": True},
+        )
+
+    deadline = time.monotonic() + 15
+    while engine_metric(engine, "vllm:num_requests_running") > 0:
+        assert time.monotonic() < deadline, "the engine kept generating after the client left"
+        time.sleep(0.2)
     generated = engine_metric(engine, "vllm:generation_tokens_total") - tokens_before
     assert 0 < generated < MAX_TOKENS / 2, f"{generated} tokens made for a client that left"

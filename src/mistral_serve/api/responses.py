@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import orjson
 from starlette.responses import Response
@@ -13,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 from mistral_serve.gateway.responses import ByteStream
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def json_response(
@@ -66,3 +68,27 @@ class StreamResponse(Response):
 async def _wait_for_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+class ClientGone(Exception):
+    """The client disconnected before the answer was ready."""
+
+
+async def unless_client_leaves(work: Awaitable[T], receive: Receive) -> T:
+    """Await ``work`` (a proxied request), cancelling it if the client disconnects first.
+
+    Cancelling closes the upstream connection, so the engine aborts a generation nobody will
+    read, also for non-streamed requests, which send nothing until they are done. Call it only
+    after the request body has been read: then the next ASGI message is the disconnect.
+    """
+    task = asyncio.ensure_future(work)
+    watch = asyncio.create_task(_wait_for_disconnect(receive))
+    try:
+        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+    if task.cancelled():
+        raise ClientGone
+    return task.result()

@@ -5,11 +5,19 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from mistral_serve.api.responses import StreamResponse, json_response
+from mistral_serve.api.responses import (
+    ClientGone,
+    StreamResponse,
+    json_response,
+    unless_client_leaves,
+)
 from mistral_serve.gateway.pipeline import Endpoint, Gateway
 from mistral_serve.gateway.responses import GatewayResponse
 
 router = APIRouter()
+
+#: nginx's status for "the client closed the connection before the answer".
+CLIENT_CLOSED_REQUEST = 499
 
 
 def _gateway(request: Request) -> Gateway:
@@ -55,5 +63,9 @@ async def completions(request: Request) -> Response:
 
 async def _generate(request: Request, endpoint: Endpoint) -> Response:
     body = await request.body()
-    result = await _gateway(request).generate(endpoint, body, request.state.request_id)
+    work = _gateway(request).generate(endpoint, body, request.state.request_id)
+    try:
+        result = await unless_client_leaves(work, request.receive)
+    except ClientGone:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)  # nobody reads it; for the logs
     return _to_http(result)

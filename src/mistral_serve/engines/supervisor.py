@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 engine_log = logging.getLogger("mistral_serve.engine")
 
 _TAIL_LINES = 400
+_EXIT_POLL_S = 0.2
 _LINE_LIMIT = 1 << 20  # vLLM prints its whole config on one line
 # vLLM's own prefix: "(EngineCore pid=12) ERROR 11-24 20:15:40 [core.py:1510] "
 _VLLM_PREFIX = re.compile(
@@ -107,7 +108,11 @@ class EngineProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=dict(self.spec.env),
-            start_new_session=True,  # its own process group: signals reach its children too
+            # Its own process group, so signals reach the engine core and workers too. Not a new
+            # session: with the kernel's autogroup scheduling a session is a CPU group, and an
+            # engine busy in its own group was seen to stall every other process here (the
+            # gateway included) for seconds at a time. (uvloop has no process_group argument.)
+            preexec_fn=os.setpgrp,
             limit=_LINE_LIMIT,
         )
         log.info("%s: started (pid %d) at %s", self.name, self.process.pid, self.spec.url)
@@ -128,12 +133,20 @@ class EngineProcess:
                 engine_log.info(line, extra={"replica": self.name})
 
     async def wait_exit(self) -> int:
-        assert self.process is not None
-        code = await self.process.wait()
+        """Wait for the engine's main process to exit and return its exit code.
+
+        Not ``Process.wait()``: on Python 3.11 it returns only once every pipe is closed, and
+        vLLM's engine core can outlive a crashed API server holding stdout open, so the crash
+        would never be seen. ``returncode`` is set as soon as the process is reaped.
+        """
+        process = self.process
+        assert process is not None
+        while process.returncode is None:  # noqa: ASYNC110 (see above: no event to wait on)
+            await asyncio.sleep(_EXIT_POLL_S)
         if self._relay is not None:  # let the last lines (the traceback) through first
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._relay), 5)
-        return code
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._relay), 2)
+        return process.returncode
 
     async def stop(self, timeout_s: float) -> None:
         """SIGTERM the engine's process group, wait, then SIGKILL whatever is left."""
@@ -143,12 +156,12 @@ class EngineProcess:
         if process.returncode is None:
             _signal_group(process.pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(process.wait(), timeout_s)
+                await asyncio.wait_for(self.wait_exit(), timeout_s)
             except TimeoutError:
                 log.warning("%s: still running %.0f s after SIGTERM; killing", self.name, timeout_s)
         # Children (engine core, workers) may outlive the API server: reap the whole group.
         _signal_group(process.pid, signal.SIGKILL)
-        await process.wait()
+        await self.wait_exit()
         if self._relay is not None:
             self._relay.cancel()
             with contextlib.suppress(asyncio.CancelledError):

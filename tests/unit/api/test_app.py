@@ -1,0 +1,97 @@
+"""The HTTP surface, through the real app (Starlette's TestClient runs its lifespan)."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.testclient import TestClient
+
+from mistral_serve.api.app import create_app
+from mistral_serve.config import Settings
+from mistral_serve.engines.supervisor import free_port
+
+
+@pytest.fixture
+def http() -> TestClient:
+    # An engine address nothing listens on: the app must still answer everything clearly.
+    settings = Settings(_env_file=None, engine_urls=[f"http://127.0.0.1:{free_port()}"])
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def assert_openai_error(response, status: int, type_: str, code=None) -> dict:
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == type_
+    assert error["code"] == code
+    return error
+
+
+def test_health_is_ok_even_without_engines(http):
+    assert http.get("/health").json() == {"status": "ok"}
+
+
+def test_ready_is_503_with_retry_after_without_a_ready_engine(http):
+    response = http.get("/ready")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["engines"][0]["ready"] is False
+
+
+def test_generation_without_a_ready_engine_is_503_with_retry_after(http):
+    response = http.post(
+        "/v1/chat/completions",
+        json={"model": "demo", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert_openai_error(response, 503, "server_error", "no_ready_engine")
+    assert response.headers["retry-after"] == "5"
+
+
+def test_malformed_json_is_400_before_any_engine_is_involved(http):
+    response = http.post("/v1/completions", content=b'{"model": ')
+    error = assert_openai_error(response, 400, "invalid_request_error")
+    assert "not valid JSON" in error["message"]
+
+
+def test_unknown_route_is_an_openai_404(http):
+    assert_openai_error(http.get("/v1/nothing"), 404, "invalid_request_error", "not_found")
+
+
+def test_wrong_method_is_an_openai_405(http):
+    assert_openai_error(http.get("/v1/chat/completions"), 405, "invalid_request_error")
+
+
+def test_models_is_an_empty_list_without_ready_engines(http):
+    assert http.get("/v1/models").json() == {"object": "list", "data": []}
+
+
+def test_every_response_carries_a_request_id(http):
+    for response in (http.get("/health"), http.get("/nope"), http.post("/v1/completions")):
+        assert len(response.headers["x-request-id"]) == 32
+
+
+def test_a_valid_incoming_request_id_is_echoed_and_a_bad_one_replaced(http):
+    assert (
+        http.get("/health", headers={"x-request-id": "abc-123.x"}).headers["x-request-id"]
+        == "abc-123.x"
+    )
+    replaced = http.get("/health", headers={"x-request-id": "bad id\twith spaces"})
+    assert replaced.headers["x-request-id"] != "bad id\twith spaces"
+    too_long = http.get("/health", headers={"x-request-id": "a" * 200})
+    assert len(too_long.headers["x-request-id"]) == 32
+
+
+def test_an_unexpected_failure_is_an_openai_500_with_its_request_id():
+    settings = Settings(_env_file=None)
+    app = create_app(settings)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/boom", headers={"x-request-id": "trace-me"})
+    error = assert_openai_error(response, 500, "server_error", "internal_error")
+    assert "a bug" not in error["message"]  # internals stay in the log
+    assert response.headers["x-request-id"] == "trace-me"

@@ -1,0 +1,69 @@
+"""Unit-test helpers.
+
+``fake_engine`` is an in-process aiohttp server standing in for vLLM ONLY for conditions a real
+engine cannot be made to produce on demand: a 500, a stream that drops mid-way, a connection
+closed under a pooled request. Everything a real engine can do is tested against one in
+tests/integration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiohttp import web
+from multidict import CIMultiDict
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class FakeEngine:
+    """An HTTP server with vLLM's routes, whose behaviour each test chooses."""
+
+    def __init__(self) -> None:
+        self.models = ["fake-model"]
+        self.healthy = True
+        self.handlers: dict[str, Handler] = {}
+        self.requests: list[tuple[str, bytes, CIMultiDict[str]]] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/{tail:.*}", self._generate)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(status=200 if self.healthy else 503)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]}
+        )
+
+    async def _generate(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append((request.path, body, request.headers.copy()))
+        handler = self.handlers.get(request.path)
+        if handler is None:
+            return web.json_response({"id": "x", "choices": []})
+        return await handler(request)
+
+
+@pytest.fixture
+async def fake_engine() -> AsyncIterator[FakeEngine]:
+    engine = FakeEngine()
+    await engine.start()
+    yield engine
+    await engine.stop()

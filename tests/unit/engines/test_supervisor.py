@@ -1,0 +1,162 @@
+"""Supervisor mechanics with stand-in engine processes (small Python scripts named fake_*):
+a real vLLM cannot be made to crash on cue. `tests/integration/test_up.py` runs real engines."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from mistral_serve.engines.client import EngineClient
+from mistral_serve.engines.supervisor import (
+    Backoff,
+    EngineSpec,
+    Supervisor,
+    free_port,
+    root_cause,
+)
+from mistral_serve.errors import EngineStartError
+
+VLLM_FAILURE = """\
+(APIServer pid=6452) WARNING 11-24 20:15:26 [system_utils.py:255] Found ulimit of 20000 and failed to automatically increase with error current limit exceeds maximum limit. This can cause fd limit errors like `OSError: [Errno 24] Too many open files`.
+(Worker pid=6483) ERROR 11-24 20:15:40 [multiproc_executor.py:1063] Traceback (most recent call last):
+(Worker pid=6483) ERROR 11-24 20:15:40 [multiproc_executor.py:1063] ValueError: Available memory on node 0 (4.99/8.84 GiB) is less than requested memory for kv (100.0 GiB).
+(EngineCore pid=6470) ERROR 11-24 20:15:40 [core.py:1510] RuntimeError: Worker failed with error 'Available memory ...'
+RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {'EngineCore': 1}
+"""  # noqa: E501
+
+
+def test_root_cause_is_the_first_exception_not_the_rethrows():
+    cause = root_cause(VLLM_FAILURE.splitlines())
+    assert cause is not None
+    assert cause.startswith("ValueError: Available memory on node 0")
+
+
+def test_root_cause_of_a_plain_traceback():
+    lines = ["Traceback (most recent call last):", '  File "x.py"', "OSError: no such model"]
+    assert root_cause(lines) == "OSError: no such model"
+    assert root_cause(["all fine"]) is None
+
+
+def test_backoff_doubles_up_to_a_ceiling():
+    backoff = Backoff(first_s=1, ceiling_s=8)
+    assert [backoff.delay(n) for n in range(1, 7)] == [1, 2, 4, 8, 8, 8]
+
+
+# -- stand-in engines ----------------------------------------------------------------------------
+FAKE_SERVER = textwrap.dedent(
+    """
+    import http.server, os, subprocess, sys, time
+    port = int(sys.argv[1]); mode = sys.argv[2]
+    print("fake engine loading", flush=True)
+    if mode == "fail":
+        print("Traceback (most recent call last):", flush=True)
+        print("OSError: fake model folder not found", flush=True)
+        sys.exit(1)
+    # a grandchild, as vLLM's engine core is, to prove the whole group is stopped
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    time.sleep(0.3)
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200); self.end_headers()
+        def log_message(self, *args):
+            pass
+    server = http.server.HTTPServer(("127.0.0.1", port), Health)
+    print("fake engine ready", flush=True)
+    if mode == "crash-once" and not os.path.exists(sys.argv[3]):
+        open(sys.argv[3], "w").close()
+        server.timeout = 1.0
+        server.handle_request(); server.handle_request()
+        print("fake engine crashing", flush=True)
+        os._exit(9)
+    server.serve_forever()
+    """
+)
+
+
+def fake_spec(tmp_path, mode: str, name: str = "engine 0") -> EngineSpec:
+    script = tmp_path / "fake_engine.py"
+    script.write_text(FAKE_SERVER)
+    port = free_port()
+    marker = tmp_path / f"crashed-{port}"
+    return EngineSpec(
+        name=name,
+        command=[sys.executable, str(script), str(port), mode, str(marker)],
+        env=dict(os.environ),
+        url=f"http://127.0.0.1:{port}",
+    )
+
+
+@pytest.fixture
+async def client():
+    engine_client = EngineClient(read_timeout_s=5)
+    await engine_client.start()
+    yield engine_client
+    await engine_client.close()
+
+
+async def test_start_waits_for_ready_then_stop_ends_the_whole_process_group(tmp_path, client):
+    progress: list[str] = []
+    supervisor = Supervisor(
+        [fake_spec(tmp_path, "serve")],
+        client,
+        start_timeout_s=30,
+        stop_timeout_s=5,
+        on_progress=progress.append,
+    )
+    await supervisor.start()
+    engine = supervisor.engines[0]
+    assert engine.running
+    assert any("ready after" in line for line in progress)
+    family = psutil.Process(engine.process.pid).children(recursive=True)
+    assert family, "the stand-in starts a grandchild"
+    assert "fake engine ready" in engine.tail
+    await supervisor.stop()
+    assert not engine.running
+    await asyncio.sleep(0.2)
+    assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+async def test_an_engine_that_dies_while_loading_fails_fast_with_its_own_line(tmp_path, client):
+    supervisor = Supervisor([fake_spec(tmp_path, "fail")], client, start_timeout_s=60)
+    started = time.monotonic()
+    with pytest.raises(EngineStartError) as caught:
+        await supervisor.start()
+    assert time.monotonic() - started < 20  # not after the start timeout
+    assert "engine 0 exited with code 1" in caught.value.message
+    assert caught.value.message.endswith("OSError: fake model folder not found")
+
+
+async def test_a_start_that_takes_too_long_is_reported(tmp_path, client):
+    spec = fake_spec(tmp_path, "serve")
+    spec.command[-3] = str(free_port())  # health is asked at a port the fake never opens
+    supervisor = Supervisor([spec], client, start_timeout_s=1.5)
+    with pytest.raises(EngineStartError, match="was not ready after 2 s"):
+        await supervisor.start()
+    assert not supervisor.engines[0].running
+
+
+async def test_a_crashed_engine_is_restarted(tmp_path, client):
+    supervisor = Supervisor(
+        [fake_spec(tmp_path, "crash-once")],
+        client,
+        start_timeout_s=30,
+        stop_timeout_s=5,
+        backoff=Backoff(first_s=0.2, ceiling_s=1),
+    )
+    await supervisor.start()
+    engine = supervisor.engines[0]
+    first_pid = engine.process.pid
+    try:
+        deadline = time.monotonic() + 20
+        while not (engine.restarts == 1 and engine.running and engine.process.pid != first_pid):
+            assert time.monotonic() < deadline, "the engine was not restarted"
+            await asyncio.sleep(0.1)
+    finally:
+        await supervisor.stop()
+    assert not engine.running

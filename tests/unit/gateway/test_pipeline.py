@@ -1,0 +1,175 @@
+"""Validation, routing decisions and engine failures before the first byte."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from aiohttp import web
+
+from mistral_serve.engines.client import EngineClient
+from mistral_serve.engines.registry import EngineRegistry
+from mistral_serve.engines.supervisor import free_port
+from mistral_serve.errors import (
+    EngineError,
+    EngineUnreachableError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    NoReadyEngineError,
+)
+from mistral_serve.gateway.pipeline import Endpoint, Gateway, parse_request
+from mistral_serve.routing import LeastOutstanding
+
+CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
+
+
+# -- parse_request -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b"{nope", None),
+        (b"[1, 2]", None),
+        (orjson.dumps({"messages": CHAT["messages"]}), "model"),
+        (orjson.dumps({**CHAT, "messages": "hi"}), "messages"),
+        (orjson.dumps({**CHAT, "messages": []}), "messages"),
+        (orjson.dumps({**CHAT, "messages": [{"content": "x"}]}), "messages.0.role"),
+        (orjson.dumps({**CHAT, "stream": "yes"}), "stream"),
+        (orjson.dumps({**CHAT, "max_tokens": "10"}), "max_tokens"),
+        (orjson.dumps({**CHAT, "temperature": "hot"}), "temperature"),
+        (orjson.dumps({**CHAT, "n": 1.5}), "n"),
+        (orjson.dumps({**CHAT, "stop": 3}), "stop"),
+        (orjson.dumps({**CHAT, "stream_options": {"include_usage": "yes"}}), "stream_options"),
+    ],
+)
+def test_malformed_bodies_and_wrong_types_are_400(body, param):
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_request(Endpoint.CHAT, body)
+    assert caught.value.status == 400
+    if param:
+        assert caught.value.param.startswith(param)
+
+
+def test_vllm_extensions_and_unknown_fields_are_accepted():
+    body = {**CHAT, "top_k": 5, "min_p": 0.1, "ignore_eos": True, "structured_outputs": {}}
+    request = parse_request(Endpoint.CHAT, orjson.dumps(body))
+    assert request.model == "fake-model"
+    assert request.model_extra["top_k"] == 5
+
+
+def test_completions_prompt_shapes():
+    for prompt in ("text", ["a", "b"], [1, 2, 3], [[1, 2], [3]]):
+        parse_request(Endpoint.COMPLETIONS, orjson.dumps({"model": "m", "prompt": prompt}))
+    with pytest.raises(InvalidRequestError):
+        parse_request(Endpoint.COMPLETIONS, orjson.dumps({"model": "m", "prompt": {"x": 1}}))
+
+
+def test_int_where_float_belongs_is_fine():
+    assert parse_request(Endpoint.CHAT, orjson.dumps({**CHAT, "temperature": 1})).temperature == 1
+
+
+# -- routing and engine failures -----------------------------------------------------------------
+@pytest.fixture
+async def client():
+    engine_client = EngineClient(read_timeout_s=5)
+    await engine_client.start()
+    yield engine_client
+    await engine_client.close()
+
+
+async def make_gateway(client, *urls: str) -> tuple[Gateway, EngineRegistry]:
+    registry = EngineRegistry(list(urls), client)
+    await registry.refresh()
+    return Gateway(registry, client, LeastOutstanding()), registry
+
+
+async def test_unknown_model_is_404(fake_engine, client):
+    gateway, _ = await make_gateway(client, fake_engine.url)
+    with pytest.raises(ModelNotFoundError):
+        await gateway.generate(Endpoint.CHAT, orjson.dumps({**CHAT, "model": "other"}), "r")
+
+
+async def test_no_ready_engine_is_503_with_retry_after(client):
+    gateway, _ = await make_gateway(client, f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(NoReadyEngineError) as caught:
+        await gateway.generate(Endpoint.CHAT, orjson.dumps(CHAT), "r")
+    assert caught.value.headers()["retry-after"] == "5"
+
+
+async def test_a_known_model_whose_engines_are_down_is_503_not_404(fake_engine, client):
+    gateway, registry = await make_gateway(client, fake_engine.url)
+    fake_engine.healthy = False
+    await registry.refresh()
+    with pytest.raises(NoReadyEngineError):
+        await gateway.generate(Endpoint.CHAT, orjson.dumps(CHAT), "r")
+
+
+async def test_unreachable_engine_is_502_and_marked_down(fake_engine, client):
+    gateway, registry = await make_gateway(client, fake_engine.url)
+    await fake_engine.stop()
+    with pytest.raises(EngineUnreachableError) as caught:
+        await gateway.generate(Endpoint.CHAT, orjson.dumps(CHAT), "r")
+    assert caught.value.status == 502
+    assert not registry.engines[0].ready
+    assert registry.engines[0].outstanding == 0
+
+
+async def test_a_refused_connection_moves_the_request_to_another_engine(fake_engine, client):
+    from tests.unit.conftest import FakeEngine
+
+    second = FakeEngine()
+    await second.start()
+    try:
+        gateway, registry = await make_gateway(client, fake_engine.url, second.url)
+        await fake_engine.stop()  # the registry still believes it is ready
+        for _ in range(2):  # whichever the policy picks first, the request lands
+            result = await gateway.generate(Endpoint.CHAT, orjson.dumps(CHAT), "r")
+            assert result.status == 200
+        assert len(second.requests) == 2
+        assert [e.ready for e in registry.engines] == [False, True]
+    finally:
+        await second.stop()
+
+
+async def test_engine_5xx_is_502_with_the_engines_message(fake_engine, client):
+    async def boom(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"message": "CUDA out of memory"}}, status=500)
+
+    fake_engine.handlers["/v1/chat/completions"] = boom
+    gateway, registry = await make_gateway(client, fake_engine.url)
+    with pytest.raises(EngineError) as caught:
+        await gateway.generate(Endpoint.CHAT, orjson.dumps(CHAT), "r")
+    assert caught.value.status == 502
+    assert "CUDA out of memory" in caught.value.message
+    assert registry.engines[0].outstanding == 0
+
+
+async def test_engine_4xx_passes_through_intact(fake_engine, client):
+    error = {"error": {"message": "max_tokens is too large", "type": "BadRequestError"}}
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.json_response(error, status=400)
+
+    fake_engine.handlers["/v1/completions"] = refuse
+    gateway, _ = await make_gateway(client, fake_engine.url)
+    body = orjson.dumps({"model": "fake-model", "prompt": "x"})
+    result = await gateway.generate(Endpoint.COMPLETIONS, body, "r")
+    assert result.status == 400
+    assert orjson.loads(result.body) == error
+
+
+async def test_stale_pooled_connection_is_retried_once(fake_engine, client):
+    """A keep-alive connection the engine has closed is retried on a fresh one (DESIGN.md)."""
+    calls = 0
+
+    async def close_first(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            request.transport.close()  # what a server does to an idle keep-alive connection
+            return web.Response()
+        return web.json_response({"ok": True})
+
+    fake_engine.handlers["/v1/chat/completions"] = close_first
+    gateway, _ = await make_gateway(client, fake_engine.url)
+    result = await gateway.generate(Endpoint.CHAT, orjson.dumps(CHAT), "r")
+    assert result.status == 200
+    assert calls == 2
