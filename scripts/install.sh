@@ -28,12 +28,19 @@ if [ -x .venv/bin/python ] && [ -f "$stamp" ]; then
     exit 0
 fi
 
+# Some machines' pip configuration names index folders that do not exist; pip then warns
+# once per package. Drop just that line so real messages stay visible (pipefail keeps pip's
+# exit status).
+pip_quietly() {
+    .venv/bin/python -m pip "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
+
 echo "==> installing mistral-serve[$extras] into .venv (first run takes a few minutes)" >&2
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[$extras]"
+pip_quietly install --quiet --upgrade pip
+pip_quietly install --quiet -e ".[$extras]"
 if [ "$engine" = cpu ]; then
-    .venv/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+    pip_quietly uninstall --quiet -y torchvision torchaudio torchcodec || true
 fi
 .venv/bin/python -c 'import vllm, mistral_serve' 2>/dev/null || {
     echo "install finished but 'import vllm' fails; see the messages above" >&2

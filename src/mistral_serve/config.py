@@ -60,14 +60,18 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
-    @field_validator("model_id", "served_model_name", "otel_exporter_otlp_endpoint", mode="before")
+    @field_validator(
+        "model_id",
+        "served_model_name",
+        "hugging_face_hub_token",
+        "gpu_memory_utilization",
+        "max_model_len",
+        "otel_exporter_otlp_endpoint",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("hugging_face_hub_token", mode="before")
-    @classmethod
-    def _blank_token_is_unset(cls, value: object) -> object:
+        """`MODEL_ID=` in .env means "not set", as sample.env shows it."""
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("cache_dir")
@@ -88,11 +92,6 @@ class Settings(BaseSettings):
         if isinstance(value, int) and value < 1:
             raise ValueError("must be 'auto' or a whole number of at least 1")
         return value
-
-    @field_validator("gpu_memory_utilization", "max_model_len", mode="before")
-    @classmethod
-    def _blank_number_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level", mode="before")
     @classmethod

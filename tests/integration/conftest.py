@@ -20,9 +20,9 @@ import httpx
 import openai
 import pytest
 
+from mistral_serve.cli import engine_specs
 from mistral_serve.config import Settings
 from mistral_serve.engines.supervisor import free_port
-from mistral_serve.engines.vllm_args import build_vllm_args, engine_command
 from mistral_serve.models.profiles import resolve_model
 
 ENGINE_START_TIMEOUT_S = 240
@@ -81,21 +81,11 @@ def wait_until_ok(url: str, process: subprocess.Popen, log_path: Path, timeout_s
 def demo_engine(
     model_id: str, cache_dir: Path, log_dir: Path
 ) -> tuple[str, subprocess.Popen, Path]:
+    """One engine started exactly as `mistral-serve up` would start it on this machine."""
     settings = Settings(model_id=model_id, cache_dir=cache_dir)
-    model = resolve_model(settings, has_gpu=False)
-    port = free_port()
-    args = build_vllm_args(
-        settings,
-        model=model.source,
-        served_names=model.served_names,
-        mistral_format=model.mistral_format,
-        model_args=model.engine_args,
-        port=port,
-        on_gpu=False,
-    )
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", PYTHONWARNINGS="ignore")
+    [spec] = engine_specs(settings, resolve_model(settings, has_gpu=False), None, 1)
     log_path = log_dir / f"engine-{model_id}.log"
-    return f"http://127.0.0.1:{port}", start_process(engine_command(args), env, log_path), log_path
+    return spec.url, start_process(spec.command, dict(spec.env), log_path), log_path
 
 
 @pytest.fixture(scope="session")
