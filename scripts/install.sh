@@ -19,14 +19,25 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q 
 else
     engine=cpu
 fi
-extras="$engine"
-for extra in "$@"; do extras="$extras,$extra"; done
+wanted="$engine $*"
 
-stamp_key="$(cat pyproject.toml | sha256sum | cut -c1-16)-$extras"
-stamp=".venv/.installed-$stamp_key"
+# .venv/.installed-<hash of pyproject.toml> lists the extras installed for that pyproject;
+# nothing to do when it already covers what is wanted.
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+installed=""
 if [ -x .venv/bin/python ] && [ -f "$stamp" ]; then
-    exit 0
+    installed="$(cat "$stamp")"
+    case " $installed " in  # the other engine build: start over rather than mix the two
+        *" cpu "*|*" gpu "*) case " $installed " in *" $engine "*) ;; *) installed="" ;; esac ;;
+    esac
+    missing=""
+    for extra in $wanted; do
+        case " $installed " in *" $extra "*) ;; *) missing="$missing $extra" ;; esac
+    done
+    [ -z "$missing" ] && exit 0
 fi
+all_extras="$(echo $installed $wanted | tr ' ' '\n' | sort -u | tr '\n' ' ' | sed 's/ $//')"
+extras="$(echo "$all_extras" | tr ' ' ',')"
 
 # Some machines' pip configuration names index folders that do not exist; pip then warns
 # once per package. Drop just that line so real messages stay visible (pipefail keeps pip's
@@ -47,5 +58,5 @@ fi
     exit 1
 }
 rm -f .venv/.installed-*
-touch "$stamp"
+echo "$all_extras" > "$stamp"
 echo "==> installed ($engine engine)" >&2

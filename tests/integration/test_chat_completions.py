@@ -188,3 +188,19 @@ def test_request_id_is_echoed(stack):
     assert response.headers["x-request-id"] == "client-chosen-42"
     generated = httpx.get(stack.gateway_url + "/v1/models").headers["x-request-id"]
     assert len(generated) >= 16
+
+
+def test_concurrent_requests_may_share_a_request_id(stack):
+    """Clients reuse ids (retries, fan-out); the engine must not see them as duplicates."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(_: int) -> int:
+        return httpx.post(
+            stack.gateway_url + "/v1/chat/completions",
+            json={"model": "demo", "messages": USER, "max_tokens": 64, "ignore_eos": True},
+            headers={"x-request-id": "same-id"},
+            timeout=60,
+        ).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(ask, range(4))) == [200, 200, 200, 200]
