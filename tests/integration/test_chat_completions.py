@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -204,3 +206,39 @@ def test_concurrent_requests_may_share_a_request_id(stack):
 
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(ask, range(4))) == [200, 200, 200, 200]
+
+
+def test_vllm_structured_outputs_field_passes_through(stack):
+    response = stack.client().chat.completions.create(
+        model="demo",
+        messages=USER,
+        max_tokens=8,
+        extra_body={"structured_outputs": {"choice": ["yes", "no"]}},
+    )
+    assert response.choices[0].message.content in ("yes", "no")
+
+
+def test_forced_tool_call_on_the_mistral_tokenizer_model(stack):
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "parameters": {
+                "type": "object",
+                # random weights write strings of any length; an enum keeps the call short
+                "properties": {"city": {"type": "string", "enum": ["Paris", "Lyon"]}},
+                "required": ["city"],
+            },
+        },
+    }
+    response = stack.client().chat.completions.create(
+        model="demo",
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[weather],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=60,
+    )
+    call = response.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments)["city"] in ("Paris", "Lyon")

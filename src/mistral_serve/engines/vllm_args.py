@@ -12,15 +12,15 @@ from mistral_serve.config import Settings
 VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
 #: Flags for checkpoints in Mistral's own format (params.json, consolidated.safetensors,
-#: tekken.json / tokenizer.model.v*): mistral_common tokenizes, which is the production path.
+#: tekken.json / tokenizer.model.v*): mistral_common tokenizes, which is the production path,
+#: and Mistral's tool-call parser serves `tools` (named tool_choice needs it in vLLM 0.32).
 MISTRAL_FORMAT_ARGS = (
-    "--tokenizer-mode",
-    "mistral",
-    "--config-format",
-    "mistral",
-    "--load-format",
-    "mistral",
-)
+    "--tokenizer-mode", "mistral",
+    "--config-format", "mistral",
+    "--load-format", "mistral",
+    "--enable-auto-tool-choice",
+    "--tool-call-parser", "mistral",
+)  # fmt: skip
 
 GPU_MEMORY_UTILIZATION_GPU = 0.90
 # On the CPU build this is a fraction of host memory; 0.92 failed where 0.3 works.
