@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -126,7 +127,19 @@ def engine_specs(
     return specs
 
 
+def check_port_free(settings: Settings) -> None:
+    """Refuse at once if the gateway's port is taken, not after minutes of engine loading."""
+    try:
+        with socket.create_server((settings.host, settings.port)):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"PORT: cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+        ) from None
+
+
 def plan_up(settings: Settings) -> list[EngineSpec]:
+    check_port_free(settings)
     gpus = visible_gpus()
     replicas = replica_count(settings, gpus)
     slices = slice_gpus(gpus, replicas, settings.tensor_parallel_size) if gpus else None

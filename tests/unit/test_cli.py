@@ -62,3 +62,16 @@ def test_parser_knows_every_mode():
         assert parser.parse_args([command]).command == command
     with pytest.raises(SystemExit):
         parser.parse_args(["demo-model", "x", "--variant", "v2"])
+
+
+def test_up_refuses_a_taken_port_before_starting_engines(tmp_path):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_cli(
+            "up", HOST="127.0.0.1", PORT=str(port), MISTRAL_SERVE_CACHE_DIR=str(tmp_path)
+        )
+    assert result.returncode == 2
+    assert f"PORT: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert not (tmp_path / "demo-v3").exists()  # refused before any work

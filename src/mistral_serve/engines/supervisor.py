@@ -45,6 +45,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def line_level(line: str) -> int:
+    """The level vLLM gave a line (so LOG_LEVEL filters engine output too); INFO if none."""
+    match = _VLLM_PREFIX.match(line)
+    level = match.group(3) if match else None
+    return logging.getLevelName(level) if level else logging.INFO
+
+
 def root_cause(lines: Sequence[str]) -> str | None:
     """The first exception line in an engine's output: the cause; later ones only re-raise."""
     for line in lines:
@@ -130,7 +137,7 @@ class EngineProcess:
             line = raw.decode("utf-8", "replace").rstrip()
             if line:
                 self.tail.append(line)
-                engine_log.info(line, extra={"replica": self.name})
+                engine_log.log(line_level(line), line, extra={"replica": self.name})
 
     async def wait_exit(self) -> int:
         """Wait for the engine's main process to exit and return its exit code.

@@ -160,3 +160,14 @@ async def test_a_crashed_engine_is_restarted(tmp_path, client):
     finally:
         await supervisor.stop()
     assert not engine.running
+
+
+def test_relayed_lines_keep_vllms_level():
+    import logging
+
+    from mistral_serve.engines.supervisor import line_level
+
+    assert line_level("(EngineCore pid=1) ERROR 11-24 20:15:40 [core.py:1] boom") == logging.ERROR
+    assert line_level("(APIServer pid=2) WARNING 11-24 20:15:26 [x.py:2] hm") == logging.WARNING
+    assert line_level("INFO 11-24 20:15:26 [x.py:2] fine") == logging.INFO
+    assert line_level("Traceback (most recent call last):") == logging.INFO
