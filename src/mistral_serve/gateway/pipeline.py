@@ -90,10 +90,10 @@ class Gateway:
     async def generate(self, endpoint: Endpoint, body: bytes, request_id: str) -> GatewayResponse:
         request = parse_request(endpoint, body)
         headers = {"content-type": JSON, "x-request-id": request_id}
-        tried: set[int] = set()
+        tried: set[Engine] = set()  # engines hash by identity
         while True:
             engine = self._route(request.model, exclude=tried)
-            tried.add(id(engine))
+            tried.add(engine)
             engine.outstanding += 1
             try:
                 upstream = await self._client.post(engine.url + endpoint.path, body, headers)
@@ -125,8 +125,8 @@ class Gateway:
             finish()
         return GatewayResponse(200, upstream.content_type, body=payload)
 
-    def _route(self, model: str, *, exclude: set[int]) -> Engine:
-        candidates = [e for e in self._registry.candidates(model) if id(e) not in exclude]
+    def _route(self, model: str, *, exclude: set[Engine]) -> Engine:
+        candidates = [e for e in self._registry.candidates(model) if e not in exclude]
         if candidates:
             return self._policy(candidates)
         if not self._registry.ready_engines() or self._registry.is_known(model):
