@@ -20,6 +20,17 @@ def engine_metric(engine_url: str, name: str) -> float:
     return sum(float(value) for value in pattern.findall(metrics))
 
 
+def assert_engine_aborted(engine: str, tokens_before: float) -> None:
+    """No request left running shortly after, and it stopped early: a request left to run
+    makes all its MAX_TOKENS (ignore_eos), so far fewer tokens is what an abort looks like."""
+    deadline = time.monotonic() + 15
+    while engine_metric(engine, "vllm:num_requests_running") > 0:
+        assert time.monotonic() < deadline, "the engine kept generating after the client left"
+        time.sleep(0.2)
+    generated = engine_metric(engine, "vllm:generation_tokens_total") - tokens_before
+    assert 0 < generated < MAX_TOKENS / 2, f"{generated} tokens made for a client that left"
+
+
 def test_client_disconnect_aborts_engine_request(stack):
     engine = stack.engine_urls["demo"]
     tokens_before = engine_metric(engine, "vllm:generation_tokens_total")
@@ -38,13 +49,7 @@ def test_client_disconnect_aborts_engine_request(stack):
                 next(lines)
         # leaving the block closes the connection mid-stream
 
-    deadline = time.monotonic() + 15
-    while engine_metric(engine, "vllm:num_requests_running") > 0:
-        assert time.monotonic() < deadline, "the engine kept generating after the client left"
-        time.sleep(0.2)
-    # Finishing early is what an abort looks like: a request left to run makes all its tokens.
-    generated = engine_metric(engine, "vllm:generation_tokens_total") - tokens_before
-    assert 0 < generated < MAX_TOKENS / 2, f"{generated} tokens made for a client that left"
+    assert_engine_aborted(engine, tokens_before)
 
 
 def test_client_disconnect_aborts_a_non_streamed_request(stack):
@@ -59,9 +64,4 @@ def test_client_disconnect_aborts_a_non_streamed_request(stack):
             extra_body={"ignore_eos": True},
         )
 
-    deadline = time.monotonic() + 15
-    while engine_metric(engine, "vllm:num_requests_running") > 0:
-        assert time.monotonic() < deadline, "the engine kept generating after the client left"
-        time.sleep(0.2)
-    generated = engine_metric(engine, "vllm:generation_tokens_total") - tokens_before
-    assert 0 < generated < MAX_TOKENS / 2, f"{generated} tokens made for a client that left"
+    assert_engine_aborted(engine, tokens_before)

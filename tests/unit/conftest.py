@@ -14,6 +14,8 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
+from mistral_serve.engines.client import EngineClient
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -59,6 +61,15 @@ class FakeEngine:
         if handler is None:
             return web.json_response({"id": "x", "choices": []})
         return await handler(request)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[EngineClient]:
+    """The real pooled engine client, as the gateway uses it."""
+    engine_client = EngineClient(read_timeout_s=5)
+    await engine_client.start()
+    yield engine_client
+    await engine_client.close()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import time
 import psutil
 import pytest
 
-from mistral_serve.engines.client import EngineClient
 from mistral_serve.engines.supervisor import (
     Backoff,
     EngineSpec,
@@ -90,14 +89,6 @@ def fake_spec(tmp_path, mode: str, name: str = "engine 0") -> EngineSpec:
         env=dict(os.environ),
         url=f"http://127.0.0.1:{port}",
     )
-
-
-@pytest.fixture
-async def client():
-    engine_client = EngineClient(read_timeout_s=5)
-    await engine_client.start()
-    yield engine_client
-    await engine_client.close()
 
 
 async def test_start_waits_for_ready_then_stop_ends_the_whole_process_group(tmp_path, client):

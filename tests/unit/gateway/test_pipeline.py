@@ -6,7 +6,6 @@ import orjson
 import pytest
 from aiohttp import web
 
-from mistral_serve.engines.client import EngineClient
 from mistral_serve.engines.registry import EngineRegistry
 from mistral_serve.engines.supervisor import free_port
 from mistral_serve.errors import (
@@ -67,14 +66,6 @@ def test_int_where_float_belongs_is_fine():
 
 
 # -- routing and engine failures -----------------------------------------------------------------
-@pytest.fixture
-async def client():
-    engine_client = EngineClient(read_timeout_s=5)
-    await engine_client.start()
-    yield engine_client
-    await engine_client.close()
-
-
 async def make_gateway(client, *urls: str) -> tuple[Gateway, EngineRegistry]:
     registry = EngineRegistry(list(urls), client)
     await registry.refresh()
