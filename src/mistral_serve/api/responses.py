@@ -23,6 +23,36 @@ def json_response(
     return Response(orjson.dumps(content), status, headers, media_type="application/json")
 
 
+class ClientGone(Exception):
+    """The client disconnected before the answer was complete."""
+
+
+async def unless_client_leaves(work: Awaitable[T], receive: Receive) -> T:
+    """Await ``work``, cancelling it if the client disconnects first (then: ClientGone).
+
+    Cancelling a proxied request closes its upstream connection, so the engine aborts a
+    generation nobody will read. Call it only after the request body has been read: then the
+    next ASGI message is the disconnect.
+    """
+    task = asyncio.ensure_future(work)
+    watch = asyncio.create_task(_wait_for_disconnect(receive))
+    try:
+        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        task.cancel()  # a no-op once it is done
+        # A task is only cancelled once it has run again: let both settle before asking.
+        await asyncio.gather(task, watch, return_exceptions=True)
+    if task.cancelled():
+        raise ClientGone
+    return task.result()
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 class StreamResponse(Response):
     """Sends a :class:`ByteStream` chunk by chunk while watching for the client to leave.
 
@@ -41,20 +71,14 @@ class StreamResponse(Response):
         self.init_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        pump = asyncio.create_task(self._pump(send))
-        watch = asyncio.create_task(_wait_for_disconnect(receive))
         try:
-            await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+            await unless_client_leaves(self._pump(send), receive)
+        except (ClientGone, OSError):  # the client left between chunks, or mid-send
+            pass
+        except Exception:
+            log.exception("stream failed")
         finally:
-            for task in (pump, watch):
-                task.cancel()
-            outcome, _ = await asyncio.gather(pump, watch, return_exceptions=True)
             await self._stream.aclose()
-        # OSError: the client went away mid-send; CancelledError: it went away between chunks.
-        if isinstance(outcome, BaseException) and not isinstance(
-            outcome, (asyncio.CancelledError, OSError)
-        ):
-            log.error("stream failed", exc_info=outcome)
 
     async def _pump(self, send: Send) -> None:
         await send(
@@ -63,32 +87,3 @@ class StreamResponse(Response):
         async for chunk in self._stream:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-class ClientGone(Exception):
-    """The client disconnected before the answer was ready."""
-
-
-async def unless_client_leaves(work: Awaitable[T], receive: Receive) -> T:
-    """Await ``work`` (a proxied request), cancelling it if the client disconnects first.
-
-    Cancelling closes the upstream connection, so the engine aborts a generation nobody will
-    read, also for non-streamed requests, which send nothing until they are done. Call it only
-    after the request body has been read: then the next ASGI message is the disconnect.
-    """
-    task = asyncio.ensure_future(work)
-    watch = asyncio.create_task(_wait_for_disconnect(receive))
-    try:
-        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watch.cancel()
-        if not task.done():
-            task.cancel()
-    if task.cancelled():
-        raise ClientGone
-    return task.result()
