@@ -119,8 +119,6 @@ def test_json_schema_output_is_valid_json(stack):
         max_tokens=40,
         response_format={"type": "json_schema", "json_schema": {"name": "r", "schema": schema}},
     )
-    import json
-
     assert isinstance(json.loads(response.choices[0].message.content)["ok"], bool)
 
 

@@ -72,9 +72,21 @@ async def client() -> AsyncIterator[EngineClient]:
     await engine_client.close()
 
 
-@pytest.fixture
-async def fake_engine() -> AsyncIterator[FakeEngine]:
+async def _running_fake_engine() -> AsyncIterator[FakeEngine]:
     engine = FakeEngine()
     await engine.start()
     yield engine
     await engine.stop()
+
+
+@pytest.fixture
+async def fake_engine() -> AsyncIterator[FakeEngine]:
+    async for engine in _running_fake_engine():
+        yield engine
+
+
+@pytest.fixture
+async def second_fake_engine() -> AsyncIterator[FakeEngine]:
+    """Another, independent fake, for tests that route between engines."""
+    async for engine in _running_fake_engine():
+        yield engine

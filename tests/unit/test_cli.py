@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -65,8 +66,6 @@ def test_parser_knows_every_mode():
 
 
 def test_up_refuses_a_taken_port_before_starting_engines(tmp_path):
-    import socket
-
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         result = run_cli(

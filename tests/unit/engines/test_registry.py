@@ -1,50 +1,40 @@
-from mistral_serve.engines.client import EngineClient
+import asyncio
+
 from mistral_serve.engines.registry import EngineRegistry
 from mistral_serve.engines.supervisor import free_port
 
 
-async def make_registry(*urls: str) -> tuple[EngineRegistry, EngineClient]:
-    client = EngineClient(read_timeout_s=5)
-    await client.start()
-    registry = EngineRegistry(list(urls), client, interval_s=0.05)
-    return registry, client
+def make_registry(client, *urls: str) -> EngineRegistry:
+    return EngineRegistry(list(urls), client, interval_s=0.05)
 
 
-async def test_ready_when_health_and_models_answer(fake_engine):
-    registry, client = await make_registry(fake_engine.url)
+async def test_ready_when_health_and_models_answer(fake_engine, client):
+    registry = make_registry(client, fake_engine.url)
+    await registry.refresh()
+    engine = registry.engines[0]
+    assert engine.ready
+    assert engine.model_ids == {"fake-model"}
+    assert registry.candidates("fake-model") == [engine]
+    assert registry.candidates("other") == []
+    assert registry.model_cards() == [{"id": "fake-model", "object": "model"}]
+
+
+async def test_not_ready_when_unhealthy_but_models_remembered(fake_engine, client):
+    registry = make_registry(client, fake_engine.url)
+    await registry.refresh()
+    fake_engine.healthy = False
+    await registry.refresh()
+    engine = registry.engines[0]
+    assert not engine.ready
+    assert "503" in engine.last_error
+    assert registry.is_known("fake-model")  # so requests get 503, not 404
+    assert registry.model_cards() == []
+
+
+async def test_background_probe_brings_an_engine_back(fake_engine, client):
+    registry = make_registry(client, fake_engine.url)
+    await registry.start()
     try:
-        await registry.refresh()
-        engine = registry.engines[0]
-        assert engine.ready
-        assert engine.model_ids == {"fake-model"}
-        assert registry.candidates("fake-model") == [engine]
-        assert registry.candidates("other") == []
-        assert registry.model_cards() == [{"id": "fake-model", "object": "model"}]
-    finally:
-        await client.close()
-
-
-async def test_not_ready_when_unhealthy_but_models_remembered(fake_engine):
-    registry, client = await make_registry(fake_engine.url)
-    try:
-        await registry.refresh()
-        fake_engine.healthy = False
-        await registry.refresh()
-        engine = registry.engines[0]
-        assert not engine.ready
-        assert "503" in engine.last_error
-        assert registry.is_known("fake-model")  # so requests get 503, not 404
-        assert registry.model_cards() == []
-    finally:
-        await client.close()
-
-
-async def test_background_probe_brings_an_engine_back(fake_engine):
-    import asyncio
-
-    registry, client = await make_registry(fake_engine.url)
-    try:
-        await registry.start()
         engine = registry.engines[0]
         registry.mark_down(engine, "connection refused")
         assert not engine.ready
@@ -55,23 +45,14 @@ async def test_background_probe_brings_an_engine_back(fake_engine):
         assert engine.ready
     finally:
         await registry.stop()
-        await client.close()
 
 
-async def test_models_are_merged_across_engines(fake_engine):
-    from tests.unit.conftest import FakeEngine
-
-    other = FakeEngine()
-    other.models = ["fake-model", "second-model"]
-    await other.start()
-    registry, client = await make_registry(
-        fake_engine.url, other.url, f"http://127.0.0.1:{free_port()}"
+async def test_models_are_merged_across_engines(fake_engine, second_fake_engine, client):
+    second_fake_engine.models = ["fake-model", "second-model"]
+    registry = make_registry(
+        client, fake_engine.url, second_fake_engine.url, f"http://127.0.0.1:{free_port()}"
     )
-    try:
-        await registry.refresh()
-        assert [card["id"] for card in registry.model_cards()] == ["fake-model", "second-model"]
-        assert len(registry.candidates("fake-model")) == 2
-        assert [e.ready for e in registry.engines] == [True, True, False]
-    finally:
-        await other.stop()
-        await client.close()
+    await registry.refresh()
+    assert [card["id"] for card in registry.model_cards()] == ["fake-model", "second-model"]
+    assert len(registry.candidates("fake-model")) == 2
+    assert [e.ready for e in registry.engines] == [True, True, False]

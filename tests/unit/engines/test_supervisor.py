@@ -4,6 +4,7 @@ a real vLLM cannot be made to crash on cue. `tests/integration/test_up.py` runs 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import textwrap
@@ -17,6 +18,7 @@ from mistral_serve.engines.supervisor import (
     EngineSpec,
     Supervisor,
     free_port,
+    line_level,
     root_cause,
 )
 from mistral_serve.errors import EngineStartError
@@ -154,10 +156,6 @@ async def test_a_crashed_engine_is_restarted(tmp_path, client):
 
 
 def test_relayed_lines_keep_vllms_level():
-    import logging
-
-    from mistral_serve.engines.supervisor import line_level
-
     assert line_level("(EngineCore pid=1) ERROR 11-24 20:15:40 [core.py:1] boom") == logging.ERROR
     assert line_level("(APIServer pid=2) WARNING 11-24 20:15:26 [x.py:2] hm") == logging.WARNING
     assert line_level("INFO 11-24 20:15:26 [x.py:2] fine") == logging.INFO

@@ -103,21 +103,16 @@ async def test_unreachable_engine_is_502_and_marked_down(fake_engine, client):
     assert registry.engines[0].outstanding == 0
 
 
-async def test_a_refused_connection_moves_the_request_to_another_engine(fake_engine, client):
-    from tests.unit.conftest import FakeEngine
-
-    second = FakeEngine()
-    await second.start()
-    try:
-        gateway, registry = await make_gateway(client, fake_engine.url, second.url)
-        await fake_engine.stop()  # the registry still believes it is ready
-        for _ in range(2):  # whichever the policy picks first, the request lands
-            result = await gateway.generate(Endpoint.CHAT, orjson.dumps(CHAT), "r")
-            assert result.status == 200
-        assert len(second.requests) == 2
-        assert [e.ready for e in registry.engines] == [False, True]
-    finally:
-        await second.stop()
+async def test_a_refused_connection_moves_the_request_to_another_engine(
+    fake_engine, second_fake_engine, client
+):
+    gateway, registry = await make_gateway(client, fake_engine.url, second_fake_engine.url)
+    await fake_engine.stop()  # the registry still believes it is ready
+    for _ in range(2):  # whichever the policy picks first, the request lands
+        result = await gateway.generate(Endpoint.CHAT, orjson.dumps(CHAT), "r")
+        assert result.status == 200
+    assert len(second_fake_engine.requests) == 2
+    assert [e.ready for e in registry.engines] == [False, True]
 
 
 async def test_engine_5xx_is_502_with_the_engines_message(fake_engine, client):

@@ -1,3 +1,5 @@
+import pytest
+
 from mistral_serve.engines.registry import Engine
 from mistral_serve.routing import POLICIES, LeastOutstanding
 
@@ -30,8 +32,6 @@ def test_follows_load_as_it_changes():
 
 
 def test_empty_candidates_is_an_error():
-    import pytest
-
     with pytest.raises(ValueError):
         LeastOutstanding()([])
 
