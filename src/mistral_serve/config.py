@@ -54,9 +54,18 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(default=30.0, ge=0)
 
     # -- telemetry and logs ------------------------------------------------------------------
+    # The standard OTEL_* names. No endpoint: telemetry is off (spans and metrics are no-ops).
     otel_exporter_otlp_endpoint: str | None = None
     otel_exporter_otlp_protocol: Literal["grpc", "http/protobuf"] = "http/protobuf"
-    otel_service_name: str = "mistral-serve"
+    # "key=value,key2=value2" (values URL-encoded), e.g. SigNoz Cloud's signoz-ingestion-key.
+    otel_exporter_otlp_headers: SecretStr | None = None
+    otel_service_name: str = Field(default="mistral-serve", min_length=1)
+    # "key=value,…" added to every signal's resource, e.g. deployment.environment.name=prod.
+    otel_resource_attributes: str = ""
+    otel_metric_export_interval: int = Field(default=60000, ge=100)  # milliseconds
+    otel_sdk_disabled: bool = False
+    # Prompt and completion text in spans only when this is true.
+    otel_instrumentation_genai_capture_message_content: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -67,6 +76,7 @@ class Settings(BaseSettings):
         "gpu_memory_utilization",
         "max_model_len",
         "otel_exporter_otlp_endpoint",
+        "otel_exporter_otlp_headers",
         mode="before",
     )
     @classmethod
@@ -118,6 +128,29 @@ class Settings(BaseSettings):
             urls.append(str(url).rstrip("/"))
         return urls
 
+    @field_validator("otel_exporter_otlp_endpoint")
+    @classmethod
+    def _otlp_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s)://host:port URL, e.g. http://localhost:4318")
+        return value.strip().rstrip("/")
+
+    @field_validator("otel_exporter_otlp_headers", "otel_resource_attributes")
+    @classmethod
+    def _key_values(cls, value: SecretStr | str | None) -> SecretStr | str | None:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        for pair in (text or "").split(","):
+            if pair.strip() and "=" not in pair:
+                raise ValueError("must be key=value pairs separated by commas")
+        return value
+
+    @property
+    def telemetry_enabled(self) -> bool:
+        return self.otel_exporter_otlp_endpoint is not None and not self.otel_sdk_disabled
+
     @field_validator("engine_extra_args")
     @classmethod
     def _shell_words(cls, value: str) -> str:
@@ -143,7 +176,7 @@ def describe_validation_error(exc: ValidationError) -> str:
         name = "MISTRAL_SERVE_CACHE_DIR" if field == "cache_dir" else field.upper()
         reason = error["msg"].removeprefix("Value error, ")
         given = error.get("input")
-        secret = "token" in field
+        secret = "token" in field or "headers" in field
         shown = "" if secret or given is None or isinstance(given, dict) else f" (got {given!r})"
         problems.append(f"{name}: {reason}{shown}")
     return "; ".join(problems)

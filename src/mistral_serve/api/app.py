@@ -10,13 +10,21 @@ from fastapi import FastAPI
 
 from mistral_serve import __version__
 from mistral_serve.api.errors import install_error_handlers
-from mistral_serve.api.middleware import RequestIdMiddleware, UnexpectedErrorMiddleware
+from mistral_serve.api.middleware import (
+    RequestIdMiddleware,
+    TracingMiddleware,
+    UnexpectedErrorMiddleware,
+)
 from mistral_serve.api.routes import router
 from mistral_serve.config import Settings
 from mistral_serve.engines.client import EngineClient
 from mistral_serve.engines.registry import EngineRegistry
-from mistral_serve.gateway.pipeline import Gateway
+from mistral_serve.gateway.pipeline import Endpoint, Gateway
 from mistral_serve.routing import LeastOutstanding
+from mistral_serve.telemetry.genai import GenAIObserver
+from mistral_serve.telemetry.setup import Telemetry, disabled_telemetry
+
+TRACED_ROUTES = frozenset({endpoint.path for endpoint in Endpoint} | {"/v1/models"})
 
 
 @dataclass
@@ -33,9 +41,15 @@ def create_app(
     *,
     engine_urls: Sequence[str] | None = None,
     engine_names: Sequence[str] | None = None,
+    telemetry: Telemetry | None = None,
 ) -> FastAPI:
-    """The gateway app over ``engine_urls`` (default: ENGINE_URLS from settings)."""
+    """The gateway app over ``engine_urls`` (default: ENGINE_URLS from settings).
+
+    ``telemetry`` is started and shut down by the caller (the CLI), which owns the process.
+    """
     urls = list(engine_urls if engine_urls is not None else settings.engine_urls)
+    telemetry = telemetry or disabled_telemetry()
+    observer = GenAIObserver(telemetry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,7 +59,8 @@ def create_app(
             urls, client, interval_s=settings.engine_health_interval_s, names=engine_names
         )
         await registry.start()
-        gateway = Gateway(registry, client, LeastOutstanding())
+        observer.watch_ready_engines(lambda: len(registry.ready_engines()))
+        gateway = Gateway(registry, client, LeastOutstanding(), observer=observer)
         app.state.services = Services(client, registry, gateway)
         try:
             yield
@@ -62,7 +77,10 @@ def create_app(
     )
     app.include_router(router)
     install_error_handlers(app)
-    # Last added is outermost: every answer, even an unexpected 500, gets its request id.
+    # Last added is outermost: every answer, even an unexpected 500, gets its request id, and
+    # the span sees the status of every answer.
     app.add_middleware(UnexpectedErrorMiddleware)
+    if telemetry.enabled:
+        app.add_middleware(TracingMiddleware, tracer=telemetry.tracer, routes=TRACED_ROUTES)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -7,9 +7,13 @@ import re
 import uuid
 
 import orjson
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mistral_serve.errors import MistralServeError
+from mistral_serve.telemetry import semconv
 
 log = logging.getLogger(__name__)
 
@@ -90,3 +94,80 @@ class UnexpectedErrorMiddleware:
                 }
             )
             await send({"type": "http.response.body", "body": orjson.dumps(error.to_dict())})
+
+
+class TracingMiddleware:
+    """Opens the SERVER span of each API request, continuing an incoming W3C ``traceparent``.
+
+    The span carries the HTTP server attributes; the gateway renames it and adds the GenAI ones
+    (``chat mistral-7b``). It ends when the last byte of the answer is sent, so a stream's span
+    covers the whole stream. Probes (/health, /ready) are not traced: they would drown the
+    traces in noise. With telemetry off this layer is not installed at all.
+    """
+
+    def __init__(self, app: ASGIApp, tracer: Tracer, routes: frozenset[str]) -> None:
+        self.app = app
+        self.tracer = tracer
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in _UNTRACED:
+            await self.app(scope, receive, send)
+            return
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
+        }
+        method = scope["method"]
+        route = scope["path"] if scope["path"] in self.routes else None
+        span = self.tracer.start_span(
+            f"{method} {route}" if route else method,
+            context=_PROPAGATOR.extract(headers),
+            kind=SpanKind.SERVER,
+            attributes=_http_attributes(scope, headers, route),
+        )
+
+        async def traced_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+                    if semconv.ERROR_TYPE not in (getattr(span, "attributes", None) or {}):
+                        span.set_attribute(semconv.ERROR_TYPE, str(status))
+            await send(message)
+
+        with trace.use_span(span, end_on_exit=True):
+            await self.app(scope, receive, traced_send)
+
+
+_UNTRACED = frozenset({"/health", "/ready"})
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def _http_attributes(
+    scope: Scope, headers: dict[str, str], route: str | None
+) -> dict[str, str | int]:
+    attributes: dict[str, str | int] = {
+        semconv.HTTP_REQUEST_METHOD: scope["method"],
+        semconv.URL_PATH: scope["path"],
+        semconv.URL_SCHEME: scope.get("scheme", "http"),
+        semconv.NETWORK_PROTOCOL_VERSION: scope.get("http_version", "1.1"),
+    }
+    if route:
+        attributes[semconv.HTTP_ROUTE] = route
+    host, _, port = headers.get("host", "").rpartition(":")
+    if not host:  # no port in the Host header
+        host, port = headers.get("host", ""), ""
+    server = scope.get("server") or (None, None)
+    if host:
+        attributes[semconv.SERVER_ADDRESS] = host
+    if port.isdigit():
+        attributes[semconv.SERVER_PORT] = int(port)
+    elif server[1]:
+        attributes[semconv.SERVER_PORT] = int(server[1])
+    client = scope.get("client")
+    if client:
+        attributes[semconv.CLIENT_ADDRESS] = client[0]
+    if "user-agent" in headers:
+        attributes[semconv.USER_AGENT] = headers["user-agent"]
+    return attributes

@@ -1,12 +1,18 @@
 """The gateway's request pipeline: parse once → validate → route → proxy.
 
 The client's original bytes are what the engine receives: the gateway reads the few fields it
-needs (model, stream) and checks types, but never re-encodes the body, so every vLLM extension
-field passes through unchanged.
+needs (model, stream) and checks types, but does not re-encode the body, so every vLLM extension
+field passes through unchanged. One exception: a stream whose client did not ask for usage is
+sent with ``stream_options.include_usage`` set, so that token counts are known for telemetry;
+the stream tap removes that usage event before the client sees it.
+
+Each request is a :class:`~mistral_serve.telemetry.genai.Generation`: the pipeline reports
+what happened (request, engine call, answer, failure) and that records spans and metrics.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from enum import Enum
@@ -15,16 +21,19 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from mistral_serve.engines.client import EngineClient, EngineConnectError
+from mistral_serve.engines.client import EngineClient, EngineConnectError, UpstreamResponse
 from mistral_serve.engines.registry import Engine, EngineRegistry
 from mistral_serve.errors import (
     EngineError,
     InvalidRequestError,
+    MistralServeError,
     ModelNotFoundError,
     NoReadyEngineError,
 )
+from mistral_serve.gateway.answers import report_answer
 from mistral_serve.gateway.responses import GatewayResponse
 from mistral_serve.gateway.streaming import ProxyStream
+from mistral_serve.gateway.timing import timing_headers
 from mistral_serve.protocol import sse
 from mistral_serve.protocol.openai import (
     ChatCompletionRequest,
@@ -32,6 +41,8 @@ from mistral_serve.protocol.openai import (
     GenerationRequest,
 )
 from mistral_serve.routing import RoutingPolicy
+from mistral_serve.telemetry.genai import GenAIObserver, Generation
+from mistral_serve.telemetry.setup import disabled_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +51,31 @@ _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 class Endpoint(Enum):
-    CHAT = ("/v1/chat/completions", ChatCompletionRequest)
-    COMPLETIONS = ("/v1/completions", CompletionRequest)
+    CHAT = ("/v1/chat/completions", ChatCompletionRequest, "chat")
+    COMPLETIONS = ("/v1/completions", CompletionRequest, "text_completion")
 
-    def __init__(self, path: str, schema: type[GenerationRequest]) -> None:
+    def __init__(self, path: str, schema: type[GenerationRequest], operation: str) -> None:
         self.path = path
         self.schema = schema
+        self.operation = operation  # gen_ai.operation.name
 
 
 def parse_request(endpoint: Endpoint, body: bytes) -> GenerationRequest:
     """Decode and type-check a request body; any problem is a 400 naming the field."""
+    return validate_request(endpoint, decode_body(body))
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
+    return document
+
+
+def validate_request(endpoint: Endpoint, document: dict[str, Any]) -> GenerationRequest:
     try:
         return endpoint.schema.model_validate(document)
     except ValidationError as exc:
@@ -79,51 +99,115 @@ class Gateway:
         client: EngineClient,
         policy: RoutingPolicy,
         *,
+        observer: GenAIObserver | None = None,
         retry: RetryAdvice = RetryAdvice(),
     ) -> None:
         self._registry = registry
         self._client = client
         self._policy = policy
+        self._observer = observer or GenAIObserver(disabled_telemetry())
         self._retry = retry
 
     # -- generation --------------------------------------------------------------------------
     async def generate(self, endpoint: Endpoint, body: bytes, request_id: str) -> GatewayResponse:
-        request = parse_request(endpoint, body)
-        headers = {"content-type": JSON, "x-request-id": request_id}
-        tried: set[Engine] = set()  # engines hash by identity
-        while True:
-            engine = self._route(request.model, exclude=tried)
-            tried.add(engine)
-            engine.outstanding += 1
-            try:
-                upstream = await self._client.post(engine.url + endpoint.path, body, headers)
-            except EngineConnectError as exc:
-                engine.outstanding -= 1
-                self._registry.mark_down(engine, exc.message)
-                if self._registry.candidates(request.model):
-                    continue  # nothing was sent anywhere: another engine may take it
-                raise
-            except BaseException:
-                engine.outstanding -= 1
-                raise
-            break
+        generation = self._observer.start(endpoint.operation, request_id)
+        try:
+            return await self._generate(endpoint, body, request_id, generation)
+        except MistralServeError as error:
+            generation.failed(error)
+            raise
+        except asyncio.CancelledError:
+            generation.client_left()
+            raise
+        except Exception:
+            generation.failed(MistralServeError("unexpected error"))
+            raise
+
+    async def _generate(
+        self, endpoint: Endpoint, body: bytes, request_id: str, generation: Generation
+    ) -> GatewayResponse:
+        document = decode_body(body)
+        request = validate_request(endpoint, document)
+        generation.request(request)
+        strip_usage = request.is_stream and not (
+            request.stream_options and request.stream_options.include_usage
+        )
+        if strip_usage:
+            body = _with_usage_requested(document)
+        engine, upstream = await self._send(endpoint, request, body, request_id, generation)
 
         def finish() -> None:
             engine.outstanding -= 1
 
         if upstream.status != 200:
             try:
-                return await self._engine_refusal(upstream.status, await upstream.read())
+                return await self._engine_refusal(
+                    upstream.status, await upstream.read(), generation
+                )
             finally:
                 finish()
         if request.is_stream and upstream.content_type.startswith(sse.MEDIA_TYPE):
-            stream = ProxyStream(upstream, on_finish=finish, request_id=request_id)
-            return GatewayResponse(200, sse.MEDIA_TYPE, dict(_STREAM_HEADERS), stream=stream)
+            stream = ProxyStream(
+                upstream,
+                generation,
+                strip_usage=strip_usage,
+                on_finish=finish,
+                request_id=request_id,
+            )
+            try:
+                await stream.start()
+            except MistralServeError as error:
+                generation.failed(error)
+                await stream.aclose()
+                raise
+            except BaseException:
+                await stream.aclose()
+                raise
+            headers = {**_STREAM_HEADERS, **timing_headers(generation.timings, streamed=True)}
+            return GatewayResponse(200, sse.MEDIA_TYPE, headers, stream=stream)
         try:
             payload = await upstream.read()
         finally:
             finish()
-        return GatewayResponse(200, upstream.content_type, body=payload)
+        report_answer(generation, payload)
+        generation.succeeded()
+        headers = timing_headers(generation.timings, streamed=False)
+        return GatewayResponse(200, upstream.content_type, headers, body=payload)
+
+    async def _send(
+        self,
+        endpoint: Endpoint,
+        request: GenerationRequest,
+        body: bytes,
+        request_id: str,
+        generation: Generation,
+    ) -> tuple[Engine, UpstreamResponse]:
+        """Route and send; a refused connection moves the request to another ready engine."""
+        tried: set[Engine] = set()  # engines hash by identity
+        while True:
+            engine = self._route(request.model, exclude=tried)
+            tried.add(engine)
+            engine.outstanding += 1
+            url = engine.url + endpoint.path
+            headers = {
+                "content-type": JSON,
+                "x-request-id": request_id,
+                **generation.upstream_started(engine.name, url),
+            }
+            try:
+                upstream = await self._client.post(url, body, headers)
+            except EngineConnectError as exc:
+                engine.outstanding -= 1
+                self._registry.mark_down(engine, exc.message)
+                if self._registry.candidates(request.model):
+                    generation.upstream_failed(exc)
+                    continue  # nothing was sent anywhere: another engine may take it
+                raise
+            except BaseException:
+                engine.outstanding -= 1
+                raise
+            generation.upstream_answered(upstream.status)
+            return engine, upstream
 
     def _route(self, model: str, *, exclude: set[Engine]) -> Engine:
         candidates = [e for e in self._registry.candidates(model) if e not in exclude]
@@ -136,9 +220,12 @@ class Gateway:
             )
         raise ModelNotFoundError(model)
 
-    async def _engine_refusal(self, status: int, body: bytes) -> GatewayResponse:
+    async def _engine_refusal(
+        self, status: int, body: bytes, generation: Generation
+    ) -> GatewayResponse:
         """An engine's own error: its 4xx reaches the client intact; a 5xx becomes a 502."""
         if 400 <= status < 500:
+            generation.engine_refused(status)
             return GatewayResponse(status, JSON, body=body)
         raise EngineError(f"The engine failed ({status}): {_engine_message(body)}")
 
@@ -164,6 +251,13 @@ class Gateway:
     @property
     def retry_after_s(self) -> int:
         return self._retry.seconds
+
+
+def _with_usage_requested(document: dict[str, Any]) -> bytes:
+    options = document.get("stream_options")
+    options = dict(options) if isinstance(options, dict) else {}
+    options["include_usage"] = True
+    return orjson.dumps({**document, "stream_options": options})
 
 
 def _engine_message(body: bytes) -> str:

@@ -1,7 +1,12 @@
-"""Forwarding an engine's SSE stream to the client, byte for byte.
+"""Forwarding an engine's SSE stream to the client as it arrives, with a light tap.
 
-Upstream chunks are yielded the moment they arrive: no re-encoding, no buffering, no timers. If
-the engine fails after the first byte, the client gets an OpenAI-shaped SSE error event and
+Upstream bytes are forwarded event by event, unchanged: no re-encoding, no timers. The tap
+(:class:`SSETap`) holds back only the tail of a chunk that ends mid-event (the client could not
+use half an event anyway), notes the first event's time, and parses just the few events that
+carry a finish reason or usage. When the gateway itself asked the engine for usage (the client
+did not), the tap drops that usage event, so the client sees the stream it asked for.
+
+If the engine fails after the first byte, the client gets an OpenAI-shaped SSE error event and
 ``data: [DONE]``, so SDKs stop cleanly instead of hanging. Closing the stream early (the client
 went away) closes the upstream connection, which makes vLLM abort the generation.
 """
@@ -15,9 +20,17 @@ import orjson
 
 from mistral_serve.engines.client import UpstreamResponse
 from mistral_serve.errors import MistralServeError
+from mistral_serve.gateway.answers import report_choices, report_usage
 from mistral_serve.protocol import sse
+from mistral_serve.telemetry.genai import Generation
 
 log = logging.getLogger(__name__)
+
+_EVENT_END = b"\n\n"
+_DATA = b"data: "
+_JSON_DATA = b"data: {"
+_FINISHED = b'"finish_reason":"'  # a non-null finish reason
+_USAGE = b'"usage":{'  # a non-null usage object
 
 
 def stream_error_event(error: MistralServeError) -> bytes:
@@ -25,31 +38,118 @@ def stream_error_event(error: MistralServeError) -> bytes:
     return sse.event(orjson.dumps(error.to_dict())) + sse.DONE
 
 
+class SSETap:
+    """Reads facts off an SSE stream as it passes; returns the bytes to forward."""
+
+    def __init__(self, generation: Generation, *, strip_usage: bool) -> None:
+        self._generation = generation
+        self._strip_usage = strip_usage
+        self._every_event = generation.wants_output_text  # content capture reads every delta
+        self._pending = b""
+        self._seen_first = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Complete events from ``chunk`` (plus any held-back tail before it)."""
+        data = self._pending + chunk if self._pending else chunk
+        end = data.rfind(_EVENT_END)
+        if end < 0:
+            self._pending = data
+            return b""
+        end += len(_EVENT_END)
+        ready, self._pending = (data, b"") if end == len(data) else (data[:end], data[end:])
+        if not self._seen_first:
+            self._seen_first = True
+            self._generation.first_chunk()
+            return self._inspect(ready, first=True)
+        if self._every_event or _FINISHED in ready or _USAGE in ready:
+            return self._inspect(ready, first=False)
+        return ready
+
+    def flush(self) -> bytes:
+        """Whatever is left when the stream ends (normally nothing)."""
+        rest, self._pending = self._pending, b""
+        return rest
+
+    def _inspect(self, ready: bytes, *, first: bool) -> bytes:
+        kept: list[bytes] = []
+        dropped = False
+        for event in ready.split(_EVENT_END)[:-1]:
+            document = _decode(event) if (first or self._worth_parsing(event)) else None
+            if document is not None:
+                if first:
+                    self._generation.response(document.get("id"), document.get("model"))
+                    first = False
+                report_choices(self._generation, document.get("choices"), delta=True)
+                if isinstance(document.get("usage"), dict):
+                    report_usage(self._generation, document["usage"])
+                    if self._strip_usage and not document.get("choices"):
+                        dropped = True
+                        continue
+            kept.append(event + _EVENT_END)
+        return b"".join(kept) if dropped else ready
+
+    def _worth_parsing(self, event: bytes) -> bool:
+        return self._every_event or _FINISHED in event or _USAGE in event
+
+
+def _decode(event: bytes) -> dict | None:
+    if not event.startswith(_JSON_DATA):
+        return None
+    try:
+        document = orjson.loads(event[len(_DATA) :])
+    except orjson.JSONDecodeError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
 class ProxyStream:
-    """The engine's body as an async byte stream, with a finish hook that runs exactly once."""
+    """The engine's body as an async byte stream; the request ends exactly once with it.
+
+    :meth:`start` waits for the first event, so a failure before any byte is still a plain
+    HTTP error and the first-token time is known when the headers go out.
+    """
 
     def __init__(
         self,
         upstream: UpstreamResponse,
+        generation: Generation,
         *,
+        strip_usage: bool,
         on_finish: Callable[[], None],
         request_id: str,
     ) -> None:
         self._upstream = upstream
+        self._chunks = upstream.chunks()
+        self._generation = generation
+        self._tap = SSETap(generation, strip_usage=strip_usage)
         self._on_finish = on_finish
         self._request_id = request_id
+        self._head = b""
         self._finished = False
 
+    async def start(self) -> None:
+        async for chunk in self._chunks:
+            self._head = self._tap.feed(chunk)
+            if self._head:
+                return
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        ends_event = True  # whether the bytes sent so far end on an event boundary
         try:
-            async for chunk in self._upstream.chunks():
-                ends_event = chunk.endswith(b"\n\n")
-                yield chunk
+            if self._head:
+                yield self._head
+            async for chunk in self._chunks:
+                ready = self._tap.feed(chunk)
+                if ready:
+                    yield ready
+            rest = self._tap.flush()
+            if rest:  # a last event without its blank line: forwarded as the engine sent it
+                yield rest
+            self._generation.succeeded()
         except MistralServeError as error:
             log.warning("request %s: stream broke off: %s", self._request_id, error.message)
-            # Terminate a half-sent event first, or the client would splice the two together.
-            yield (b"" if ends_event else b"\n\n") + stream_error_event(error)
+            self._generation.failed(error)
+            # Events are forwarded whole, so the error event never splices into another one.
+            yield stream_error_event(error)
         finally:
             await self.aclose()
 
@@ -57,5 +157,7 @@ class ProxyStream:
         if self._finished:
             return
         self._finished = True
+        self._generation.client_left()  # a no-op when the request already ended
         self._upstream.close()
+        await self._chunks.aclose()
         self._on_finish()

@@ -1,6 +1,6 @@
-"""The SSE passthrough: bytes unchanged as they arrive; a break after the first byte becomes an
-SSE error event and [DONE]. The upstream here is a fake (FakeEngine): a real engine cannot be
-made to drop a stream on cue."""
+"""The SSE passthrough: events unchanged as they arrive; a break after the first byte becomes an
+SSE error event and [DONE]; usage the gateway asked for is removed. The upstream here is a fake
+(FakeEngine): a real engine cannot be made to drop a stream on cue."""
 
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ from mistral_serve.gateway.pipeline import Endpoint, Gateway
 from mistral_serve.gateway.streaming import stream_error_event
 from mistral_serve.routing import LeastOutstanding
 
-CHUNK_1 = b'data: {"choices":[{"delta":{"content":"Hel"}}]}\n\n'
-CHUNK_2 = b'data: {"choices":[{"delta":{"content":"lo"}}]}\n\n'
-BODY = orjson.dumps(
-    {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-)
+CHUNK_1 = b'data: {"id":"c1","model":"fake-model","choices":[{"delta":{"content":"Hel"}}]}\n\n'
+CHUNK_2 = b'data: {"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}]}\n\n'
+USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2}}\n\n'
+CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+BODY = orjson.dumps({**CHAT, "stream_options": {"include_usage": True}})
+BODY_WITHOUT_USAGE = orjson.dumps(CHAT)
 
 
 @pytest.fixture
@@ -69,14 +70,33 @@ async def test_stream_is_forwarded_unchanged(fake_engine, gateway):
     assert headers["x-request-id"] == "rid-1"
 
 
-async def test_chunks_are_forwarded_as_they_arrive(fake_engine, gateway):
+async def test_usage_the_client_did_not_ask_for_is_asked_for_then_removed(fake_engine, gateway):
     gw, _ = gateway
-    fake_engine.handlers["/v1/chat/completions"] = sse_handler(CHUNK_1, CHUNK_2, pause_s=0.5)
+    fake_engine.handlers["/v1/chat/completions"] = sse_handler(CHUNK_1, CHUNK_2, USAGE)
+    result = await gw.generate(Endpoint.CHAT, BODY_WITHOUT_USAGE, "rid")
+    assert b"".join(await collect(result.stream)) == CHUNK_1 + CHUNK_2 + b"data: [DONE]\n\n"
+    sent = orjson.loads(fake_engine.requests[0][1])
+    assert sent == {**CHAT, "stream_options": {"include_usage": True}}
+
+
+async def test_usage_the_client_asked_for_stays(fake_engine, gateway):
+    gw, _ = gateway
+    fake_engine.handlers["/v1/chat/completions"] = sse_handler(CHUNK_1 + CHUNK_2 + USAGE)
     result = await gw.generate(Endpoint.CHAT, BODY, "rid")
-    iterator = result.stream.__aiter__()
-    first = await asyncio.wait_for(iterator.__anext__(), timeout=0.4)  # before the pause ends
-    assert first == CHUNK_1
-    await result.stream.aclose()
+    assert b"".join(await collect(result.stream)) == CHUNK_1 + CHUNK_2 + USAGE + b"data: [DONE]\n\n"
+
+
+async def test_events_are_forwarded_as_they_arrive_and_whole(fake_engine, gateway):
+    gw, _ = gateway
+    split = len(CHUNK_2) // 2
+    fake_engine.handlers["/v1/chat/completions"] = sse_handler(
+        CHUNK_1, CHUNK_2[:split], CHUNK_2[split:], pause_s=0.5
+    )
+    # the answer (headers and first event) is ready before the engine's first pause ends
+    result = await asyncio.wait_for(gw.generate(Endpoint.CHAT, BODY, "rid"), timeout=0.4)
+    assert result.headers["x-time-to-first-token"].isdigit()
+    chunks = await collect(result.stream)
+    assert chunks[:2] == [CHUNK_1, CHUNK_2]  # the half event was held back until whole
 
 
 async def test_drop_mid_stream_becomes_an_sse_error_then_done(fake_engine, gateway):
@@ -93,20 +113,28 @@ async def test_drop_mid_stream_becomes_an_sse_error_then_done(fake_engine, gatew
     assert registry.engines[0].outstanding == 0
 
 
-async def test_drop_inside_an_event_terminates_it_before_the_error(fake_engine, gateway):
+async def test_drop_inside_an_event_never_splices_the_error_into_it(fake_engine, gateway):
     gw, _ = gateway
     half_event = b'data: {"choices":[{"delta":{"cont'
-    fake_engine.handlers["/v1/chat/completions"] = sse_handler(half_event, drop_after=True)
+    fake_engine.handlers["/v1/chat/completions"] = sse_handler(CHUNK_1, half_event, drop_after=True)
     result = await gw.generate(Endpoint.CHAT, BODY, "rid-3")
     received = b"".join(await collect(result.stream))
-    assert received.startswith(half_event + b"\n\n" + b'data: {"error":')
+    assert received.startswith(CHUNK_1 + b'data: {"error":')
     assert received.endswith(b"data: [DONE]\n\n")
+
+
+async def test_drop_before_the_first_event_is_a_plain_502(fake_engine, gateway):
+    gw, registry = gateway
+    fake_engine.handlers["/v1/chat/completions"] = sse_handler(b"data: {", drop_after=True)
+    with pytest.raises(EngineUnreachableError):
+        await gw.generate(Endpoint.CHAT, BODY, "rid-5")
+    assert registry.engines[0].outstanding == 0
 
 
 async def test_closing_early_releases_the_engine(fake_engine, gateway):
     gw, registry = gateway
     fake_engine.handlers["/v1/chat/completions"] = sse_handler(CHUNK_1, CHUNK_2, pause_s=1.0)
-    result = await gw.generate(Endpoint.CHAT, BODY, "rid-4")
+    result = await gw.generate(Endpoint.CHAT, BODY, "rid-4")  # returns with the first event
     assert registry.engines[0].outstanding == 1
     await result.stream.aclose()  # the client went away before reading anything
     assert registry.engines[0].outstanding == 0

@@ -1,0 +1,386 @@
+"""One generation request as the GenAI conventions see it: span attributes and metrics.
+
+The gateway reads the protocol (request fields, the engine's answer or stream) and reports
+facts here: the response's id and model, the first chunk, finish reasons, usage, errors. This
+module turns them into attributes on the request's SERVER span (opened by the api layer's
+middleware), an upstream CLIENT span per engine call, and the metrics, recorded once when the
+request ends. With telemetry off the spans are non-recording and the meter is a no-op; the
+timings are still kept, because the gateway's timing headers use them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from opentelemetry import trace
+from opentelemetry.metrics import Meter, Observation
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from mistral_serve.errors import EngineError, MistralServeError
+from mistral_serve.protocol.openai import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    GenerationRequest,
+)
+from mistral_serve.telemetry import semconv
+from mistral_serve.telemetry.setup import Telemetry
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+#: error.type for a request whose client left before the answer was complete.
+CLIENT_CLOSED = "client_closed"
+
+
+class GatewayMetrics:
+    """Every instrument the gateway records, created once per app."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.request_duration = meter.create_histogram(
+            semconv.REQUEST_DURATION,
+            unit="s",
+            description="Generative AI server request duration such as time-to-last byte.",
+        )
+        self.time_to_first_token = meter.create_histogram(
+            semconv.TIME_TO_FIRST_TOKEN,
+            unit="s",
+            description="Time to generate first token for successful responses.",
+        )
+        self.time_per_output_token = meter.create_histogram(
+            semconv.TIME_PER_OUTPUT_TOKEN,
+            unit="s",
+            description="Time per output token generated after the first token.",
+        )
+        self.token_usage = meter.create_histogram(
+            semconv.TOKEN_USAGE, unit="{token}", description="Number of input and output tokens."
+        )
+        self.active_requests = meter.create_up_down_counter(
+            semconv.ACTIVE_REQUESTS,
+            unit="{request}",
+            description="Generation requests in flight in the gateway.",
+        )
+        self.rejections = meter.create_counter(
+            semconv.REJECTIONS,
+            unit="{request}",
+            description="Requests refused before or by an engine, by reason.",
+        )
+        self.upstream_errors = meter.create_counter(
+            semconv.UPSTREAM_ERRORS,
+            unit="{error}",
+            description="Failed engine calls, by error.type.",
+        )
+
+
+@dataclass
+class Timings:
+    """perf_counter() stamps of one request; None until reached."""
+
+    started: float = field(default_factory=time.perf_counter)
+    sent: float | None = None  # sent to an engine (the gateway's queue time ends)
+    first_chunk: float | None = None
+    finished: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+    @property
+    def queue_s(self) -> float | None:
+        return None if self.sent is None else self.sent - self.started
+
+    @property
+    def time_to_first_chunk_s(self) -> float | None:
+        return None if self.first_chunk is None else self.first_chunk - self.started
+
+    @property
+    def time_per_output_token_s(self) -> float | None:
+        """Decode time per token after the first (needs a first-chunk time and 2+ tokens)."""
+        if self.first_chunk is None or self.finished is None or not self.output_tokens:
+            return None
+        if self.output_tokens < 2:
+            return None
+        return (self.finished - self.first_chunk) / (self.output_tokens - 1)
+
+
+class GenAIObserver:
+    """Makes a :class:`Generation` per request; holds the tracer, instruments and options."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.tracer = telemetry.tracer
+        self._meter = telemetry.meter
+        self.metrics = GatewayMetrics(telemetry.meter)
+        self.capture_content = telemetry.capture_content
+
+    def watch_ready_engines(self, count: Callable[[], int]) -> None:
+        """Observe how many engines are ready at each export."""
+        self._meter.create_observable_gauge(
+            semconv.READY_ENGINES,
+            [lambda options: [Observation(count())]],
+            unit="{engine}",
+            description="Engines that pass their health check and serve requests.",
+        )
+
+    def start(self, operation: str, request_id: str) -> Generation:
+        return Generation(self, operation, request_id)
+
+
+class Generation:
+    """What one request did, reported by the gateway as it happens; ends exactly once."""
+
+    def __init__(self, observer: GenAIObserver, operation: str, request_id: str) -> None:
+        self._observer = observer
+        self.timings = Timings()
+        self.operation = operation
+        self.span: Span = trace.get_current_span()  # the middleware's SERVER span
+        self._recording = self.span.is_recording()
+        self._upstream: Span | None = None
+        self._metric_attributes: dict[str, Any] = {
+            semconv.OPERATION_NAME: operation,
+            semconv.PROVIDER_NAME: semconv.PROVIDER,
+        }
+        self._finish_reasons: dict[int, str] = {}
+        self._output_text: dict[int, list[str]] = {}
+        self._ended = False
+        observer.metrics.active_requests.add(1, self._base_attributes())
+        if self._recording:
+            self.span.update_name(operation)
+            self.span.set_attributes(
+                {
+                    semconv.OPERATION_NAME: operation,
+                    semconv.PROVIDER_NAME: semconv.PROVIDER,
+                    semconv.REQUEST_ID: request_id,
+                }
+            )
+
+    def _base_attributes(self) -> dict[str, str]:
+        return {semconv.OPERATION_NAME: self.operation, semconv.PROVIDER_NAME: semconv.PROVIDER}
+
+    # -- the request ---------------------------------------------------------------------------
+    def request(self, request: GenerationRequest) -> None:
+        """The validated request: its model names the span, its parameters become attributes."""
+        self._metric_attributes[semconv.REQUEST_MODEL] = request.model
+        if not self._recording:
+            return
+        self.span.update_name(f"{self.operation} {request.model}")
+        max_tokens = request.max_tokens
+        if isinstance(request, ChatCompletionRequest) and request.max_completion_tokens:
+            max_tokens = request.max_completion_tokens
+        attributes = {
+            semconv.REQUEST_MODEL: request.model,
+            semconv.REQUEST_STREAM: request.is_stream,
+            semconv.REQUEST_MAX_TOKENS: max_tokens,
+            semconv.REQUEST_TEMPERATURE: request.temperature,
+            semconv.REQUEST_TOP_P: request.top_p,
+            semconv.REQUEST_SEED: request.seed,
+            semconv.REQUEST_PRESENCE_PENALTY: request.presence_penalty,
+            semconv.REQUEST_FREQUENCY_PENALTY: request.frequency_penalty,
+            semconv.REQUEST_CHOICE_COUNT: request.n if request.n not in (None, 1) else None,
+            semconv.REQUEST_STOP_SEQUENCES: (
+                [request.stop] if isinstance(request.stop, str) else request.stop
+            ),
+        }
+        self.span.set_attributes({k: v for k, v in attributes.items() if v is not None})
+        if self._observer.capture_content:
+            self.span.set_attribute(semconv.INPUT_MESSAGES, _input_messages(request))
+
+    # -- the engine call -----------------------------------------------------------------------
+    def upstream_started(self, engine_name: str, url: str, method: str = "POST") -> dict[str, str]:
+        """Open the CLIENT span of one engine call; returns the headers that carry it."""
+        self._end_upstream()  # a retry on another engine: the last attempt is over
+        self.timings.sent = time.perf_counter()
+        parent = trace.set_span_in_context(self.span)
+        route = url.split("/", 3)[-1]
+        span = self._observer.tracer.start_span(
+            f"{method} /{route}", context=parent, kind=SpanKind.CLIENT
+        )
+        self._upstream = span
+        carrier: dict[str, str] = {}
+        if span.is_recording():
+            host, _, port = url.split("/")[2].rpartition(":")
+            span.set_attributes(
+                {
+                    semconv.HTTP_REQUEST_METHOD: method,
+                    semconv.URL_FULL: url,
+                    semconv.SERVER_ADDRESS: host,
+                    semconv.SERVER_PORT: int(port) if port.isdigit() else 80,
+                    semconv.ENGINE_NAME: engine_name,
+                }
+            )
+            _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
+        if self._recording:
+            self.span.set_attribute(semconv.ENGINE_NAME, engine_name)
+        return carrier
+
+    def upstream_answered(self, status: int) -> None:
+        """The engine sent its status line."""
+        if self._upstream is not None and self._upstream.is_recording():
+            self._upstream.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status)
+            if status >= 400:
+                self._upstream.set_attribute(semconv.ERROR_TYPE, str(status))
+                self._upstream.set_status(Status(StatusCode.ERROR))
+
+    def upstream_failed(self, error: MistralServeError) -> None:
+        if self._upstream is not None:
+            self._upstream.set_attribute(semconv.ERROR_TYPE, error.label)
+            self._upstream.set_status(Status(StatusCode.ERROR, error.message))
+        self._observer.metrics.upstream_errors.add(
+            1, {**self._metric_attributes, semconv.ERROR_TYPE: error.label}
+        )
+        self._end_upstream()
+
+    # -- the answer ----------------------------------------------------------------------------
+    def first_chunk(self) -> None:
+        if self.timings.first_chunk is None:
+            self.timings.first_chunk = time.perf_counter()
+
+    def response(self, response_id: object, model: object) -> None:
+        if isinstance(model, str):
+            self._metric_attributes[semconv.RESPONSE_MODEL] = model
+        if self._recording:
+            if isinstance(response_id, str):
+                self.span.set_attribute(semconv.RESPONSE_ID, response_id)
+            if isinstance(model, str):
+                self.span.set_attribute(semconv.RESPONSE_MODEL, model)
+
+    def finish_reason(self, index: int, reason: str) -> None:
+        self._finish_reasons[index] = reason
+
+    def usage(self, input_tokens: object, output_tokens: object) -> None:
+        if isinstance(input_tokens, int):
+            self.timings.input_tokens = input_tokens
+        if isinstance(output_tokens, int):
+            self.timings.output_tokens = output_tokens
+
+    @property
+    def wants_output_text(self) -> bool:
+        return self._recording and self._observer.capture_content
+
+    def output_text(self, index: int, text: str) -> None:
+        self._output_text.setdefault(index, []).append(text)
+
+    # -- the end -------------------------------------------------------------------------------
+    def succeeded(self) -> None:
+        self._end(error_type=None)
+
+    def failed(self, error: MistralServeError) -> None:
+        """A request that ends in one of our errors (raised here or by the engine)."""
+        if self._ended:
+            return
+        metrics = self._observer.metrics
+        if isinstance(error, EngineError):
+            if self._upstream is not None:
+                self.upstream_failed(error)
+            else:
+                metrics.upstream_errors.add(
+                    1, {**self._metric_attributes, semconv.ERROR_TYPE: error.label}
+                )
+        else:
+            metrics.rejections.add(
+                1, {**self._metric_attributes, semconv.REJECTION_REASON: error.label}
+            )
+        self._end(error_type=error.label, message=error.message)
+
+    def engine_refused(self, status: int) -> None:
+        """The engine answered 4xx (bad input it judged): passed through, counted as refused."""
+        if self._ended:
+            return
+        self._observer.metrics.rejections.add(
+            1, {**self._metric_attributes, semconv.REJECTION_REASON: "engine_rejected"}
+        )
+        self._end(error_type=str(status))
+
+    def client_left(self) -> None:
+        self._end(error_type=CLIENT_CLOSED)
+
+    def _end(self, *, error_type: str | None, message: str | None = None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        timings = self.timings
+        timings.finished = time.perf_counter()
+        self._end_upstream()
+        metrics = self._observer.metrics
+        attributes = dict(self._metric_attributes)
+        metrics.active_requests.add(-1, self._base_attributes())
+        if error_type is not None:
+            attributes[semconv.ERROR_TYPE] = error_type
+        metrics.request_duration.record(timings.finished - timings.started, attributes)
+        if error_type is None:
+            if timings.time_to_first_chunk_s is not None:
+                metrics.time_to_first_token.record(timings.time_to_first_chunk_s, attributes)
+            if timings.time_per_output_token_s is not None:
+                metrics.time_per_output_token.record(timings.time_per_output_token_s, attributes)
+        for token_type, count in (
+            (semconv.TOKEN_INPUT, timings.input_tokens),
+            (semconv.TOKEN_OUTPUT, timings.output_tokens),
+        ):
+            if count is not None:
+                metrics.token_usage.record(count, {**attributes, semconv.TOKEN_TYPE: token_type})
+        if self._recording:
+            self._annotate_span(error_type, message)
+
+    def _annotate_span(self, error_type: str | None, message: str | None) -> None:
+        span, timings = self.span, self.timings
+        if self._finish_reasons:
+            reasons = [self._finish_reasons[i] for i in sorted(self._finish_reasons)]
+            span.set_attribute(semconv.RESPONSE_FINISH_REASONS, reasons)
+        if timings.input_tokens is not None:
+            span.set_attribute(semconv.USAGE_INPUT_TOKENS, timings.input_tokens)
+        if timings.output_tokens is not None:
+            span.set_attribute(semconv.USAGE_OUTPUT_TOKENS, timings.output_tokens)
+        ttfc = timings.time_to_first_chunk_s
+        if ttfc is not None:
+            span.set_attribute(semconv.RESPONSE_TIME_TO_FIRST_CHUNK, ttfc)
+        if self._output_text:
+            span.set_attribute(semconv.OUTPUT_MESSAGES, self._output_messages())
+        if error_type is not None:
+            span.set_attribute(semconv.ERROR_TYPE, error_type)
+            if error_type != CLIENT_CLOSED:
+                span.set_status(Status(StatusCode.ERROR, message))
+
+    def _end_upstream(self) -> None:
+        if self._upstream is not None:
+            self._upstream.end()
+            self._upstream = None
+
+    def _output_messages(self) -> str:
+        return orjson.dumps(
+            [
+                {
+                    "role": "assistant",
+                    "parts": [{"type": "text", "content": "".join(self._output_text[index])}],
+                    "finish_reason": self._finish_reasons.get(index, ""),
+                }
+                for index in sorted(self._output_text)
+            ]
+        ).decode()
+
+
+def _input_messages(request: GenerationRequest) -> str:
+    """The prompt in the conventions' message shape (only with content capture on)."""
+    if isinstance(request, ChatCompletionRequest):
+        messages = [
+            {"role": message.role, "parts": _parts(message.content)} for message in request.messages
+        ]
+    elif isinstance(request, CompletionRequest):
+        prompt = request.prompt
+        texts = [prompt] if isinstance(prompt, str) else [str(p) for p in prompt]
+        messages = [{"role": "user", "parts": [{"type": "text", "content": t}]} for t in texts]
+    else:  # pragma: no cover - every endpoint has its own request type
+        messages = []
+    return orjson.dumps(messages).decode()
+
+
+def _parts(content: object) -> list[Mapping[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}]
+    return [
+        {"type": "text", "content": part.get("text", "")}
+        if isinstance(part, dict) and part.get("type") == "text"
+        else {"type": str(part.get("type", "unknown")) if isinstance(part, dict) else "unknown"}
+        for part in content  # type: ignore[union-attr]
+    ]

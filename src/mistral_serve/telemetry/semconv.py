@@ -1,0 +1,104 @@
+"""The names this project emits: OpenTelemetry GenAI, HTTP and hardware semantic conventions,
+plus the gateway's own ``mistral_serve.*`` metrics. One place, so docs/observability.md, the
+SigNoz dashboard and the tests can be checked against it.
+
+The GenAI conventions live in open-telemetry/semantic-conventions-genai; the Python package's
+constants for them are deprecated and incomplete, so the strings are written out here.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# -- GenAI span and metric attributes ---------------------------------------------------------
+OPERATION_NAME: Final = "gen_ai.operation.name"
+PROVIDER_NAME: Final = "gen_ai.provider.name"
+REQUEST_MODEL: Final = "gen_ai.request.model"
+REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
+REQUEST_TEMPERATURE: Final = "gen_ai.request.temperature"
+REQUEST_TOP_P: Final = "gen_ai.request.top_p"
+REQUEST_SEED: Final = "gen_ai.request.seed"
+REQUEST_STREAM: Final = "gen_ai.request.stream"
+REQUEST_CHOICE_COUNT: Final = "gen_ai.request.choice.count"
+REQUEST_PRESENCE_PENALTY: Final = "gen_ai.request.presence_penalty"
+REQUEST_FREQUENCY_PENALTY: Final = "gen_ai.request.frequency_penalty"
+REQUEST_STOP_SEQUENCES: Final = "gen_ai.request.stop_sequences"
+RESPONSE_ID: Final = "gen_ai.response.id"
+RESPONSE_MODEL: Final = "gen_ai.response.model"
+RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"
+USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+TOKEN_TYPE: Final = "gen_ai.token.type"
+INPUT_MESSAGES: Final = "gen_ai.input.messages"
+OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+ERROR_TYPE: Final = "error.type"
+
+#: The provider is the model family's owner; ``server.address`` tells self-hosted traffic
+#: apart from Mistral's own API.
+PROVIDER: Final = "mistral_ai"
+TOKEN_INPUT: Final = "input"
+TOKEN_OUTPUT: Final = "output"
+
+# -- HTTP server span attributes (stable HTTP semconv) ----------------------------------------
+HTTP_REQUEST_METHOD: Final = "http.request.method"
+HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
+HTTP_ROUTE: Final = "http.route"
+URL_PATH: Final = "url.path"
+URL_SCHEME: Final = "url.scheme"
+URL_FULL: Final = "url.full"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
+CLIENT_ADDRESS: Final = "client.address"
+USER_AGENT: Final = "user_agent.original"
+NETWORK_PROTOCOL_VERSION: Final = "network.protocol.version"
+
+# -- the gateway's own attributes ---------------------------------------------------------------
+REQUEST_ID: Final = "mistral_serve.request.id"
+ENGINE_NAME: Final = "mistral_serve.engine.name"
+REJECTION_REASON: Final = "mistral_serve.rejection.reason"
+
+# -- metrics: (name, unit, description); histogram bucket boundaries are the conventions' ------
+REQUEST_DURATION: Final = "gen_ai.server.request.duration"
+TIME_TO_FIRST_TOKEN: Final = "gen_ai.server.time_to_first_token"
+TIME_PER_OUTPUT_TOKEN: Final = "gen_ai.server.time_per_output_token"
+# The conventions define token usage only as a client metric; the gateway is the client of its
+# engines and reads usage from their answers, as other AI gateways do.
+TOKEN_USAGE: Final = "gen_ai.client.token.usage"
+ACTIVE_REQUESTS: Final = "mistral_serve.gateway.active_requests"
+REJECTIONS: Final = "mistral_serve.gateway.rejections"
+UPSTREAM_ERRORS: Final = "mistral_serve.gateway.upstream_errors"
+READY_ENGINES: Final = "mistral_serve.engines.ready"
+
+REQUEST_DURATION_BUCKETS: Final = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)  # fmt: skip
+TIME_TO_FIRST_TOKEN_BUCKETS: Final = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
+TIME_PER_OUTPUT_TOKEN_BUCKETS: Final = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+)  # fmt: skip
+TOKEN_USAGE_BUCKETS: Final = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)  # fmt: skip
+
+#: Histogram name → explicit bucket boundaries (the SDK's defaults suit none of these).
+HISTOGRAM_BUCKETS: Final = {
+    REQUEST_DURATION: REQUEST_DURATION_BUCKETS,
+    TIME_TO_FIRST_TOKEN: TIME_TO_FIRST_TOKEN_BUCKETS,
+    TIME_PER_OUTPUT_TOKEN: TIME_PER_OUTPUT_TOKEN_BUCKETS,
+    TOKEN_USAGE: TOKEN_USAGE_BUCKETS,
+}
+
+# -- hardware (NVML) ----------------------------------------------------------------------------
+HW_GPU_UTILIZATION: Final = "hw.gpu.utilization"
+HW_GPU_MEMORY_USAGE: Final = "hw.gpu.memory.usage"
+HW_GPU_MEMORY_LIMIT: Final = "hw.gpu.memory.limit"
+HW_GPU_MEMORY_UTILIZATION: Final = "hw.gpu.memory.utilization"
+HW_POWER: Final = "hw.power"
+HW_TEMPERATURE: Final = "hw.temperature"
+HW_ID: Final = "hw.id"
+HW_NAME: Final = "hw.name"
+HW_VENDOR: Final = "hw.vendor"
+HW_TYPE: Final = "hw.type"
