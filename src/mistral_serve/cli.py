@@ -31,11 +31,17 @@ from mistral_serve.config import Settings, describe_validation_error
 from mistral_serve.engines.client import EngineClient
 from mistral_serve.engines.gpus import replica_count, slice_gpus, visible_gpus
 from mistral_serve.engines.supervisor import EngineSpec, Supervisor, free_port
-from mistral_serve.engines.vllm_args import build_vllm_args, engine_command
+from mistral_serve.engines.vllm_args import (
+    build_vllm_args,
+    engine_command,
+    engine_telemetry_env,
+)
 from mistral_serve.errors import ConfigError, EngineStartError
 from mistral_serve.models.demo import VARIANTS, ensure_demo_model
 from mistral_serve.models.profiles import ServedModel, resolve_model
-from mistral_serve.telemetry.logs import setup_logging
+from mistral_serve.telemetry.gpu import register_gpu_metrics
+from mistral_serve.telemetry.logs import export_logs, setup_logging
+from mistral_serve.telemetry.setup import Telemetry, start_telemetry
 
 log = logging.getLogger("mistral_serve")
 
@@ -109,7 +115,7 @@ def engine_specs(
     specs = []
     for index in range(replicas):
         port = free_port()
-        env = dict(base_env)
+        env = {**base_env, **engine_telemetry_env(settings, index)}
         if gpu_slices is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_slices[index])
         args = build_vllm_args(
@@ -155,7 +161,7 @@ def plan_up(settings: Settings) -> list[EngineSpec]:
     return engine_specs(settings, model, slices, replicas)
 
 
-async def run_up(settings: Settings, specs: list[EngineSpec]) -> int:
+async def run_up(settings: Settings, specs: list[EngineSpec], telemetry: Telemetry) -> int:
     stop = asyncio.Event()
     servers: list[GatewayServer] = []
     _install_signal_handlers(stop, servers)
@@ -179,7 +185,12 @@ async def run_up(settings: Settings, specs: list[EngineSpec]) -> int:
             return 0
         interrupted.cancel()
         starting.result()  # raises EngineStartError
-        app = create_app(settings, engine_urls=supervisor.urls, engine_names=supervisor.names)
+        app = create_app(
+            settings,
+            engine_urls=supervisor.urls,
+            engine_names=supervisor.names,
+            telemetry=telemetry,
+        )
         server = GatewayServer(_uvicorn_config(app, settings))
         servers.append(server)
         log.info("gateway listening on http://%s:%d", settings.host, settings.port)
@@ -195,13 +206,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings()
     setup_logging(settings)
     specs = plan_up(settings)
-    return _run(run_up(settings, specs))
+    with _process_telemetry(settings) as telemetry:
+        return _run(run_up(settings, specs, telemetry))
 
 
 # -- gateway -------------------------------------------------------------------------------------
-async def run_gateway(settings: Settings) -> int:
+async def run_gateway(settings: Settings, telemetry: Telemetry) -> int:
     stop = asyncio.Event()
-    server = GatewayServer(_uvicorn_config(create_app(settings), settings))
+    app = create_app(settings, telemetry=telemetry)
+    server = GatewayServer(_uvicorn_config(app, settings))
     _install_signal_handlers(stop, [server])
     log.info(
         "gateway over %s on http://%s:%d",
@@ -218,7 +231,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     if not settings.engine_urls:
         raise ConfigError("ENGINE_URLS: required by `mistral-serve gateway` (comma-separated URLs)")
     setup_logging(settings)
-    return _run(run_gateway(settings))
+    with _process_telemetry(settings) as telemetry:
+        return _run(run_gateway(settings, telemetry))
 
 
 # -- demo-model ----------------------------------------------------------------------------------
@@ -234,6 +248,20 @@ def _settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+
+
+@contextlib.contextmanager
+def _process_telemetry(settings: Settings) -> Iterator[Telemetry]:
+    """This process's telemetry: spans, metrics (GPUs included when NVML sees some) and logs
+    over OTLP, flushed when the command ends."""
+    telemetry = start_telemetry(settings)
+    if telemetry.enabled:
+        export_logs(telemetry)
+        register_gpu_metrics(telemetry)
+    try:
+        yield telemetry
+    finally:
+        telemetry.shutdown()
 
 
 def _run(main: object) -> int:

@@ -3,6 +3,9 @@ real `mistral-serve gateway` process. Tests talk to it with the official `openai
 
 - engine "demo":    the Mistral-format demo (v3 tokenizer), the production path
 - engine "demo-v1": the HF-format demo with Mistral-7B-Instruct-v0.1's tokenizer and template
+
+Telemetry is on, as in production: the gateway and the engines export over OTLP/HTTP to a real
+receiver started for the session (``otlp``), so every test also exercises the traced path.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from mistral_serve.cli import engine_specs
 from mistral_serve.config import Settings
 from mistral_serve.engines.supervisor import free_port
 from mistral_serve.models.profiles import resolve_model
+
+from .otlp_receiver import OtlpReceiver, running_receiver
 
 ENGINE_START_TIMEOUT_S = 240
 
@@ -79,10 +84,12 @@ def wait_until_ok(url: str, process: subprocess.Popen, log_path: Path, timeout_s
 
 
 def demo_engine(
-    model_id: str, cache_dir: Path, log_dir: Path
+    model_id: str, cache_dir: Path, log_dir: Path, otlp_endpoint: str
 ) -> tuple[str, subprocess.Popen, Path]:
     """One engine started exactly as `mistral-serve up` would start it on this machine."""
-    settings = Settings(model_id=model_id, cache_dir=cache_dir)
+    settings = Settings(
+        model_id=model_id, cache_dir=cache_dir, otel_exporter_otlp_endpoint=otlp_endpoint
+    )
     [spec] = engine_specs(settings, resolve_model(settings, has_gpu=False), None, 1)
     log_path = log_dir / f"engine-{model_id}.log"
     return spec.url, start_process(spec.command, dict(spec.env), log_path), log_path
@@ -94,11 +101,21 @@ def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, demo_cache: Path) -> Iterator[Stack]:
+def otlp() -> Iterator[OtlpReceiver]:
+    yield from running_receiver()
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, demo_cache: Path, otlp: OtlpReceiver
+) -> Iterator[Stack]:
     log_dir = tmp_path_factory.mktemp("logs")
     processes: list[subprocess.Popen] = []
     try:
-        engines = {name: demo_engine(name, demo_cache, log_dir) for name in ("demo", "demo-v1")}
+        engines = {
+            name: demo_engine(name, demo_cache, log_dir, otlp.endpoint)
+            for name in ("demo", "demo-v1")
+        }
         processes += [process for _, process, _ in engines.values()]
         for url, process, log_path in engines.values():
             wait_until_ok(url + "/health", process, log_path, ENGINE_START_TIMEOUT_S)
@@ -110,6 +127,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, demo_cache: Path) -> Iterato
             HOST="127.0.0.1",
             PORT=str(port),
             ENGINE_HEALTH_INTERVAL_S="0.5",
+            OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint,
+            OTEL_METRIC_EXPORT_INTERVAL="500",
+            LOG_FORMAT="json",
         )
         gateway_log = log_dir / "gateway.log"
         gateway = start_process(

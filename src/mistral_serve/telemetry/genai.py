@@ -10,6 +10,7 @@ timings are still kept, because the gateway's timing headers use them.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from mistral_serve.protocol.openai import (
 from mistral_serve.telemetry import semconv
 from mistral_serve.telemetry.setup import Telemetry
 
+log = logging.getLogger(__name__)
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 #: error.type for a request whose client left before the answer was complete.
@@ -133,6 +135,7 @@ class Generation:
         self._observer = observer
         self.timings = Timings()
         self.operation = operation
+        self.request_id = request_id
         self.span: Span = trace.get_current_span()  # the middleware's SERVER span
         self._recording = self.span.is_recording()
         self._upstream: Span | None = None
@@ -320,6 +323,17 @@ class Generation:
                 metrics.token_usage.record(count, {**attributes, semconv.TOKEN_TYPE: token_type})
         if self._recording:
             self._annotate_span(error_type, message)
+        # One line per request (with its trace and span ids in JSON logs and over OTLP).
+        log.info(
+            "request %s: %s %s %s in %.0f ms, tokens in/out %s/%s",
+            self.request_id,
+            self.operation,
+            attributes.get(semconv.REQUEST_MODEL, "-"),
+            error_type or "ok",
+            (timings.finished - timings.started) * 1000,
+            timings.input_tokens if timings.input_tokens is not None else "-",
+            timings.output_tokens if timings.output_tokens is not None else "-",
+        )
 
     def _annotate_span(self, error_type: str | None, message: str | None) -> None:
         span, timings = self.span, self.timings

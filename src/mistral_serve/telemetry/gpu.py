@@ -15,6 +15,7 @@ from typing import Any
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from mistral_serve.telemetry import semconv
+from mistral_serve.telemetry.setup import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -146,16 +147,19 @@ def _attributes(reading: GpuReading) -> dict[str, str]:
     }
 
 
-def register_gpu_metrics(meter: Meter, nvml: Nvml | None = None) -> bool:
+def register_gpu_metrics(telemetry: Telemetry, nvml: Nvml | None = None) -> bool:
     """Register the GPU instruments if NVML sees a GPU; True when it did."""
     nvml = nvml or Nvml.open()
     if nvml is None:
         return False
     try:
-        if nvml.device_count() == 0:
-            nvml.close()
-            return False
+        count = nvml.device_count()
     except Exception:
+        count = 0
+    if count == 0:
+        nvml.close()
         return False
-    GpuMetrics(nvml).register(meter)
+    GpuMetrics(nvml).register(telemetry.meter)
+    telemetry.add_shutdown(nvml.close)
+    log.info("telemetry: GPU metrics from NVML for %d GPU(s)", count)
     return True
