@@ -1,5 +1,7 @@
 """Unit-test helpers.
 
+``captured`` is a Telemetry exporting into the SDK's in-memory exporter and metric reader.
+
 ``fake_engine`` is an in-process aiohttp server standing in for vLLM ONLY for conditions a real
 engine cannot be made to produce on demand: a 500, a stream that drops mid-way, a connection
 closed under a pooled request. Everything a real engine can do is tested against one in
@@ -8,13 +10,20 @@ tests/integration.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from aiohttp import web
 from multidict import CIMultiDict
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from mistral_serve.config import Settings
 from mistral_serve.engines.client import EngineClient
+from mistral_serve.telemetry.setup import Telemetry, start_telemetry
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -90,3 +99,47 @@ async def second_fake_engine() -> AsyncIterator[FakeEngine]:
     """Another, independent fake, for tests that route between engines."""
     async for engine in _running_fake_engine():
         yield engine
+
+
+@dataclass
+class Captured:
+    """A Telemetry whose spans, metrics and logs land in memory, for assertions."""
+
+    telemetry: Telemetry
+    spans: InMemorySpanExporter
+    reader: InMemoryMetricReader
+    logs: InMemoryLogRecordExporter
+
+    def finished_spans(self) -> list:
+        return list(self.spans.get_finished_spans())
+
+    def metrics(self) -> dict[str, Any]:
+        """Metric name → metric (its data points across every attribute set)."""
+        data = self.reader.get_metrics_data()
+        if data is None:
+            return {}
+        return {
+            metric.name: metric
+            for resource in data.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+        }
+
+
+def capture_telemetry(**settings: Any) -> Captured:
+    spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    logs = InMemoryLogRecordExporter()
+    telemetry = start_telemetry(
+        Settings(_env_file=None, **settings),
+        span_exporter=spans,
+        metric_readers=[reader],
+        log_exporter=logs,
+    )
+    return Captured(telemetry, spans, reader, logs)
+
+
+@pytest.fixture
+def captured() -> Iterator[Captured]:
+    capture = capture_telemetry()
+    yield capture
+    capture.telemetry.shutdown()

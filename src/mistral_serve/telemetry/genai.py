@@ -261,6 +261,8 @@ class Generation:
         return self._recording and self._observer.capture_content
 
     def output_text(self, index: int, text: str) -> None:
+        if not self.wants_output_text:
+            return  # content is recorded only when opted in
         self._output_text.setdefault(index, []).append(text)
 
     # -- the end -------------------------------------------------------------------------------

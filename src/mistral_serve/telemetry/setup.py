@@ -18,13 +18,17 @@ from urllib.parse import unquote
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
+from opentelemetry.sdk._logs.export import (
+    BatchLogRecordProcessor,
+    LogRecordExporter,
+    SimpleLogRecordProcessor,
+)
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
 from mistral_serve import __version__
 from mistral_serve.config import Settings
@@ -74,7 +78,8 @@ def start_telemetry(
 ) -> Telemetry:
     """Providers for this process, exporting over OTLP as the settings say.
 
-    Exporters passed in (tests) are used instead of OTLP, whatever the settings.
+    Exporters passed in (tests) are used instead of OTLP, whatever the settings, and export
+    synchronously, so a test sees a span as soon as it ends.
     """
     injected = span_exporter is not None or bool(metric_readers) or log_exporter is not None
     if not injected and not settings.telemetry_enabled:
@@ -85,14 +90,16 @@ def start_telemetry(
     resource = build_resource(settings)
     tracer_provider = TracerProvider(resource=resource)
     if span_exporter is not None:
-        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+        processor = SimpleSpanProcessor if injected else BatchSpanProcessor
+        tracer_provider.add_span_processor(processor(span_exporter))
     meter_provider = MeterProvider(
         resource=resource, metric_readers=list(metric_readers), views=histogram_views()
     )
     logger_provider = None
     if log_exporter is not None:
         logger_provider = LoggerProvider(resource=resource)
-        logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
+        log_processor = SimpleLogRecordProcessor if injected else BatchLogRecordProcessor
+        logger_provider.add_log_record_processor(log_processor(log_exporter))
 
     telemetry = Telemetry(
         tracer=tracer_provider.get_tracer(INSTRUMENTATION_NAME, __version__),

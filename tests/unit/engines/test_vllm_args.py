@@ -6,6 +6,7 @@ from mistral_serve.engines.vllm_args import (
     VLLM_SERVER_MODULE,
     build_vllm_args,
     engine_command,
+    engine_telemetry_env,
 )
 
 
@@ -91,3 +92,34 @@ def test_engine_command_runs_the_server_module_with_this_python():
         "--port",
         "1",
     ]
+
+
+def test_engines_export_their_spans_where_the_gateway_does():
+    assert "--otlp-traces-endpoint" not in build(on_gpu=True)
+    http = build(on_gpu=True, otel_exporter_otlp_endpoint="http://collector:4318")
+    assert value(http, "--otlp-traces-endpoint") == "http://collector:4318/v1/traces"
+    grpc = build(
+        on_gpu=True,
+        otel_exporter_otlp_endpoint="http://collector:4317",
+        otel_exporter_otlp_protocol="grpc",
+    )
+    assert value(grpc, "--otlp-traces-endpoint") == "http://collector:4317"
+
+
+def test_engine_telemetry_env_names_the_engine_and_carries_protocol_and_headers():
+    assert engine_telemetry_env(Settings(_env_file=None), 0) == {}
+    settings = Settings(
+        _env_file=None,
+        otel_exporter_otlp_endpoint="https://ingest.eu.signoz.cloud:443",
+        otel_exporter_otlp_protocol="grpc",
+        otel_exporter_otlp_headers="signoz-ingestion-key=k=1",
+        otel_service_name="llm",
+        otel_resource_attributes="deployment.environment.name=prod",
+    )
+    assert engine_telemetry_env(settings, 1) == {
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+        "OTEL_SERVICE_NAME": "llm-engine",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=prod,"
+        "mistral_serve.engine.replica=1",
+        "OTEL_EXPORTER_OTLP_HEADERS": "signoz-ingestion-key=k%3D1",
+    }

@@ -16,6 +16,8 @@ from mistral_serve.errors import EngineUnreachableError
 from mistral_serve.gateway.pipeline import Endpoint, Gateway
 from mistral_serve.gateway.streaming import stream_error_event
 from mistral_serve.routing import LeastOutstanding
+from mistral_serve.telemetry import semconv
+from mistral_serve.telemetry.genai import GenAIObserver
 
 CHUNK_1 = b'data: {"id":"c1","model":"fake-model","choices":[{"delta":{"content":"Hel"}}]}\n\n'
 CHUNK_2 = b'data: {"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}]}\n\n'
@@ -148,3 +150,23 @@ def test_error_event_shape():
     assert orjson.loads(first.removeprefix(b"data: "))["error"]["message"].startswith("engine at")
     assert done == b"data: [DONE]"
     assert rest == b""
+
+
+async def test_the_tap_reports_usage_even_when_it_removes_it(fake_engine, client, captured):
+    registry = EngineRegistry([fake_engine.url], client)
+    await registry.refresh()
+    observed = Gateway(
+        registry, client, LeastOutstanding(), observer=GenAIObserver(captured.telemetry)
+    )
+    fake_engine.handlers["/v1/chat/completions"] = sse_handler(CHUNK_1, CHUNK_2 + USAGE)
+    result = await observed.generate(Endpoint.CHAT, BODY_WITHOUT_USAGE, "rid")
+    await collect(result.stream)
+    metrics = captured.metrics()
+    usage = {
+        point.attributes[semconv.TOKEN_TYPE]: point.sum
+        for point in metrics[semconv.TOKEN_USAGE].data.data_points
+    }
+    assert usage == {"input": 5, "output": 2}
+    [duration] = metrics[semconv.REQUEST_DURATION].data.data_points
+    assert duration.attributes[semconv.RESPONSE_MODEL] == "fake-model"
+    assert semconv.TIME_TO_FIRST_TOKEN in metrics
