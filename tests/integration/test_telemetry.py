@@ -3,8 +3,10 @@ receiver; one request with a traceparent becomes one trace from the client throu
 
 from __future__ import annotations
 
+import json
 import secrets
 
+import httpx
 import pytest
 
 from mistral_serve.telemetry import semconv
@@ -159,3 +161,17 @@ def test_logs_are_exported_with_the_trace_id(stack, otlp):
     )
     assert record.service == "mistral-serve"
     assert record.span_id != "0" * 16
+
+
+def test_the_dashboards_engine_metrics_exist_on_a_real_engine(stack):
+    from ..unit.test_dashboard import HISTOGRAM_SERIES, SIGNOZ, dashboard_metrics
+
+    exposition = httpx.get(stack.engine_urls["demo"] + "/metrics", timeout=10).text
+    dashboard = json.loads((SIGNOZ / "mistral-serve-dashboard.json").read_text())
+    for metric in dashboard_metrics(dashboard):
+        if not metric.startswith("vllm:"):
+            continue
+        name = metric
+        for suffix in HISTOGRAM_SERIES:
+            name = name.removesuffix(suffix)
+        assert f"\n# TYPE {name} " in exposition, f"{metric} is not on vLLM's /metrics"
