@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install.sh test
 echo "==> lint (ruff) and import layering (import-linter)" >&2
-.venv/bin/ruff check src tests deploy
+.venv/bin/ruff check src tests deploy bench
 .venv/bin/lint-imports --no-cache
 echo "==> pytest" >&2
 # pytest exits 5 when it collects no test: that is a failure here too.

@@ -104,7 +104,8 @@ def engine_specs(
     gpu_slices: Sequence[Sequence[str]] | None,
     replicas: int,
 ) -> list[EngineSpec]:
-    """One spec per replica: a free loopback port and, on GPUs, its own slice of them."""
+    """One spec per replica: a loopback port (free, or ENGINE_BASE_PORT + replica) and, on GPUs,
+    its own slice of them."""
     base_env = dict(os.environ)
     base_env.update(PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore::DeprecationWarning")
     if settings.hugging_face_hub_token is not None:
@@ -114,7 +115,9 @@ def engine_specs(
         base_env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of host memory for KV cache
     specs = []
     for index in range(replicas):
-        port = free_port()
+        port = (
+            free_port() if settings.engine_base_port is None else settings.engine_base_port + index
+        )
         env = {**base_env, **engine_telemetry_env(settings, index)}
         if gpu_slices is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_slices[index])

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     engine_start_timeout_s: float = Field(default=1800.0, gt=0)
     engine_read_timeout_s: float = Field(default=600.0, gt=0)
     engine_health_interval_s: float = Field(default=2.0, gt=0)
+    # `up` only: engine i listens on 127.0.0.1:(ENGINE_BASE_PORT + i), so a collector on the
+    # host can scrape its /metrics. Unset: free ports.
+    engine_base_port: int | None = Field(default=None, ge=1024, le=65535)
     cache_dir: Path = Field(
         default=Path.home() / ".cache" / "mistral-serve",
         validation_alias="MISTRAL_SERVE_CACHE_DIR",
@@ -75,6 +78,7 @@ class Settings(BaseSettings):
         "hugging_face_hub_token",
         "gpu_memory_utilization",
         "max_model_len",
+        "engine_base_port",
         "otel_exporter_otlp_endpoint",
         "otel_exporter_otlp_headers",
         mode="before",

@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
-from mistral_serve.cli import build_parser, main
+from mistral_serve.cli import build_parser, engine_specs, main
+from mistral_serve.config import Settings
+from mistral_serve.models.profiles import resolve_model
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -74,3 +76,13 @@ def test_up_refuses_a_taken_port_before_starting_engines(tmp_path):
     assert result.returncode == 2
     assert f"PORT: cannot listen on 127.0.0.1:{port}" in result.stderr
     assert not (tmp_path / "demo-v3").exists()  # refused before any work
+
+
+def test_engines_get_fixed_ports_from_engine_base_port(tmp_path):
+    settings = Settings(_env_file=None, model_id="demo", cache_dir=tmp_path, engine_base_port=8100)
+    model = resolve_model(settings, has_gpu=False)
+    specs = engine_specs(settings, model, None, 2)
+    assert [spec.url for spec in specs] == ["http://127.0.0.1:8100", "http://127.0.0.1:8101"]
+    assert specs[1].command[specs[1].command.index("--port") + 1] == "8101"
+    free = engine_specs(Settings(_env_file=None, cache_dir=tmp_path), model, None, 1)
+    assert free[0].url != "http://127.0.0.1:8100"

@@ -157,7 +157,7 @@ class Gateway:
             try:
                 await stream.start()
             except MistralServeError as error:
-                generation.failed(error)
+                generation.failed(error)  # before aclose, which would record a client that left
                 await stream.aclose()
                 raise
             except BaseException:

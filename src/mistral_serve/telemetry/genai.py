@@ -22,7 +22,7 @@ from opentelemetry.metrics import Meter, Observation
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from mistral_serve.errors import EngineError, MistralServeError
+from mistral_serve.errors import EngineError, MistralServeError, NoReadyEngineError
 from mistral_serve.protocol.openai import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -281,7 +281,7 @@ class Generation:
                 metrics.upstream_errors.add(
                     1, {**self._metric_attributes, semconv.ERROR_TYPE: error.label}
                 )
-        else:
+        elif error.status < 500 or isinstance(error, NoReadyEngineError):
             metrics.rejections.add(
                 1, {**self._metric_attributes, semconv.REJECTION_REASON: error.label}
             )
