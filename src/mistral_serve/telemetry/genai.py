@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from opentelemetry import trace
@@ -139,10 +140,7 @@ class Generation:
         self.span: Span = trace.get_current_span()  # the middleware's SERVER span
         self._recording = self.span.is_recording()
         self._upstream: Span | None = None
-        self._metric_attributes: dict[str, Any] = {
-            semconv.OPERATION_NAME: operation,
-            semconv.PROVIDER_NAME: semconv.PROVIDER,
-        }
+        self._metric_attributes: dict[str, Any] = self._base_attributes()
         self._finish_reasons: dict[int, str] = {}
         self._output_text: dict[int, list[str]] = {}
         self._ended = False
@@ -194,20 +192,19 @@ class Generation:
         self._end_upstream()  # a retry on another engine: the last attempt is over
         self.timings.sent = time.perf_counter()
         parent = trace.set_span_in_context(self.span)
-        route = url.split("/", 3)[-1]
+        target = urlsplit(url)
         span = self._observer.tracer.start_span(
-            f"{method} /{route}", context=parent, kind=SpanKind.CLIENT
+            f"{method} {target.path}", context=parent, kind=SpanKind.CLIENT
         )
         self._upstream = span
         carrier: dict[str, str] = {}
         if span.is_recording():
-            host, _, port = url.split("/")[2].rpartition(":")
             span.set_attributes(
                 {
                     semconv.HTTP_REQUEST_METHOD: method,
                     semconv.URL_FULL: url,
-                    semconv.SERVER_ADDRESS: host,
-                    semconv.SERVER_PORT: int(port) if port.isdigit() else 80,
+                    semconv.SERVER_ADDRESS: target.hostname or "",
+                    semconv.SERVER_PORT: target.port or 80,
                     semconv.ENGINE_NAME: engine_name,
                 }
             )
