@@ -154,15 +154,7 @@ class Gateway:
                 on_finish=finish,
                 request_id=request_id,
             )
-            try:
-                await stream.start()
-            except MistralServeError as error:
-                generation.failed(error)  # before aclose, which would record a client that left
-                await stream.aclose()
-                raise
-            except BaseException:
-                await stream.aclose()
-                raise
+            await stream.start()
             headers = {**_STREAM_HEADERS, **timing_headers(generation.timings, streamed=True)}
             return GatewayResponse(200, sse.MEDIA_TYPE, headers, stream=stream)
         try:

@@ -61,7 +61,7 @@ class SSETap:
             self._seen_first = True
             self._generation.first_chunk()
             return self._inspect(ready, first=True)
-        if self._every_event or _FINISHED in ready or _USAGE in ready:
+        if self._worth_parsing(ready):
             return self._inspect(ready, first=False)
         return ready
 
@@ -88,8 +88,8 @@ class SSETap:
             kept.append(event + _EVENT_END)
         return b"".join(kept) if dropped else ready
 
-    def _worth_parsing(self, event: bytes) -> bool:
-        return self._every_event or _FINISHED in event or _USAGE in event
+    def _worth_parsing(self, events: bytes) -> bool:
+        return self._every_event or _FINISHED in events or _USAGE in events
 
 
 def _decode(event: bytes) -> dict | None:
@@ -128,10 +128,20 @@ class ProxyStream:
         self._finished = False
 
     async def start(self) -> None:
-        async for chunk in self._chunks:
-            self._head = self._tap.feed(chunk)
-            if self._head:
-                return
+        """Wait for the first event. On failure the request ends as failed and the stream is
+        closed before the error propagates."""
+        try:
+            async for chunk in self._chunks:
+                self._head = self._tap.feed(chunk)
+                if self._head:
+                    return
+        except MistralServeError as error:
+            self._generation.failed(error)  # before aclose, which would record a client that left
+            await self.aclose()
+            raise
+        except BaseException:
+            await self.aclose()
+            raise
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
