@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -145,10 +145,7 @@ class Settings(BaseSettings):
     @field_validator("otel_exporter_otlp_headers", "otel_resource_attributes")
     @classmethod
     def _key_values(cls, value: SecretStr | str | None) -> SecretStr | str | None:
-        text = value.get_secret_value() if isinstance(value, SecretStr) else value
-        for pair in (text or "").split(","):
-            if pair.strip() and "=" not in pair:
-                raise ValueError("must be key=value pairs separated by commas")
+        parse_key_values(value.get_secret_value() if isinstance(value, SecretStr) else value or "")
         return value
 
     @property
@@ -167,6 +164,19 @@ class Settings(BaseSettings):
     @property
     def engine_extra_argv(self) -> list[str]:
         return shlex.split(self.engine_extra_args)
+
+
+def parse_key_values(text: str) -> dict[str, str]:
+    """``k=v,k2=v2`` as the OTEL_* variables write it (values may be URL-encoded)."""
+    pairs: dict[str, str] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError("must be key=value pairs separated by commas")
+        pairs[key.strip()] = unquote(value.strip())
+    return pairs
 
 
 def describe_validation_error(exc: ValidationError) -> str:

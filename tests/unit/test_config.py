@@ -60,6 +60,9 @@ def test_engine_urls_are_split_and_checked(monkeypatch):
         ("LOG_FORMAT", "xml", "LOG_FORMAT: Input should be 'text' or 'json'"),
         ("ENGINE_EXTRA_ARGS", "--x 'unclosed", "ENGINE_EXTRA_ARGS: cannot be split"),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "udp", "OTEL_EXPORTER_OTLP_PROTOCOL: Input should be"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318", "OTEL_EXPORTER_OTLP_ENDPOINT: must be"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "a=1,oops", "OTEL_RESOURCE_ATTRIBUTES: must be key=value"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "=x", "OTEL_EXPORTER_OTLP_HEADERS: must be key=value"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(monkeypatch, variable, value, expected):
@@ -73,6 +76,11 @@ def test_secrets_are_never_echoed(monkeypatch):
     token = Settings(hugging_face_hub_token="hf_very_secret").hugging_face_hub_token
     assert "hf_very_secret" not in repr(token)
     assert "hf_very_secret" not in str(Settings(hugging_face_hub_token="hf_very_secret"))
+
+
+def test_bad_otlp_headers_are_not_echoed(monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "signoz-ingestion-key")
+    assert "signoz-ingestion-key" not in problem()
 
 
 def test_replicas_auto_or_number(monkeypatch):

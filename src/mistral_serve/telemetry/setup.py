@@ -14,7 +14,6 @@ import logging
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import unquote
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk._logs import LoggerProvider
@@ -31,13 +30,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
 from mistral_serve import __version__
-from mistral_serve.config import Settings
+from mistral_serve.config import Settings, parse_key_values
 from mistral_serve.telemetry import semconv
 
 log = logging.getLogger(__name__)
 
 INSTRUMENTATION_NAME = "mistral_serve"
-SIGNALS = ("traces", "metrics", "logs")
 
 
 @dataclass
@@ -142,16 +140,6 @@ def build_resource(settings: Settings) -> Resource:
     attributes.update(parse_key_values(settings.otel_resource_attributes))
     attributes["service.name"] = settings.otel_service_name  # OTEL_SERVICE_NAME wins, per spec
     return Resource.create(attributes)
-
-
-def parse_key_values(text: str) -> dict[str, str]:
-    """``k=v,k2=v2`` as the OTEL_* variables write it (values may be URL-encoded)."""
-    pairs: dict[str, str] = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        if sep and key.strip():
-            pairs[key.strip()] = unquote(value.strip())
-    return pairs
 
 
 def otlp_headers(settings: Settings) -> dict[str, str]:
