@@ -60,12 +60,8 @@ class Endpoint(Enum):
         self.operation = operation  # gen_ai.operation.name
 
 
-def parse_request(endpoint: Endpoint, body: bytes) -> GenerationRequest:
-    """Decode and type-check a request body; any problem is a 400 naming the field."""
-    return validate_request(endpoint, decode_body(body))
-
-
 def decode_body(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object; anything else is a 400."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -76,6 +72,7 @@ def decode_body(body: bytes) -> dict[str, Any]:
 
 
 def validate_request(endpoint: Endpoint, document: dict[str, Any]) -> GenerationRequest:
+    """Type-check a decoded body; any problem is a 400 naming the field."""
     try:
         return endpoint.schema.model_validate(document)
     except ValidationError as exc:

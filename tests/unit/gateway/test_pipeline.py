@@ -15,13 +15,18 @@ from mistral_serve.errors import (
     ModelNotFoundError,
     NoReadyEngineError,
 )
-from mistral_serve.gateway.pipeline import Endpoint, Gateway, parse_request
+from mistral_serve.gateway.pipeline import Endpoint, Gateway, decode_body, validate_request
 from mistral_serve.routing import LeastOutstanding
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
 
 
-# -- parse_request -------------------------------------------------------------------------------
+def parse_request(endpoint: Endpoint, body: bytes):
+    """Decode then type-check, as the gateway does."""
+    return validate_request(endpoint, decode_body(body))
+
+
+# -- decode and validate -------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("body", "param"),
     [
