@@ -7,6 +7,7 @@ Built once by the CLI (or a test) and passed down; nothing reads the environment
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
@@ -15,6 +16,36 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL_ID = "mistralai/Mistral-7B-Instruct-v0.1"
+DNS_SCHEME = "dns"
+
+
+@dataclass(frozen=True)
+class DnsName:
+    """A ``dns://name:port`` entry of ENGINE_URLS: every address ``name`` resolves to is an
+    engine listening on ``port``."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{DNS_SCHEME}://{self.host}:{self.port}"
+
+
+def parse_engine_entry(entry: str) -> str | DnsName:
+    """One ENGINE_URLS entry: an ``http(s)://host[:port]`` engine URL (returned without a
+    trailing slash) or a :class:`DnsName`. Raises ValueError for anything else."""
+    parts = urlsplit(entry)
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of range
+        port = None
+    if parts.scheme == DNS_SCHEME:
+        if not parts.hostname or port is None or parts.path.strip("/"):
+            raise ValueError(f"{entry!r} is not a dns://name:port entry")
+        return DnsName(parts.hostname, port)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{entry!r} is not an http(s)://host:port URL or dns://name:port")
+    return entry.rstrip("/")
 
 
 class Settings(BaseSettings):
@@ -43,6 +74,8 @@ class Settings(BaseSettings):
     engine_start_timeout_s: float = Field(default=1800.0, gt=0)
     engine_read_timeout_s: float = Field(default=600.0, gt=0)
     engine_health_interval_s: float = Field(default=2.0, gt=0)
+    # How often `dns://name:port` entries of ENGINE_URLS are looked up again.
+    engine_dns_refresh_s: float = Field(default=5.0, gt=0)
     # `up` only: engine i listens on 127.0.0.1:(ENGINE_BASE_PORT + i), so a collector on the
     # host can scrape its /metrics. Unset: free ports.
     engine_base_port: int | None = Field(default=None, ge=1024, le=65535)
@@ -124,13 +157,9 @@ class Settings(BaseSettings):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if not isinstance(value, list):
             return value
-        urls = []
-        for url in value:
-            parts = urlsplit(str(url))
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"{url!r} is not an http(s)://host:port URL")
-            urls.append(str(url).rstrip("/"))
-        return urls
+        for entry in value:
+            parse_engine_entry(str(entry))  # raises ValueError, which pydantic reports
+        return [str(entry).rstrip("/") for entry in value]
 
     @field_validator("otel_exporter_otlp_endpoint")
     @classmethod

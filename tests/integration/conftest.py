@@ -4,6 +4,9 @@ real `mistral-serve gateway` process. Tests talk to it with the official `openai
 - engine "demo":    the Mistral-format demo (v3 tokenizer), the production path
 - engine "demo-v1": the HF-format demo with Mistral-7B-Instruct-v0.1's tokenizer and template
 
+Both listen on the same port, "demo" on 127.0.0.1 and "demo-v1" on 127.0.0.2, so that one name
+resolving to both loopback addresses stands for both engines (tests/integration/test_discovery.py).
+
 Telemetry is on, as in production: the gateway and the engines export over OTLP/HTTP to a real
 receiver started for the session (``otlp``), so every test also exercises the traced path.
 """
@@ -15,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,14 +33,20 @@ from mistral_serve.models.profiles import resolve_model
 
 from .otlp_receiver import OtlpReceiver, running_receiver
 
-ENGINE_START_TIMEOUT_S = 240
+# About 25 s on an idle 2-core machine; seen over 8 minutes on a busy one (imports alone took
+# minutes). Waiting long costs nothing when the engine is quick; pytest's own timeout (900 s,
+# pyproject.toml) must stay above it.
+ENGINE_START_TIMEOUT_S = 600
+GATEWAY_START_TIMEOUT_S = 180
 
 
 @dataclass
 class Stack:
     gateway_url: str
     engine_urls: dict[str, str]  # served model name -> engine URL
+    engine_port: int  # the one port both engines listen on
     cache_dir: Path
+    log_dir: Path
 
     def client(self, **kwargs: object) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.gateway_url + "/v1", api_key="unused", **kwargs)
@@ -70,29 +79,75 @@ def stop_process(process: subprocess.Popen, timeout_s: float = 30) -> None:
 
 def wait_until_ok(url: str, process: subprocess.Popen, log_path: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{process.args[:4]} exited with {process.returncode}:\n{tail}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+    # One client for the whole wait: each bare httpx.get builds an SSL context, which costs
+    # the CPU the engines being waited for need.
+    with httpx.Client(timeout=2) as http:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{process.args[:4]} exited with {process.returncode}:\n{tail}")
+            try:
+                if http.get(url).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
     raise RuntimeError(f"{url} not OK after {timeout_s} s; see {log_path}")
 
 
 def demo_engine(
-    model_id: str, cache_dir: Path, log_dir: Path, otlp_endpoint: str
+    model_id: str, address: str, port: int, cache_dir: Path, log_dir: Path, otlp_endpoint: str
 ) -> tuple[str, subprocess.Popen, Path]:
-    """One engine started exactly as `mistral-serve up` would start it on this machine."""
+    """One engine started exactly as `mistral-serve up` would start it on this machine, but on
+    ``address`` (the flag comes last, so it overrides up's 127.0.0.1)."""
     settings = Settings(
-        model_id=model_id, cache_dir=cache_dir, otel_exporter_otlp_endpoint=otlp_endpoint
+        model_id=model_id,
+        MISTRAL_SERVE_CACHE_DIR=cache_dir,  # the field reads only its alias, as from the env
+        otel_exporter_otlp_endpoint=otlp_endpoint,
+        engine_base_port=port,
+        engine_extra_args=f"--host {address}",
     )
     [spec] = engine_specs(settings, resolve_model(settings, has_gpu=False), None, 1)
     log_path = log_dir / f"engine-{model_id}.log"
-    return spec.url, start_process(spec.command, dict(spec.env), log_path), log_path
+    url = f"http://{address}:{port}"
+    return url, start_process(spec.command, dict(spec.env), log_path), log_path
+
+
+#: Where each demo engine listens: one port, two loopback addresses.
+ENGINE_ADDRESSES = {"demo": "127.0.0.1", "demo-v1": "127.0.0.2"}
+
+
+def start_gateway(
+    engine_urls: str,
+    otlp_endpoint: str,
+    log_path: Path,
+    *,
+    wrapper: Sequence[str] = (),
+    **settings: str,
+) -> tuple[str, subprocess.Popen]:
+    """A real `mistral-serve gateway` process over ``engine_urls``, ready. ``wrapper`` goes
+    before the command (it must exec it); ``settings`` are more environment variables."""
+    port = free_port()
+    env = dict(
+        os.environ,
+        ENGINE_URLS=engine_urls,
+        HOST="127.0.0.1",
+        PORT=str(port),
+        ENGINE_HEALTH_INTERVAL_S="0.5",
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_endpoint,
+        OTEL_METRIC_EXPORT_INTERVAL="500",
+        LOG_FORMAT="json",
+        **settings,
+    )
+    command = [*wrapper, sys.executable, "-m", "mistral_serve.cli", "gateway"]
+    process = start_process(command, env, log_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ok(url + "/ready", process, log_path, GATEWAY_START_TIMEOUT_S)
+    except BaseException:
+        stop_process(process)
+        raise
+    return url, process
 
 
 @pytest.fixture(scope="session")
@@ -112,36 +167,25 @@ def stack(
     log_dir = tmp_path_factory.mktemp("logs")
     processes: list[subprocess.Popen] = []
     try:
+        engine_port = free_port()
         engines = {
-            name: demo_engine(name, demo_cache, log_dir, otlp.endpoint)
-            for name in ("demo", "demo-v1")
+            name: demo_engine(name, address, engine_port, demo_cache, log_dir, otlp.endpoint)
+            for name, address in ENGINE_ADDRESSES.items()
         }
         processes += [process for _, process, _ in engines.values()]
         for url, process, log_path in engines.values():
             wait_until_ok(url + "/health", process, log_path, ENGINE_START_TIMEOUT_S)
 
-        port = free_port()
-        env = dict(
-            os.environ,
-            ENGINE_URLS=",".join(url for url, _, _ in engines.values()),
-            HOST="127.0.0.1",
-            PORT=str(port),
-            ENGINE_HEALTH_INTERVAL_S="0.5",
-            OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint,
-            OTEL_METRIC_EXPORT_INTERVAL="500",
-            LOG_FORMAT="json",
-        )
-        gateway_log = log_dir / "gateway.log"
-        gateway = start_process(
-            [sys.executable, "-m", "mistral_serve.cli", "gateway"], env, gateway_log
+        gateway_url, gateway = start_gateway(
+            ",".join(url for url, _, _ in engines.values()), otlp.endpoint, log_dir / "gateway.log"
         )
         processes.append(gateway)
-        gateway_url = f"http://127.0.0.1:{port}"
-        wait_until_ok(gateway_url + "/ready", gateway, gateway_log, 30)
         yield Stack(
             gateway_url=gateway_url,
             engine_urls={name: url for name, (url, _, _) in engines.items()},
+            engine_port=engine_port,
             cache_dir=demo_cache,
+            log_dir=log_dir,
         )
     finally:
         for process in reversed(processes):

@@ -14,8 +14,8 @@ pytestmark = pytest.mark.integration
 MAX_TOKENS = 8000  # with ignore_eos, about 10 s of generation here if nothing stops it
 
 
-def engine_metric(engine_url: str, name: str) -> float:
-    metrics = httpx.get(engine_url + "/metrics", timeout=30).text
+def engine_metric(engine_url: str, name: str, http: httpx.Client | None = None) -> float:
+    metrics = (http or httpx).get(engine_url + "/metrics", timeout=30).text
     pattern = re.compile(rf"^{re.escape(name)}\{{[^}}]*\}} ([0-9.e+]+)$", re.MULTILINE)
     return sum(float(value) for value in pattern.findall(metrics))
 
@@ -24,9 +24,10 @@ def assert_engine_aborted(engine: str, tokens_before: float) -> None:
     """No request left running shortly after, and it stopped early: a request left to run
     makes all its MAX_TOKENS (ignore_eos), so far fewer tokens is what an abort looks like."""
     deadline = time.monotonic() + 15
-    while engine_metric(engine, "vllm:num_requests_running") > 0:
-        assert time.monotonic() < deadline, "the engine kept generating after the client left"
-        time.sleep(0.2)
+    with httpx.Client() as http:  # polled: one SSL context, not one per poll
+        while engine_metric(engine, "vllm:num_requests_running", http) > 0:
+            assert time.monotonic() < deadline, "the engine kept generating after the client left"
+            time.sleep(0.2)
     generated = engine_metric(engine, "vllm:generation_tokens_total") - tokens_before
     assert 0 < generated < MAX_TOKENS / 2, f"{generated} tokens made for a client that left"
 

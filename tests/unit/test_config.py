@@ -47,6 +47,15 @@ def test_engine_urls_are_split_and_checked(monkeypatch):
         Settings()
 
 
+def test_engine_urls_take_dns_names_with_a_port(monkeypatch):
+    monkeypatch.setenv("ENGINE_URLS", "dns://engines.default.svc:8000,http://c:8003")
+    assert Settings().engine_urls == ["dns://engines.default.svc:8000", "http://c:8003"]
+    for bad in ("dns://engines", "dns://engines:port", "dns://:8000", "dns://engines:8000/v1"):
+        monkeypatch.setenv("ENGINE_URLS", bad)
+        with pytest.raises(ValidationError, match="dns://name:port"):
+            Settings()
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [

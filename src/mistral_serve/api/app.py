@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
 from fastapi import FastAPI
@@ -18,6 +19,7 @@ from mistral_serve.api.middleware import (
 from mistral_serve.api.routes import router
 from mistral_serve.config import Settings
 from mistral_serve.engines.client import EngineClient
+from mistral_serve.engines.discovery import EngineDirectory
 from mistral_serve.engines.registry import EngineRegistry
 from mistral_serve.gateway.pipeline import Endpoint, Gateway
 from mistral_serve.routing import LeastOutstanding
@@ -43,11 +45,12 @@ def create_app(
     engine_names: Sequence[str] | None = None,
     telemetry: Telemetry | None = None,
 ) -> FastAPI:
-    """The gateway app over ``engine_urls`` (default: ENGINE_URLS from settings).
+    """The gateway app over ``engine_urls`` (default: ENGINE_URLS from settings, whose
+    ``dns://`` names are followed as their answers change).
 
     ``telemetry`` is started and shut down by the caller (the CLI), which owns the process.
     """
-    urls = list(engine_urls if engine_urls is not None else settings.engine_urls)
+    directory = EngineDirectory(engine_urls if engine_urls is not None else settings.engine_urls)
     telemetry = telemetry or disabled_telemetry()
     observer = GenAIObserver(telemetry)
 
@@ -56,15 +59,30 @@ def create_app(
         client = EngineClient(read_timeout_s=settings.engine_read_timeout_s)
         await client.start()
         registry = EngineRegistry(
-            urls, client, interval_s=settings.engine_health_interval_s, names=engine_names
+            await directory.resolve(),
+            client,
+            interval_s=settings.engine_health_interval_s,
+            names=engine_names,
         )
         await registry.start()
+        following = (
+            asyncio.create_task(
+                directory.follow(registry.set_urls, settings.engine_dns_refresh_s),
+                name="engine-discovery",
+            )
+            if directory.dynamic
+            else None
+        )
         observer.watch_ready_engines(lambda: len(registry.ready_engines()))
         gateway = Gateway(registry, client, LeastOutstanding(), observer=observer)
         app.state.services = Services(client, registry, gateway)
         try:
             yield
         finally:
+            if following is not None:
+                following.cancel()
+                with suppress(asyncio.CancelledError):
+                    await following
             await registry.stop()
             await client.close()
 

@@ -4,6 +4,9 @@ A background loop asks every engine for ``/health`` and ``/v1/models``; an engin
 both answer. A request that cannot connect marks its engine down at once, so traffic moves off
 a dead engine before the next probe. The :class:`Engine` objects are also the statistics the
 routing policies read (``ready``, ``outstanding``).
+
+The set of engines can change (:meth:`EngineRegistry.set_urls`, fed by DNS discovery): a new
+engine is probed before it takes traffic; a removed one finishes the requests it has.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from mistral_serve.engines.client import EngineClient
 from mistral_serve.errors import EngineError
@@ -50,8 +54,11 @@ class EngineRegistry:
         names: Sequence[str] | None = None,
         probe_timeout_s: float = 3.0,
     ) -> None:
-        names = names or [f"engine {i}" for i in range(len(urls))]
+        names = names or [engine_name(url) for url in urls]
         self.engines = [Engine(url=url, name=name) for url, name in zip(urls, names, strict=True)]
+        #: Every model id any engine has listed, so a model whose engines are all gone (or
+        #: replaced) is answered "not ready, retry" rather than "no such model".
+        self._known_models: set[str] = set()
         self._client = client
         self._interval_s = interval_s
         self._probe_timeout_s = probe_timeout_s
@@ -75,6 +82,21 @@ class EngineRegistry:
         """Probe every engine once, concurrently."""
         await asyncio.gather(*(self._probe(engine) for engine in self.engines))
 
+    async def set_urls(self, urls: Sequence[str]) -> None:
+        """Make ``urls`` the engines: keep those already known, probe new ones, drop the rest."""
+        known = {engine.url: engine for engine in self.engines}
+        added = [Engine(url=url, name=engine_name(url)) for url in urls if url not in known]
+        removed = [engine for engine in self.engines if engine.url not in urls]
+        if not added and not removed:
+            return
+        await asyncio.gather(*(self._probe(engine) for engine in added))  # ready before routed to
+        known.update((engine.url, engine) for engine in added)
+        self.engines = [known[url] for url in urls]
+        for engine in added:
+            log.info("%s added (%s)", engine.name, "ready" if engine.ready else "not ready yet")
+        for engine in removed:
+            log.info("%s removed (%d requests still on it)", engine.name, engine.outstanding)
+
     async def _probe_forever(self) -> None:
         while True:
             await asyncio.sleep(self._interval_s)
@@ -95,6 +117,7 @@ class EngineRegistry:
         cards = tuple(card for card in (listing or {}).get("data", []) if "id" in card)
         engine.model_cards = cards
         engine.model_ids = frozenset(card["id"] for card in cards)
+        self._known_models |= engine.model_ids
         engine.last_error = None
         if not engine.ready:
             engine.ready = True
@@ -121,12 +144,17 @@ class EngineRegistry:
         return [engine for engine in self.engines if engine.ready and engine.serves(model)]
 
     def is_known(self, model: str) -> bool:
-        """Whether any engine, ready or not, has ever listed ``model``."""
-        return any(engine.serves(model) for engine in self.engines)
+        """Whether any engine, ready or not, present or gone, has ever listed ``model``."""
+        return model in self._known_models
 
     def model_cards(self) -> list[dict[str, Any]]:
         """The model cards of the ready engines, one per model id."""
         return _unique_cards(engine.model_cards for engine in self.ready_engines())
+
+
+def engine_name(url: str) -> str:
+    """``engine 10.0.3.7:8000``: an engine found by address is named by its address."""
+    return f"engine {urlsplit(url).netloc}"
 
 
 def _unique_cards(groups: Iterable[Iterable[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -56,3 +56,31 @@ async def test_models_are_merged_across_engines(fake_engine, second_fake_engine,
     assert [card["id"] for card in registry.model_cards()] == ["fake-model", "second-model"]
     assert len(registry.candidates("fake-model")) == 2
     assert [e.ready for e in registry.engines] == [True, True, False]
+
+
+async def test_set_urls_adds_probed_engines_and_drops_gone_ones(
+    fake_engine, second_fake_engine, client
+):
+    registry = make_registry(client, fake_engine.url)
+    await registry.refresh()
+    first = registry.engines[0]
+    first.outstanding = 2  # requests in flight on it
+
+    await registry.set_urls([fake_engine.url, second_fake_engine.url])
+    assert registry.engines[0] is first  # kept, with its state
+    added = registry.engines[1]
+    assert added.ready  # probed before it can be routed to
+    assert added.name == f"engine {second_fake_engine.url.removeprefix('http://')}"
+
+    await registry.set_urls([second_fake_engine.url])
+    assert registry.engines == [added]
+    assert first.outstanding == 2  # a removed engine's requests go on
+
+
+async def test_a_model_whose_engines_are_gone_is_still_known(fake_engine, client):
+    registry = make_registry(client, fake_engine.url)
+    await registry.refresh()
+    await registry.set_urls([])
+    assert registry.engines == []
+    assert registry.is_known("fake-model")  # 503 "retry", not 404, while engines come back
+    assert not registry.is_known("other")
