@@ -3,6 +3,7 @@
     mistral-serve up                  engines (supervised) + gateway on this machine
     mistral-serve gateway             gateway only, over ENGINE_URLS
     mistral-serve demo-model DIR      write the built-in demo checkpoint
+    mistral-serve healthcheck         exit 0 when this machine's gateway is ready (containers)
 
 Settings come from the environment and `.env` (see config/sample.env). A bad setting stops the
 start with one line naming the variable; an engine that cannot start stops it with the engine's
@@ -19,6 +20,7 @@ import os
 import signal
 import socket
 import sys
+import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -245,6 +247,21 @@ def cmd_demo_model(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- healthcheck ---------------------------------------------------------------------------------
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """A container's HEALTHCHECK: is the gateway on HOST:PORT ready (GET /ready → 200)?"""
+    settings = _settings()
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    netloc = f"[{host}]:{settings.port}" if ":" in host else f"{host}:{settings.port}"
+    url = f"http://{netloc}/ready"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:
+            return 0 if response.status == 200 else 1
+    except OSError as exc:  # URLError and HTTPError (503: no engine ready) are OSErrors
+        print(f"mistral-serve: not ready: {exc}", file=sys.stderr)
+        return 1
+
+
 # -- plumbing ------------------------------------------------------------------------------------
 def _settings() -> Settings:
     try:
@@ -295,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="v3: Mistral format (default); v1: HF format, Mistral-7B-v0.1 tokenizer",
     )
     demo.set_defaults(handler=cmd_demo_model)
+    health = commands.add_parser(
+        "healthcheck", help="exit 0 if the gateway on HOST:PORT is ready (for containers)"
+    )
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    health.set_defaults(handler=cmd_healthcheck)
     return parser
 
 

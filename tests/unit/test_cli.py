@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from mistral_serve.cli import build_parser, engine_specs, main
 from mistral_serve.config import Settings
+from mistral_serve.engines.supervisor import free_port
 from mistral_serve.models.profiles import resolve_model
 
 
@@ -65,6 +68,36 @@ def test_parser_knows_every_mode():
         assert parser.parse_args([command]).command == command
     with pytest.raises(SystemExit):
         parser.parse_args(["demo-model", "x", "--variant", "v2"])
+
+
+class ReadyHandler(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self):
+        self.send_response(self.status if self.path == "/ready" else 404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize(("status", "exit_code"), [(200, 0), (503, 1)])
+def test_healthcheck_follows_ready(monkeypatch, status, exit_code):
+    handler = type("Handler", (ReadyHandler,), {"status": status})
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        monkeypatch.setenv("HOST", "0.0.0.0")
+        monkeypatch.setenv("PORT", str(server.server_address[1]))
+        try:
+            assert main(["healthcheck", "--timeout", "2"]) == exit_code
+        finally:
+            server.shutdown()
+
+
+def test_healthcheck_fails_when_nothing_listens(monkeypatch, capsys):
+    monkeypatch.setenv("PORT", str(free_port()))
+    assert main(["healthcheck"]) == 1
+    assert "not ready" in capsys.readouterr().err
 
 
 def test_up_refuses_a_taken_port_before_starting_engines(tmp_path):
