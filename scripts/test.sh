@@ -5,6 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install.sh test
+# docker-compose.yml is checked with `docker-compose config` (Debian's package): install it once.
+if ! command -v docker-compose >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "==> installing docker-compose (Debian package) for the deployment tests" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
+    else
+        echo "docker-compose is missing and cannot be installed here (needs root and apt-get):" \
+            "the deployment tests will fail until it is installed" >&2
+    fi
+fi
 echo "==> lint (ruff) and import layering (import-linter)" >&2
 .venv/bin/ruff check src tests deploy bench
 .venv/bin/lint-imports --no-cache

@@ -164,7 +164,7 @@ def test_logs_are_exported_with_the_trace_id(stack, otlp):
 
 
 def test_the_dashboards_engine_metrics_exist_on_a_real_engine(stack):
-    from ..unit.test_dashboard import HISTOGRAM_SERIES, SIGNOZ, dashboard_metrics
+    from ..unit.deploy.test_dashboard import HISTOGRAM_SERIES, SIGNOZ, dashboard_metrics
 
     exposition = httpx.get(stack.engine_urls["demo"] + "/metrics", timeout=10).text
     dashboard = json.loads((SIGNOZ / "mistral-serve-dashboard.json").read_text())

@@ -4,12 +4,13 @@ collector resolves them, and every pipeline wired to components that exist."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 
-CONFIG = Path(__file__).parents[2] / "config" / "otel-collector-config.yaml"
+from .conftest import REPO
+
+CONFIG = REPO / "config" / "otel-collector-config.yaml"
 ENV_REFERENCE = re.compile(r"\$\{env:([A-Z0-9_]+)(?::-([^}]*))?\}")
 
 
@@ -51,7 +52,8 @@ def test_otlp_listens_on_both_standard_ports():
 def test_engines_are_scraped_without_created_series():
     [job] = load({})["receivers"]["prometheus/engines"]["config"]["scrape_configs"]
     assert job["metrics_path"] == "/metrics"
-    assert job["static_configs"][0]["targets"] == ["engine-0:8000", "engine-1:8000"]
+    [dns] = job["dns_sd_configs"]
+    assert dns == {"names": ["engines"], "type": "A", "port": 8000, "refresh_interval": "30s"}
     [drop] = job["metric_relabel_configs"]
     assert drop == {"source_labels": ["__name__"], "regex": ".*_created", "action": "drop"}
     assert re.fullmatch(drop["regex"], "vllm:request_success_created")

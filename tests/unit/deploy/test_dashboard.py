@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 from mistral_serve.telemetry import semconv
 
-SIGNOZ = Path(__file__).parents[2] / "deploy" / "signoz"
+from .conftest import DEPLOY
+
+SIGNOZ = DEPLOY / "signoz"
 HISTOGRAM_SERIES = (".bucket", ".count", ".sum")
 
 
