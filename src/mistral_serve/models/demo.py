@@ -11,6 +11,12 @@ Two variants:
 - ``v1`` (MODEL_ID=demo-v1): Hugging Face format with Mistral-7B-Instruct-v0.1's tokenizer
   (32000 tokens) and a chat template that behaves like that model's.
 
+Random weights alone make a poor stand-in: an untrained output layer samples the tokenizer's
+control tokens (``[TOOL_CALLS]``, ``[INST]``, ``</s>`` …) as often as words, so replies come back
+empty and vLLM's tool parser fails on streams. The weights therefore carry one trained-in
+rule, "never a control token" (see :func:`_suppress_control_tokens`); guided decoding (forced
+tool calls, json_schema) still reaches them, because it masks every other token.
+
 Weights come from numpy's PCG64 with a fixed seed, so the same variant is bit-identical on
 every machine.
 """
@@ -29,9 +35,17 @@ Variant = Literal["v1", "v3"]
 VARIANTS: tuple[Variant, ...] = ("v1", "v3")
 
 #: Bump when the files written change, so cached copies are rebuilt.
-BUILD_VERSION = 1
+BUILD_VERSION = 2  # 2: control tokens suppressed in the weights
 _MARKER = ".mistral-serve-demo.json"
 _SEED = 20231027
+
+#: The residual dimension that carries the "not a control token" rule, its constant value, and
+#: how strongly control tokens' output rows point against it. After the final norm the anchor
+#: reads a few units (it holds about half of the residual's energy), so a control token's logit
+#: sits hundreds below zero while every other logit stays within about ±1
+#: (tests/unit/models/test_demo.py runs the network to check).
+_ANCHOR_DIM = 0
+_SUPPRESSION = 100.0
 
 # Mistral-7B-Instruct-v0.1's chat template (the current one on its model card): an optional
 # leading system message is folded into the first user turn; roles must alternate.
@@ -127,7 +141,7 @@ def write_demo_model(directory: Path, variant: Variant) -> None:
         raise ValueError(f"unknown demo variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     shape = SHAPES[variant]
     tokenizer_source = resources.files("mistral_common") / "data" / TOKENIZER_FILES[variant]
-    weights = _random_weights(shape)
+    weights = _random_weights(shape, control_token_ids(tokenizer_source))
     if variant == "v3":
         _write_mistral_format(directory, shape, weights, tokenizer_source)
     else:
@@ -137,19 +151,31 @@ def write_demo_model(directory: Path, variant: Variant) -> None:
     )
 
 
-def _random_weights(shape: Shape) -> dict[str, object]:
-    """Mistral-named tensors (bf16), deterministic for a given shape."""
+def control_token_ids(tokenizer_file) -> list[int]:
+    """Ids of a SentencePiece tokenizer's control tokens (``<unk>``, ``<s>``, ``</s>``, and in
+    v3 ``[INST]``, ``[TOOL_CALLS]``, ``[control_N]`` …): never text, never sampled freely."""
+    import sentencepiece
+
+    processor = sentencepiece.SentencePieceProcessor(model_proto=tokenizer_file.read_bytes())
+    return [
+        token
+        for token in range(processor.get_piece_size())
+        if processor.is_control(token) or processor.is_unknown(token)
+    ]
+
+
+def _random_weights(shape: Shape, control_ids: list[int]) -> dict[str, object]:
+    """Mistral-named tensors (bf16), deterministic for a given shape and tokenizer."""
     import numpy as np
     import torch
 
     rng = np.random.Generator(np.random.PCG64(_SEED))
 
-    def normal(*dims: int):
-        values = rng.standard_normal(dims, dtype=np.float32) * 0.02
-        return torch.from_numpy(values).to(torch.bfloat16)
+    def normal(*dims: int) -> np.ndarray:
+        return rng.standard_normal(dims, dtype=np.float32) * 0.02
 
-    def ones(n: int):
-        return torch.ones(n, dtype=torch.bfloat16)
+    def ones(n: int) -> np.ndarray:
+        return np.ones(n, dtype=np.float32)
 
     q_dim, kv_dim = shape.n_heads * shape.head_dim, shape.n_kv_heads * shape.head_dim
     tensors = {"tok_embeddings.weight": normal(shape.vocab_size, shape.dim)}
@@ -167,7 +193,35 @@ def _random_weights(shape: Shape) -> dict[str, object]:
             prefix + "ffn_norm.weight": ones(shape.dim),
         }
     tensors["norm.weight"] = ones(shape.dim)
-    return tensors  # the output projection is tied to tok_embeddings
+    tensors["output.weight"] = normal(shape.vocab_size, shape.dim)  # untied: see below
+    _suppress_control_tokens(tensors, shape, control_ids)
+    return {name: torch.from_numpy(values).to(torch.bfloat16) for name, values in tensors.items()}
+
+
+def _suppress_control_tokens(tensors: dict, shape: Shape, control_ids: list[int]) -> None:
+    """Hold one residual dimension constant and point control tokens' output rows against it.
+
+    Every embedding carries the same positive value in the anchor dimension; no layer reads it
+    (its norm weights are 0) or writes it (its output-projection rows are 0), so it reaches the
+    final norm unchanged at every position, whatever the input. There it is the one feature
+    the output layer sees for sure: ordinary tokens ignore it, control tokens weigh it at
+    -_SUPPRESSION. The output layer is untied from the embeddings so that input control tokens
+    (``[/INST]`` ends every prompt) keep the same anchor as everything else.
+    """
+    dim = _ANCHOR_DIM
+    embeddings = tensors["tok_embeddings.weight"]
+    typical = float((embeddings**2).mean() ** 0.5)  # one dimension's typical size
+    # As large as all the other dimensions together: half of every embedding's energy.
+    embeddings[:, dim] = typical * (shape.dim - 1) ** 0.5
+    for i in range(shape.n_layers):
+        prefix = f"layers.{i}."
+        tensors[prefix + "attention_norm.weight"][dim] = 0.0
+        tensors[prefix + "ffn_norm.weight"][dim] = 0.0
+        tensors[prefix + "attention.wo.weight"][dim, :] = 0.0
+        tensors[prefix + "feed_forward.w2.weight"][dim, :] = 0.0
+    output = tensors["output.weight"]
+    output[:, dim] = 0.0
+    output[control_ids, dim] = -_SUPPRESSION
 
 
 def _write_mistral_format(directory: Path, shape: Shape, weights: dict, tokenizer) -> None:
@@ -184,7 +238,7 @@ def _write_mistral_format(directory: Path, shape: Shape, weights: dict, tokenize
         "vocab_size": shape.vocab_size,
         "rope_theta": shape.rope_theta,
         "max_position_embeddings": shape.max_position_embeddings,
-        "tied_embeddings": True,
+        "tied_embeddings": False,
     }
     (directory / "params.json").write_text(json.dumps(params, indent=2))
     save_file(weights, str(directory / "consolidated.safetensors"))
@@ -195,6 +249,7 @@ def _write_mistral_format(directory: Path, shape: Shape, weights: dict, tokenize
 _HF_NAMES = {
     "tok_embeddings": "model.embed_tokens",
     "norm": "model.norm",
+    "output": "lm_head",
     "attention.wq": "self_attn.q_proj",
     "attention.wk": "self_attn.k_proj",
     "attention.wv": "self_attn.v_proj",
@@ -234,7 +289,7 @@ def _write_hf_format(directory: Path, shape: Shape, weights: dict, tokenizer) ->
         "rms_norm_eps": shape.norm_eps,
         "rope_theta": shape.rope_theta,
         "sliding_window": None,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": False,
         "bos_token_id": 1,
         "eos_token_id": 2,
         "torch_dtype": "bfloat16",

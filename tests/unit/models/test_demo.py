@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib import resources
 
 import jinja2
 import pytest
@@ -104,3 +105,57 @@ def test_v1_template_requires_alternating_roles():
 def test_unknown_variant_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown demo variant"):
         demo.write_demo_model(tmp_path, "v9")  # type: ignore[arg-type]
+
+
+def run_demo(folder, variant, token_ids):
+    """The demo network's logits for ``token_ids``, computed by transformers' own Mistral."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import MistralConfig, MistralForCausalLM
+
+    shape = demo.SHAPES[variant]
+    config = MistralConfig(
+        vocab_size=shape.vocab_size,
+        hidden_size=shape.dim,
+        intermediate_size=shape.hidden_dim,
+        num_hidden_layers=shape.n_layers,
+        num_attention_heads=shape.n_heads,
+        num_key_value_heads=shape.n_kv_heads,
+        head_dim=shape.head_dim,
+        rms_norm_eps=shape.norm_eps,
+        rope_theta=shape.rope_theta,
+        tie_word_embeddings=False,
+    )
+    model = MistralForCausalLM(config)
+    weights_file = "consolidated.safetensors" if variant == "v3" else "model.safetensors"
+    weights = load_file(str(folder / weights_file))
+    if variant == "v3":
+        weights = {demo._hf_name(name): tensor for name, tensor in weights.items()}
+    model.load_state_dict({name: t.float() for name, t in weights.items()}, strict=True)
+    with torch.no_grad():
+        return model(torch.tensor(token_ids)).logits
+
+
+@pytest.mark.parametrize("variant", demo.VARIANTS)
+def test_no_input_makes_a_control_token_likely(built, variant):
+    """Whatever the input (control tokens included, as every chat prompt has), every control
+    token's logit sits far below every other token's: free sampling never picks one."""
+    import torch
+
+    tokenizer = resources.files("mistral_common") / "data" / demo.TOKENIZER_FILES[variant]
+    control = demo.control_token_ids(tokenizer)
+    assert {0, 1, 2} <= set(control)  # <unk>, <s>, </s>
+    if variant == "v3":
+        assert len(control) > 700  # [INST], [TOOL_CALLS], [control_N] …
+    generator = torch.Generator().manual_seed(0)
+    vocab = demo.SHAPES[variant].vocab_size
+    ids = torch.randint(0, vocab, (8, 96), generator=generator)
+    ids[:, ::5] = torch.tensor(control)[
+        torch.randint(0, len(control), (8, 20), generator=generator)
+    ]
+    logits = run_demo(built[variant], variant, ids.tolist())
+    is_control = torch.zeros(vocab, dtype=torch.bool)
+    is_control[control] = True
+    highest_control = logits[..., is_control].max().item()
+    lowest_other = logits[..., ~is_control].min().item()
+    assert highest_control < lowest_other - 100, (highest_control, lowest_other)
