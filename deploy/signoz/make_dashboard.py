@@ -111,7 +111,7 @@ ROWS: list[tuple[str, list[tuple[str, str, str, str, list[Query], str | None]]]]
                 "ready_engines",
                 "Ready engines",
                 "none",
-                "Engines passing health checks.",
+                "Engines in rotation.",
                 [q("mistral_serve.engines.ready", "latest", "sum", "ready")],
                 None,
             ),
@@ -196,6 +196,68 @@ ROWS: list[tuple[str, list[tuple[str, str, str, str, list[Query], str | None]]]]
                         "sum",
                         "{{gen_ai.token.type}}",
                         ["gen_ai.token.type"],
+                    )
+                ],
+                None,
+            ),
+        ],
+    ),
+    (
+        "Engine state: stalls, ejections, restarts",
+        [
+            (
+                "engine_states",
+                "Engines by state",
+                "none",
+                "How many engines are ready, loading, stalled, ejected or down (the gateway's "
+                "view; /ready says why).",
+                [
+                    q(
+                        "mistral_serve.engines.state",
+                        "latest",
+                        "sum",
+                        "{{mistral_serve.engine.state}}",
+                        ["mistral_serve.engine.state"],
+                    )
+                ],
+                None,
+            ),
+            (
+                "engine_stalls",
+                "Stalls and ejections",
+                "none",
+                "Engines found stuck (requests in flight, no progress) and ejected after "
+                "consecutive failed requests, per second.",
+                [
+                    q(
+                        "mistral_serve.engines.stalls",
+                        "rate",
+                        "sum",
+                        "stalled {{mistral_serve.engine.name}}",
+                        ["mistral_serve.engine.name"],
+                    ),
+                    q(
+                        "mistral_serve.engines.ejections",
+                        "rate",
+                        "sum",
+                        "ejected {{mistral_serve.engine.name}}",
+                        ["mistral_serve.engine.name"],
+                    ),
+                ],
+                None,
+            ),
+            (
+                "engine_restarts",
+                "Engine restarts by reason",
+                "none",
+                "Restarts by the supervisor (`up`): after a stall, or after the engine exited.",
+                [
+                    q(
+                        "mistral_serve.engines.restarts",
+                        "rate",
+                        "sum",
+                        "{{mistral_serve.restart.reason}}",
+                        ["mistral_serve.restart.reason"],
                     )
                 ],
                 None,

@@ -41,6 +41,7 @@ from mistral_serve.engines.vllm_args import (
 from mistral_serve.errors import ConfigError, EngineStartError
 from mistral_serve.models.demo import VARIANTS, ensure_demo_model
 from mistral_serve.models.profiles import ServedModel, resolve_model
+from mistral_serve.telemetry.engines import EngineTelemetry
 from mistral_serve.telemetry.gpu import register_gpu_metrics
 from mistral_serve.telemetry.logs import export_logs, setup_logging
 from mistral_serve.telemetry.setup import Telemetry, start_telemetry
@@ -172,12 +173,14 @@ async def run_up(settings: Settings, specs: list[EngineSpec], telemetry: Telemet
     _install_signal_handlers(stop, servers)
     client = EngineClient(read_timeout_s=settings.engine_read_timeout_s)
     await client.start()
+    engine_telemetry = EngineTelemetry(telemetry.meter)
     supervisor = Supervisor(
         specs,
         client,
         start_timeout_s=settings.engine_start_timeout_s,
         stop_timeout_s=settings.shutdown_timeout_s,
         on_progress=lambda message: log.info("%s", message),
+        telemetry=engine_telemetry,
     )
     try:
         starting = asyncio.create_task(supervisor.start())
@@ -195,6 +198,8 @@ async def run_up(settings: Settings, specs: list[EngineSpec], telemetry: Telemet
             engine_urls=supervisor.urls,
             engine_names=supervisor.names,
             telemetry=telemetry,
+            engine_telemetry=engine_telemetry,
+            restarter=supervisor.restart,  # a stalled engine is restarted
         )
         server = GatewayServer(_uvicorn_config(app, settings))
         servers.append(server)

@@ -74,6 +74,20 @@ class Settings(BaseSettings):
     engine_start_timeout_s: float = Field(default=1800.0, gt=0)
     engine_read_timeout_s: float = Field(default=600.0, gt=0)
     engine_health_interval_s: float = Field(default=2.0, gt=0)
+    # Engine state (docs/architecture.md, "Engine state"): requests in flight and no progress
+    # for this long is a stall; an engine that neither answers nor progresses for it is down.
+    engine_stall_timeout_s: float = Field(default=30.0, gt=0)
+    # An idle engine proves it still generates with a one-token canary this often.
+    engine_canary_interval_s: float = Field(default=30.0, gt=0)
+    # How often each engine's /metrics is read (progress counters, load statistics).
+    engine_stats_interval_s: float = Field(default=1.0, gt=0)
+    # Outlier ejection: this many failed requests in a row (5xx, broken connections) take an
+    # engine out for ENGINE_EJECT_BASE_S × (its ejection count), at most ENGINE_EJECT_MAX_S,
+    # with no more than ENGINE_EJECT_MAX_PERCENT of the engines out at once (one always may be).
+    engine_eject_after_failures: int = Field(default=5, ge=1)
+    engine_eject_base_s: float = Field(default=30.0, gt=0)
+    engine_eject_max_s: float = Field(default=300.0, gt=0)
+    engine_eject_max_percent: float = Field(default=50.0, ge=0, le=100)
     # How often `dns://name:port` entries of ENGINE_URLS are looked up again.
     engine_dns_refresh_s: float = Field(default=5.0, gt=0)
     # `up` only: engine i listens on 127.0.0.1:(ENGINE_BASE_PORT + i), so a collector on the

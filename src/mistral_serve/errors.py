@@ -15,6 +15,7 @@ gateway turns them into an SSE error event instead.
     ├── NoReadyEngineError                 503 server_error / no_ready_engine  (+ Retry-After)
     └── EngineError                        502 server_error / engine_error
         ├── EngineUnreachableError         502 engine_unreachable (refused, reset, dropped)
+        ├── EngineStalledError             502 engine_stalled (in flight, no progress)
         └── EngineTimeoutError             504 engine_timeout
 """
 
@@ -121,6 +122,14 @@ class EngineUnreachableError(EngineError):
 
     code = "engine_unreachable"
     label = "engine_unreachable"
+
+
+class EngineStalledError(EngineError):
+    """The engine stopped making progress (ENGINE_STALL_TIMEOUT_S) while this request was on it,
+    or went out of rotation under it; the gateway took the request back."""
+
+    code = "engine_stalled"
+    label = "engine_stalled"
 
 
 class EngineTimeoutError(EngineError):

@@ -9,6 +9,11 @@ resolving to both loopback addresses stands for both engines (tests/integration/
 
 Telemetry is on, as in production: the gateway and the engines export over OTLP/HTTP to a real
 receiver started for the session (``otlp``), so every test also exercises the traced path.
+
+Engines run under the same guard `up` uses, so they die with this session even if pytest is
+SIGKILLed. The gateway judges a stall after ENGINE_STALL_TIMEOUT_S (here 8 s, above the 5 s
+pause tests/integration/test_engine_state.py gives an API server) and sends canaries to idle
+engines every 5 s, so the whole suite runs with canaries going.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from pathlib import Path
 
 import httpx
 import openai
+import psutil
 import pytest
 
 from mistral_serve.cli import engine_specs
 from mistral_serve.config import Settings
+from mistral_serve.engines.guard import guarded
 from mistral_serve.engines.supervisor import free_port
 from mistral_serve.models.profiles import resolve_model
 
@@ -38,6 +45,9 @@ from .otlp_receiver import OtlpReceiver, running_receiver
 # pyproject.toml) must stay above it.
 ENGINE_START_TIMEOUT_S = 600
 GATEWAY_START_TIMEOUT_S = 180
+#: The stack gateway's engine-state settings (see the module docstring).
+STALL_TIMEOUT_S = 8
+CANARY_INTERVAL_S = 5
 
 
 @dataclass
@@ -47,9 +57,26 @@ class Stack:
     engine_port: int  # the one port both engines listen on
     cache_dir: Path
     log_dir: Path
+    engine_processes: dict[str, subprocess.Popen]  # served model name -> its guard
 
     def client(self, **kwargs: object) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.gateway_url + "/v1", api_key="unused", **kwargs)
+
+    def api_server(self, model: str) -> psutil.Process:
+        """The vLLM API server of the engine serving ``model``."""
+        return vllm_process(self.engine_processes[model].pid, "vllm.entrypoints")
+
+    def engine_core(self, model: str) -> psutil.Process:
+        """Its engine core (the process `kill -STOP` hangs to reproduce a stuck engine)."""
+        return vllm_process(self.engine_processes[model].pid, "VLLM::EngineCore")
+
+
+def vllm_process(root: int, marker: str) -> psutil.Process:
+    """The descendant of ``root`` whose command line holds ``marker``."""
+    for process in psutil.Process(root).children(recursive=True):
+        if marker in " ".join(process.cmdline()):
+            return process
+    raise LookupError(f"no process with {marker!r} under {root}")
 
 
 def start_process(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
@@ -110,7 +137,7 @@ def demo_engine(
     [spec] = engine_specs(settings, resolve_model(settings, has_gpu=False), None, 1)
     log_path = log_dir / f"engine-{model_id}.log"
     url = f"http://{address}:{port}"
-    return url, start_process(spec.command, dict(spec.env), log_path), log_path
+    return url, start_process(guarded(spec.command), dict(spec.env), log_path), log_path
 
 
 #: Where each demo engine listens: one port, two loopback addresses.
@@ -128,17 +155,20 @@ def start_gateway(
     """A real `mistral-serve gateway` process over ``engine_urls``, ready. ``wrapper`` goes
     before the command (it must exec it); ``settings`` are more environment variables."""
     port = free_port()
-    env = dict(
-        os.environ,
-        ENGINE_URLS=engine_urls,
-        HOST="127.0.0.1",
-        PORT=str(port),
-        ENGINE_HEALTH_INTERVAL_S="0.5",
-        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_endpoint,
-        OTEL_METRIC_EXPORT_INTERVAL="500",
-        LOG_FORMAT="json",
+    env = {
+        **os.environ,
+        "ENGINE_URLS": engine_urls,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "ENGINE_HEALTH_INTERVAL_S": "0.5",
+        "ENGINE_STATS_INTERVAL_S": "0.5",
+        "ENGINE_STALL_TIMEOUT_S": str(STALL_TIMEOUT_S),
+        "ENGINE_CANARY_INTERVAL_S": str(CANARY_INTERVAL_S),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
+        "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        "LOG_FORMAT": "json",
         **settings,
-    )
+    }
     command = [*wrapper, sys.executable, "-m", "mistral_serve.cli", "gateway"]
     process = start_process(command, env, log_path)
     url = f"http://127.0.0.1:{port}"
@@ -186,6 +216,7 @@ def stack(
             engine_port=engine_port,
             cache_dir=demo_cache,
             log_dir=log_dir,
+            engine_processes={name: process for name, (_, process, _) in engines.items()},
         )
     finally:
         for process in reversed(processes):

@@ -1,21 +1,26 @@
-"""`mistral-serve up` as a user runs it: engines and gateway from one command, and gone after
-SIGTERM."""
+"""`mistral-serve up` as a user runs it: engines and gateway from one command, a stuck engine
+restarted, and nothing left behind after SIGTERM or even SIGKILL."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import openai
 import psutil
 import pytest
 
 from mistral_serve.engines.supervisor import free_port
+from mistral_serve.engines.vllm_args import VLLM_SERVER_MODULE
 
-from .conftest import ENGINE_START_TIMEOUT_S, start_process, wait_until_ok
+from .conftest import ENGINE_START_TIMEOUT_S, start_process, vllm_process, wait_until_ok
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +84,142 @@ def test_up_reports_the_engines_own_error_when_it_cannot_start(demo_cache, tmp_p
     assert last_line.startswith("mistral-serve: engine failed to start: engine 0 exited")
     assert str(missing) in last_line  # vLLM's own complaint about the path, not a timeout
     assert time.monotonic() - started < 120
+
+
+def engine_states(http: httpx.Client) -> dict[str, dict]:
+    return {engine["name"]: engine for engine in http.get("/ready").json()["engines"]}
+
+
+def wait_for(condition, timeout_s: float, what: str) -> float:
+    """Poll ``condition`` until true; returns when it became true (monotonic)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+    return time.monotonic()
+
+
+class Load:
+    """Short streams, a few at a time, from threads, until stopped: (start, end, ok) each."""
+
+    def __init__(self, url: str, workers: int = 3) -> None:
+        self.results: list[tuple[float, float, bool]] = []
+        self._stop = threading.Event()
+        self._client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                stream = self._client.completions.create(
+                    model="demo", prompt="Once upon a time", max_tokens=16, stream=True
+                )
+                ok = sum(1 for _ in stream) > 0
+            except openai.OpenAIError:
+                ok = False
+            self.results.append((started, time.monotonic(), ok))
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=120)
+
+
+def test_up_restarts_a_stuck_engine_and_leaves_nothing_when_sigkilled(demo_cache, tmp_path):
+    stall_s = 5
+    log_path = tmp_path / "up.log"
+    settings = {
+        "MODEL_ID": "demo",
+        "ENGINE_REPLICAS": "2",
+        "ENGINE_STALL_TIMEOUT_S": str(stall_s),
+        "ENGINE_HEALTH_INTERVAL_S": "0.5",
+        "ENGINE_STATS_INTERVAL_S": "0.5",
+    }
+    process, port = run_up(settings, demo_cache, log_path)
+    url = f"http://127.0.0.1:{port}"
+    http = httpx.Client(base_url=url, timeout=10)
+    started: set[psutil.Process] = set()
+    load = None
+    try:
+        wait_until_ok(url + "/ready", process, log_path, ENGINE_START_TIMEOUT_S)
+        wait_for(
+            lambda: all(e["state"] == "ready" for e in engine_states(http).values()),
+            ENGINE_START_TIMEOUT_S,
+            "both engines ready",
+        )
+        up = psutil.Process(process.pid)
+        started |= set(up.children(recursive=True))
+        port_0 = engine_states(http)["engine 0"]["url"].rsplit(":", 1)[1]
+        [api_server] = [
+            p
+            for p in started
+            if p.cmdline()[1:3] == ["-m", VLLM_SERVER_MODULE] and port_0 in p.cmdline()
+        ]
+        core = vllm_process(api_server.pid, "VLLM::EngineCore")
+        assert "VLLM::EngineCore" in " ".join(core.cmdline())
+
+        load = Load(url)
+        time.sleep(2)
+        core.suspend()  # engine 0 hangs; its /health stays 200
+        stopped = time.monotonic()
+        found_out = wait_for(
+            lambda: engine_states(http)["engine 0"]["state"] != "ready",
+            stall_s + 10,
+            "the stuck engine left rotation",
+        )
+        state = engine_states(http)["engine 0"]
+        assert state["state"] in ("stalled", "loading"), state  # loading: being restarted
+        # From a few seconds after the stall timeout, every new request is served.
+        time.sleep(max(0.0, stopped + stall_s + 3 - time.monotonic()))
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        for _ in range(5):
+            reply = client.completions.create(model="demo", prompt="hi", max_tokens=4)
+            assert reply.usage.completion_tokens == 4
+
+        back = wait_for(
+            lambda: engine_states(http)["engine 0"]["state"] == "ready",
+            ENGINE_START_TIMEOUT_S,
+            "engine 0 restarted and ready again",
+        )
+        started |= set(up.children(recursive=True))  # the restarted engine's processes
+        load.stop()
+        after_stall = [ok for begun, _, ok in load.results if begun > stopped + stall_s + 3]
+        assert after_stall and all(after_stall), load.results
+        print(
+            f"\nstall found out {found_out - stopped:.1f} s after kill -STOP; engine 0 ready "
+            f"again {back - stopped:.1f} s after it; {len(load.results)} streams, "
+            f"{sum(not ok for _, _, ok in load.results)} failed"
+        )
+        # It serves again: spread requests until it has generated some tokens.
+        deadline = time.monotonic() + 60
+        while engine_states(http)["engine 0"].get("stats", {}).get("generation_tokens", 0) < 1:
+            assert time.monotonic() < deadline, engine_states(http)["engine 0"]
+            with ThreadPoolExecutor(4) as pool:
+                list(
+                    pool.map(
+                        lambda _: client.completions.create(
+                            model="demo", prompt="hi", max_tokens=4
+                        ),
+                        range(4),
+                    )
+                )
+        assert "restarting in" in log_path.read_text()  # the supervisor's own account
+
+        process.kill()  # SIGKILL: up runs no cleanup at all
+        process.wait()
+        time.sleep(10)
+        survivors = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert not survivors, f"still running 10 s after up was SIGKILLed: {survivors}"
+    finally:
+        if load is not None:
+            load.stop()
+        http.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for leftover in started:  # never leave a stopped or orphaned engine behind
+            with contextlib.suppress(psutil.NoSuchProcess):
+                leftover.kill()

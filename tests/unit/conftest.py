@@ -23,6 +23,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from mistral_serve.config import Settings
 from mistral_serve.engines.client import EngineClient
+from mistral_serve.engines.health import HealthPolicy
+from mistral_serve.engines.monitor import EngineMonitor
+from mistral_serve.engines.registry import EngineRegistry
 from mistral_serve.telemetry.setup import Telemetry, start_telemetry
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -34,6 +37,8 @@ class FakeEngine:
     def __init__(self) -> None:
         self.models = ["fake-model"]
         self.healthy = True
+        #: What /metrics answers (None: 404, as an engine without metrics).
+        self.metrics_text: str | None = None
         self.handlers: dict[str, Handler] = {}
         self.requests: list[tuple[str, bytes, CIMultiDict[str]]] = []
         self.url = ""
@@ -43,6 +48,7 @@ class FakeEngine:
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/v1/{tail:.*}", self._generate)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -57,6 +63,11 @@ class FakeEngine:
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(status=200 if self.healthy else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        if self.metrics_text is None:
+            return web.Response(status=404)
+        return web.Response(text=self.metrics_text, content_type="text/plain")
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -99,6 +110,17 @@ async def second_fake_engine() -> AsyncIterator[FakeEngine]:
     """Another, independent fake, for tests that route between engines."""
     async for engine in _running_fake_engine():
         yield engine
+
+
+async def probed(
+    client: EngineClient, *urls: str, policy: HealthPolicy | None = None, **kwargs: Any
+) -> tuple[EngineRegistry, EngineMonitor]:
+    """A registry over ``urls`` and its monitor (fast intervals), every engine probed once.
+    The monitor's loops are not started: tests that need them call ``monitor.start()``."""
+    registry = EngineRegistry(list(urls), policy=policy, stats_interval_s=0.05, **kwargs)
+    monitor = EngineMonitor(registry, client, probe_interval_s=0.05, stats_interval_s=0.05)
+    await monitor.probe_all()
+    return registry, monitor
 
 
 @dataclass

@@ -12,6 +12,7 @@ from mistral_serve import errors
         (errors.NoReadyEngineError("wait"), 503, "server_error", "no_ready_engine"),
         (errors.EngineError("boom"), 502, "server_error", "engine_error"),
         (errors.EngineUnreachableError("gone"), 502, "server_error", "engine_unreachable"),
+        (errors.EngineStalledError("stuck"), 502, "server_error", "engine_stalled"),
         (errors.EngineTimeoutError("slow"), 504, "server_error", "engine_timeout"),
         (errors.MistralServeError("bug"), 500, "server_error", "internal_error"),
     ],

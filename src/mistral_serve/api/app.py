@@ -20,9 +20,12 @@ from mistral_serve.api.routes import router
 from mistral_serve.config import Settings
 from mistral_serve.engines.client import EngineClient
 from mistral_serve.engines.discovery import EngineDirectory
-from mistral_serve.engines.registry import EngineRegistry
+from mistral_serve.engines.health import HealthPolicy
+from mistral_serve.engines.monitor import EngineMonitor
+from mistral_serve.engines.registry import EngineRegistry, Restarter
 from mistral_serve.gateway.pipeline import Endpoint, Gateway
 from mistral_serve.routing import LeastOutstanding
+from mistral_serve.telemetry.engines import EngineTelemetry
 from mistral_serve.telemetry.genai import GenAIObserver
 from mistral_serve.telemetry.setup import Telemetry, disabled_telemetry
 
@@ -35,6 +38,7 @@ class Services:
 
     client: EngineClient
     registry: EngineRegistry
+    monitor: EngineMonitor
     gateway: Gateway
 
 
@@ -44,15 +48,19 @@ def create_app(
     engine_urls: Sequence[str] | None = None,
     engine_names: Sequence[str] | None = None,
     telemetry: Telemetry | None = None,
+    engine_telemetry: EngineTelemetry | None = None,
+    restarter: Restarter | None = None,
 ) -> FastAPI:
     """The gateway app over ``engine_urls`` (default: ENGINE_URLS from settings, whose
     ``dns://`` names are followed as their answers change).
 
     ``telemetry`` is started and shut down by the caller (the CLI), which owns the process.
+    Under ``up``, ``restarter`` is the supervisor's: a stalled engine is restarted.
     """
     directory = EngineDirectory(engine_urls if engine_urls is not None else settings.engine_urls)
     telemetry = telemetry or disabled_telemetry()
     observer = GenAIObserver(telemetry)
+    engine_telemetry = engine_telemetry or EngineTelemetry(telemetry.meter)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,14 +68,22 @@ def create_app(
         await client.start()
         registry = EngineRegistry(
             await directory.resolve(),
-            client,
-            interval_s=settings.engine_health_interval_s,
             names=engine_names,
+            policy=HealthPolicy.from_settings(settings),
+            telemetry=engine_telemetry,
+            restarter=restarter,
+            stats_interval_s=settings.engine_stats_interval_s,
         )
-        await registry.start()
+        monitor = EngineMonitor(
+            registry,
+            client,
+            probe_interval_s=settings.engine_health_interval_s,
+            stats_interval_s=settings.engine_stats_interval_s,
+        )
+        await monitor.start()
         following = (
             asyncio.create_task(
-                directory.follow(registry.set_urls, settings.engine_dns_refresh_s),
+                directory.follow(monitor.set_urls, settings.engine_dns_refresh_s),
                 name="engine-discovery",
             )
             if directory.dynamic
@@ -75,7 +91,7 @@ def create_app(
         )
         observer.watch_ready_engines(lambda: len(registry.ready_engines()))
         gateway = Gateway(registry, client, LeastOutstanding(), observer=observer)
-        app.state.services = Services(client, registry, gateway)
+        app.state.services = Services(client, registry, monitor, gateway)
         try:
             yield
         finally:
@@ -83,7 +99,7 @@ def create_app(
                 following.cancel()
                 with suppress(asyncio.CancelledError):
                     await following
-            await registry.stop()
+            await monitor.stop()
             await client.close()
 
     app = FastAPI(

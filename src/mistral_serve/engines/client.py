@@ -75,6 +75,12 @@ class UpstreamResponse:
         finally:
             self.close()
 
+    def abort(self, error: MistralServeError) -> None:
+        """Make the pending and every later read raise ``error`` (the engine stalled or went
+        out of rotation): whoever is reading the body wakes up at once, with no timer in the
+        read path."""
+        self._response.content.set_exception(error)
+
     def close(self) -> None:
         # release() keeps a fully read connection in the pool; close() drops an unfinished one.
         if self._response.content.at_eof():
@@ -133,17 +139,23 @@ class EngineClient:
                 raise _map_transport_error(exc, url) from exc
         raise AssertionError("unreachable")
 
-    async def get_json(self, url: str, *, timeout_s: float) -> Any:
-        """GET a small JSON document (health, model list); any failure is an EngineError."""
+    async def get(self, url: str, *, timeout_s: float) -> tuple[int, bytes]:
+        """GET a small document (health, model list, metrics): its status and body. Transport
+        failures are EngineErrors (a refused connection is an EngineConnectError)."""
         try:
             async with self.session.get(
                 url, timeout=aiohttp.ClientTimeout(total=timeout_s)
             ) as response:
-                body = await response.read()
+                return response.status, await response.read()
         except _TRANSPORT_ERRORS as exc:
             raise _map_transport_error(exc, url) from exc
-        if response.status != 200:
-            raise EngineError(f"engine at {url} answered {response.status}")
+
+    async def get_json(self, url: str, *, timeout_s: float) -> Any:
+        """GET a small JSON document; any failure, a status other than 200 included, is an
+        EngineError."""
+        status, body = await self.get(url, timeout_s=timeout_s)
+        if status != 200:
+            raise EngineError(f"engine at {url} answered {status}")
         if not body:
             return None
         try:

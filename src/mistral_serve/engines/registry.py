@@ -1,12 +1,15 @@
-"""The engines the gateway can route to, and whether each is ready.
+"""The engines the gateway can route to: what it knows of each, and what follows from it.
 
-A background loop asks every engine for ``/health`` and ``/v1/models``; an engine is ready when
-both answer. A request that cannot connect marks its engine down at once, so traffic moves off
-a dead engine before the next probe. The :class:`Engine` objects are also the statistics the
-routing policies read (``ready``, ``outstanding``).
+Each :class:`Engine` carries its :class:`~mistral_serve.engines.health.EngineHealth` (the state
+and the rules), the models it serves, its last ``/metrics`` statistics, and the requests the
+gateway has on it, each held as a :class:`Lease`. The registry turns observations into state
+changes and carries out their consequences in one place (:meth:`EngineRegistry.apply`): a log
+line, metrics, taking back the requests of an engine that left rotation, and under ``up``
+asking the supervisor for a restart. The observing itself (probes, scrapes, canaries) is
+:mod:`mistral_serve.engines.monitor`'s.
 
-The set of engines can change (:meth:`EngineRegistry.set_urls`, fed by DNS discovery): a new
-engine is probed before it takes traffic; a removed one finishes the requests it has.
+The set of engines can change (DNS discovery): a new engine is probed before it takes traffic;
+a removed one finishes the requests it has.
 """
 
 from __future__ import annotations
@@ -14,15 +17,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from mistral_serve.engines.client import EngineClient
-from mistral_serve.errors import EngineError
+from mistral_serve.engines.client import EngineConnectError, UpstreamResponse
+from mistral_serve.engines.health import Change, EngineHealth, HealthPolicy, State
+from mistral_serve.engines.stats import EngineStats
+from mistral_serve.errors import (
+    EngineError,
+    EngineStalledError,
+    EngineUnreachableError,
+    MistralServeError,
+)
+from mistral_serve.telemetry.engines import EngineTelemetry
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Under ``up``: ask the supervisor to restart the engine named so, for this reason. True when
+#: it will (it knows the engine and is not stopping).
+Restarter = Callable[[str, str], bool]
 
 
 @dataclass(eq=False)
@@ -31,111 +48,138 @@ class Engine:
 
     url: str
     name: str
-    ready: bool = False
+    health: EngineHealth
     #: The OpenAI model cards it last listed (kept while it restarts, for error messages).
     model_cards: tuple[dict[str, Any], ...] = ()
-    #: Requests sent to it that have not finished yet.
-    outstanding: int = 0
-    last_error: str | None = None
-    ready_since: float | None = None
     model_ids: frozenset[str] = field(default_factory=frozenset)
+    #: Requests sent to it that have not finished yet (canaries included).
+    outstanding: int = 0
+    leases: set[Lease] = field(default_factory=set)
+    #: The last /metrics scrape and when it was taken (monotonic seconds).
+    stats: EngineStats | None = None
+    stats_at: float | None = None
+
+    @property
+    def state(self) -> State:
+        return self.health.state
+
+    @property
+    def ready(self) -> bool:
+        return self.health.state is State.READY
 
     def serves(self, model: str) -> bool:
         return model in self.model_ids
+
+    def fresh_stats(self, now: float, max_age_s: float) -> EngineStats | None:
+        """The last statistics if they are recent enough to act on; old ones are unknown,
+        never "idle"."""
+        if self.stats is None or self.stats_at is None or now - self.stats_at > max_age_s:
+            return None
+        return self.stats
+
+
+class Lease:
+    """One request's hold on an engine, from the moment the engine is chosen until the answer
+    ends. It counts the request as in flight, reports its progress, and can be taken back
+    (:meth:`abort`) when the engine stalls: the request's reads then raise at once."""
+
+    __slots__ = ("_abort_error", "_aborted", "_ended", "_registry", "_upstream", "engine")
+
+    def __init__(self, registry: EngineRegistry, engine: Engine) -> None:
+        self.engine = engine
+        self._registry = registry
+        self._upstream: UpstreamResponse | None = None
+        self._abort_error: MistralServeError | None = None
+        self._aborted: asyncio.Future[MistralServeError] | None = None
+        self._ended = False
+
+    def progressed(self) -> None:
+        """Bytes arrived from the engine (called per chunk: cheap)."""
+        self.engine.health.progressed(time.monotonic())
+
+    async def guard(self, work: Awaitable[T]) -> T:
+        """Await ``work`` (sending the request, until the engine's headers are in), unless the
+        lease is taken back first: then raise why. Reads of an attached body are guarded by
+        :meth:`attach` instead, at no cost per chunk."""
+        if self._abort_error is not None:
+            _close_awaitable(work)
+            raise self._abort_error
+        if self._aborted is None:
+            self._aborted = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(work)
+        try:
+            await asyncio.wait((task, self._aborted), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            _discard(task)
+            raise
+        if task.done():
+            return task.result()
+        _discard(task)
+        raise self._aborted.result()
+
+    def attach(self, upstream: UpstreamResponse) -> None:
+        """The engine's answer, whose reads an abort must interrupt."""
+        self._upstream = upstream
+        if self._abort_error is not None:
+            upstream.abort(self._abort_error)
+
+    def abort(self, error: MistralServeError) -> None:
+        """Take the request back from its engine: whatever it awaits raises ``error``."""
+        if self._ended or self._abort_error is not None:
+            return
+        self._abort_error = error
+        if self._aborted is not None and not self._aborted.done():
+            self._aborted.set_result(error)
+        if self._upstream is not None:
+            self._upstream.abort(error)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """The request is over on this engine: ``None`` for an answer (a 4xx is one too), or
+        the error it ended with. Only the first call counts."""
+        if self._ended:
+            return
+        self._ended = True
+        self._registry._finished(self, error)
+
+    def release(self) -> None:
+        """Over without a verdict on the engine (the client left, a bug of ours)."""
+        if self._ended:
+            return
+        self._ended = True
+        self._registry._finished(self, None, neutral=True)
 
 
 class EngineRegistry:
     def __init__(
         self,
         urls: Sequence[str],
-        client: EngineClient,
         *,
-        interval_s: float = 2.0,
         names: Sequence[str] | None = None,
-        probe_timeout_s: float = 3.0,
+        policy: HealthPolicy | None = None,
+        telemetry: EngineTelemetry | None = None,
+        restarter: Restarter | None = None,
+        stats_interval_s: float = 1.0,
     ) -> None:
+        self.policy = policy or HealthPolicy()
+        #: Statistics older than three scrape intervals are unknown, never "idle".
+        self.stats_max_age_s = 3 * stats_interval_s
         names = names or [engine_name(url) for url in urls]
-        self.engines = [Engine(url=url, name=name) for url, name in zip(urls, names, strict=True)]
+        self.engines = [self.new_engine(url, name) for url, name in zip(urls, names, strict=True)]
         #: Every model id any engine has listed, so a model whose engines are all gone (or
         #: replaced) is answered "not ready, retry" rather than "no such model".
         self._known_models: set[str] = set()
-        self._client = client
-        self._interval_s = interval_s
-        self._probe_timeout_s = probe_timeout_s
-        self._task: asyncio.Task[None] | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------
-    async def start(self) -> None:
-        await self.refresh()
-        self._task = asyncio.create_task(self._probe_forever(), name="engine-registry")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-
-    async def refresh(self) -> None:
-        """Probe every engine once, concurrently."""
-        await asyncio.gather(*(self._probe(engine) for engine in self.engines))
-
-    async def set_urls(self, urls: Sequence[str]) -> None:
-        """Make ``urls`` the engines: keep those already known, probe new ones, drop the rest."""
-        known = {engine.url: engine for engine in self.engines}
-        added = [Engine(url=url, name=engine_name(url)) for url in urls if url not in known]
-        removed = [engine for engine in self.engines if engine.url not in urls]
-        if not added and not removed:
-            return
-        await asyncio.gather(*(self._probe(engine) for engine in added))  # ready before routed to
-        known.update((engine.url, engine) for engine in added)
-        self.engines = [known[url] for url in urls]
-        for engine in added:
-            log.info("%s added (%s)", engine.name, "ready" if engine.ready else "not ready yet")
-        for engine in removed:
-            log.info("%s removed (%d requests still on it)", engine.name, engine.outstanding)
-
-    async def _probe_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                await self.refresh()
-            except Exception:  # a probe bug must not stop probing
-                log.exception("engine probe failed")
-
-    async def _probe(self, engine: Engine) -> None:
-        try:
-            await self._client.get_json(engine.url + "/health", timeout_s=self._probe_timeout_s)
-            listing = await self._client.get_json(
-                engine.url + "/v1/models", timeout_s=self._probe_timeout_s
+        self._telemetry = telemetry
+        self._restarter = restarter
+        if telemetry is not None:
+            telemetry.watch_states(
+                [state.value for state in State],
+                lambda: [(engine.name, engine.state.value) for engine in self.engines],
             )
-        except EngineError as exc:
-            self._set_down(engine, exc.message)
-            return
-        cards = tuple(card for card in (listing or {}).get("data", []) if "id" in card)
-        engine.model_cards = cards
-        engine.model_ids = frozenset(card["id"] for card in cards)
-        self._known_models |= engine.model_ids
-        engine.last_error = None
-        if not engine.ready:
-            engine.ready = True
-            engine.ready_since = time.monotonic()
-            log.info("%s ready at %s serving %s", engine.name, engine.url, sorted(engine.model_ids))
+
+    def new_engine(self, url: str, name: str | None = None) -> Engine:
+        return Engine(url, name or engine_name(url), EngineHealth(self.policy, time.monotonic()))
 
     # -- what the gateway asks ---------------------------------------------------------------
-    def mark_down(self, engine: Engine, reason: str) -> None:
-        """A request could not reach ``engine``: stop routing to it until a probe succeeds."""
-        self._set_down(engine, reason)
-
-    def _set_down(self, engine: Engine, reason: str) -> None:
-        if engine.ready:
-            log.warning("%s not ready: %s", engine.name, reason)
-        engine.ready = False
-        engine.ready_since = None
-        engine.last_error = reason
-
     def ready_engines(self) -> list[Engine]:
         return [engine for engine in self.engines if engine.ready]
 
@@ -151,6 +195,119 @@ class EngineRegistry:
         """The model cards of the ready engines, one per model id."""
         return _unique_cards(engine.model_cards for engine in self.ready_engines())
 
+    def lease(self, engine: Engine) -> Lease:
+        """Count a request as in flight on ``engine`` until its lease ends."""
+        lease = Lease(self, engine)
+        engine.leases.add(lease)
+        engine.outstanding += 1
+        if engine.outstanding == 1:
+            engine.health.busy(time.monotonic(), True)
+        return lease
+
+    def _finished(
+        self, lease: Lease, error: BaseException | None, *, neutral: bool = False
+    ) -> None:
+        engine = lease.engine
+        engine.leases.discard(lease)
+        engine.outstanding -= 1
+        now = time.monotonic()
+        if engine.outstanding == 0:
+            engine.health.busy(now, False)
+        if neutral:
+            return
+        if error is None:
+            engine.health.request_succeeded(now)
+        elif isinstance(error, EngineConnectError):
+            self.apply(engine, engine.health.refused(now, error.message))
+        elif isinstance(error, EngineStalledError):
+            pass  # the stall has been dealt with; this request was one of its casualties
+        elif isinstance(error, EngineError) and engine.health.request_failed():
+            self._eject(engine, now)
+
+    def _eject(self, engine: Engine, now: float) -> None:
+        """Eject ``engine`` unless the cap on the share of ejected engines is reached (at least
+        one engine may always be ejected, as in Envoy)."""
+        ejected = sum(1 for other in self.engines if other.state is State.EJECTED)
+        allowed = max(1, int(len(self.engines) * self.policy.eject_max_share))
+        if ejected >= allowed:
+            log.warning(
+                "%s: %d failed requests in a row, but %d of %d engines are ejected already: "
+                "kept in rotation",
+                engine.name,
+                engine.health.consecutive_failures,
+                ejected,
+                len(self.engines),
+            )
+            return
+        self.apply(engine, engine.health.eject(now))
+
+    # -- state changes -------------------------------------------------------------------------
+    def apply(self, engine: Engine, change: Change | None) -> None:
+        """Carry out a state change: log it, count it, and take back the requests of an engine
+        that can no longer answer them (an ejected one keeps its requests: they may well end)."""
+        if change is None:
+            return
+        level = logging.INFO if change.new in (State.READY, State.LOADING) else logging.WARNING
+        log.log(level, "%s: %s → %s (%s)", engine.name, change.old, change.new, change.reason)
+        if change.new is State.STALLED:
+            if self._telemetry is not None:
+                self._telemetry.stalled(engine.name)
+            self._take_back(engine, EngineStalledError(f"{engine.name} stalled: {change.reason}"))
+            if self._restarter is not None and self._restarter(engine.name, change.reason):
+                restarting = engine.health.restarting(time.monotonic(), "restarted after a stall")
+                self.apply(engine, restarting)
+        elif change.new is State.DOWN:
+            self._take_back(engine, EngineUnreachableError(f"{engine.name}: {change.reason}"))
+        elif change.new is State.EJECTED and self._telemetry is not None:
+            self._telemetry.ejected(engine.name)
+
+    def _take_back(self, engine: Engine, error: MistralServeError) -> None:
+        for lease in list(engine.leases):
+            lease.abort(error)
+
+    # -- the set of engines ----------------------------------------------------------------------
+    def replace_engines(self, engines: Sequence[Engine]) -> tuple[list[Engine], list[Engine]]:
+        """Make ``engines`` the set; returns (added, removed)."""
+        added = [engine for engine in engines if engine not in self.engines]
+        removed = [engine for engine in self.engines if engine not in engines]
+        self.engines = list(engines)
+        for engine in added:
+            log.info("%s added (%s)", engine.name, engine.state)
+        for engine in removed:
+            log.info("%s removed (%d requests still on it)", engine.name, engine.outstanding)
+        return added, removed
+
+    def learned_models(self, engine: Engine, cards: Iterable[dict[str, Any]]) -> None:
+        engine.model_cards = tuple(cards)
+        engine.model_ids = frozenset(card["id"] for card in engine.model_cards)
+        self._known_models |= engine.model_ids
+
+    def readiness(self) -> list[dict[str, Any]]:
+        """Each engine's state and why, for /ready."""
+        now = time.monotonic()
+        return [_describe(engine, now, self.stats_max_age_s) for engine in self.engines]
+
+
+def _describe(engine: Engine, now: float, stats_max_age_s: float) -> dict[str, Any]:
+    health = engine.health
+    detail: dict[str, Any] = {
+        "name": engine.name,
+        "url": engine.url,
+        "state": engine.state.value,
+        "ready": engine.ready,
+        "reason": health.reason,
+        "for_s": round(now - health.since, 1),
+        "models": sorted(engine.model_ids),
+        "outstanding": engine.outstanding,
+        "last_progress_s": round(now - health.last_progress, 1),
+    }
+    if health.ejected_until is not None:
+        detail["ejected_for_s"] = round(max(0.0, health.ejected_until - now), 1)
+    stats = engine.fresh_stats(now, stats_max_age_s)
+    if stats is not None:
+        detail["stats"] = stats.as_dict()
+    return detail
+
 
 def engine_name(url: str) -> str:
     """``engine 10.0.3.7:8000``: an engine found by address is named by its address."""
@@ -163,3 +320,20 @@ def _unique_cards(groups: Iterable[Iterable[dict[str, Any]]]) -> list[dict[str, 
         for card in cards:
             seen.setdefault(card["id"], card)
     return list(seen.values())
+
+
+def _discard(task: asyncio.Future[Any]) -> None:
+    """Stop ``task``; an answer it already has is closed, not leaked."""
+    if not task.done():
+        task.cancel()
+        return
+    if not task.cancelled() and task.exception() is None:
+        result = task.result()
+        if isinstance(result, UpstreamResponse):
+            result.close()
+
+
+def _close_awaitable(work: Awaitable[Any]) -> None:
+    close = getattr(work, "close", None)
+    if close is not None:
+        close()  # a coroutine never awaited: no "was never awaited" warning

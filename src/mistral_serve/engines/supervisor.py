@@ -1,8 +1,10 @@
 """Starts, watches and stops the local vLLM engines.
 
 Each engine is its own process group (vLLM forks an engine core and workers), so stopping an
-engine reaches all of it: SIGTERM to the group, a grace period, then SIGKILL. Engine output is
-relayed line by line with the replica's name. A crash after start is met with a restart after an
+engine reaches all of it: SIGTERM to the group, a grace period, then SIGKILL. The group is led by
+a guard (:mod:`mistral_serve.engines.guard`) that stops it if this process dies, SIGKILL
+included. Engine output is relayed line by line with the replica's name. A crash after start, or
+a stall the gateway reports (:meth:`Supervisor.restart`), is met with a restart after an
 exponentially growing delay; a failure before the first ready is fatal, reported with the
 engine's own root-cause line rather than after a timeout.
 """
@@ -22,7 +24,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mistral_serve.engines.client import EngineClient
+from mistral_serve.engines.guard import guarded
 from mistral_serve.errors import EngineError, EngineStartError
+from mistral_serve.telemetry.engines import EngineTelemetry
 
 log = logging.getLogger(__name__)
 engine_log = logging.getLogger("mistral_serve.engine")
@@ -92,6 +96,8 @@ class EngineProcess:
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=_TAIL_LINES))
     started_at: float = 0.0
     restarts: int = 0
+    #: Why the supervisor itself ended this run of the engine (a stall), if it did.
+    kill_reason: str | None = None
     _relay: asyncio.Task[None] | None = None
 
     @property
@@ -109,8 +115,9 @@ class EngineProcess:
     async def spawn(self) -> None:
         self.tail.clear()
         self.started_at = time.monotonic()
+        self.kill_reason = None
         self.process = await asyncio.create_subprocess_exec(
-            *self.spec.command,
+            *guarded(self.spec.command),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -122,7 +129,7 @@ class EngineProcess:
             preexec_fn=os.setpgrp,
             limit=_LINE_LIMIT,
         )
-        log.info("%s: started (pid %d) at %s", self.name, self.process.pid, self.spec.url)
+        log.info("%s: started (group %d) at %s", self.name, self.process.pid, self.spec.url)
         self._relay = asyncio.create_task(self._relay_output(self.process), name=f"{self.name} log")
 
     async def _relay_output(self, process: asyncio.subprocess.Process) -> None:
@@ -193,6 +200,7 @@ class Supervisor:
         backoff: Backoff | None = None,
         progress_every_s: float = 5.0,
         on_progress: Callable[[str], None] | None = None,
+        telemetry: EngineTelemetry | None = None,
     ) -> None:
         self.engines = [EngineProcess(spec) for spec in specs]
         self._client = client
@@ -201,6 +209,7 @@ class Supervisor:
         self._backoff = backoff or Backoff()
         self._progress_every_s = progress_every_s
         self._on_progress = on_progress or (lambda message: log.info("%s", message))
+        self._telemetry = telemetry
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -266,6 +275,19 @@ class Supervisor:
             return False
         return True
 
+    def restart(self, name: str, reason: str) -> bool:
+        """Kill the engine named ``name`` (its whole group: a stalled engine cannot be asked to
+        stop) so that it restarts with the usual backoff. False if there is no such running
+        engine or the supervisor is stopping."""
+        engine = next((e for e in self.engines if e.name == name), None)
+        if engine is None or self._stopping or not engine.running or not self._watchers:
+            return False
+        assert engine.process is not None
+        log.warning("%s: %s; killing it to restart it", name, reason)
+        engine.kill_reason = "stalled"
+        _signal_group(engine.process.pid, signal.SIGKILL)
+        return True
+
     async def _keep_running(self, engine: EngineProcess) -> None:
         """Restart ``engine`` whenever it exits, waiting longer after each quick failure."""
         attempt = 0
@@ -276,8 +298,13 @@ class Supervisor:
             ran_for = time.monotonic() - engine.started_at
             attempt = 1 if ran_for >= self._backoff.stable_s else attempt + 1
             delay = self._backoff.delay(attempt)
-            cause = root_cause(engine.tail) or engine.last_line
-            log.error(
+            reason = engine.kill_reason or "exited"
+            if engine.kill_reason:  # expected: the warning was given when it was killed
+                level, cause = logging.WARNING, f"killed by the supervisor: {engine.kill_reason}"
+            else:
+                level, cause = logging.ERROR, root_cause(engine.tail) or engine.last_line
+            log.log(
+                level,
                 "%s exited with code %s after %.0f s (%s); restarting in %.0f s",
                 engine.name,
                 code,
@@ -290,6 +317,8 @@ class Supervisor:
             if self._stopping:
                 return
             engine.restarts += 1
+            if self._telemetry is not None:
+                self._telemetry.restarted(engine.name, reason)
             await engine.spawn()
 
     async def stop(self) -> None:

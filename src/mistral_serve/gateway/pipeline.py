@@ -1,5 +1,11 @@
 """The gateway's request pipeline: parse once → validate → route → proxy.
 
+Each attempt holds a :class:`~mistral_serve.engines.registry.Lease` on its engine: the request
+counts as in flight there, its bytes are the engine's progress, and its end is the engine's
+success or failure. While nothing has reached the client, a failed attempt (refused, 5xx,
+broken, or taken back because the engine stalled) moves to another ready engine: once, except
+that a refused connection, which never reached an engine, does not use up the move.
+
 The client's original bytes are what the engine receives: the gateway reads the few fields it
 needs (model, stream) and checks types, but does not re-encode the body, so every vLLM extension
 field passes through unchanged. One exception: a stream whose client did not ask for usage is
@@ -21,8 +27,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from mistral_serve.engines.client import EngineClient, EngineConnectError, UpstreamResponse
-from mistral_serve.engines.registry import Engine, EngineRegistry
+from mistral_serve.engines.client import EngineClient, EngineConnectError
+from mistral_serve.engines.registry import Engine, EngineRegistry, Lease
 from mistral_serve.errors import (
     EngineError,
     InvalidRequestError,
@@ -83,6 +89,18 @@ def validate_request(endpoint: Endpoint, document: dict[str, Any]) -> Generation
 
 
 @dataclass(frozen=True)
+class _Call:
+    """One request as every attempt at it sends it."""
+
+    endpoint: Endpoint
+    request: GenerationRequest
+    body: bytes
+    request_id: str
+    generation: Generation
+    strip_usage: bool
+
+
+@dataclass(frozen=True)
 class RetryAdvice:
     """How long clients are told to wait when no engine is ready."""
 
@@ -131,72 +149,66 @@ class Gateway:
         )
         if strip_usage:
             body = _with_usage_requested(document)
-        engine, upstream = await self._send(endpoint, request, body, request_id, generation)
-
-        def finish() -> None:
-            engine.outstanding -= 1
-
-        if upstream.status != 200:
+        call = _Call(endpoint, request, body, request_id, generation, strip_usage)
+        tried: set[Engine] = set()  # engines hash by identity
+        moved = False
+        while True:
+            engine = self._route(request.model, exclude=tried)
+            tried.add(engine)
+            lease = self._registry.lease(engine)
             try:
-                return await self._engine_refusal(
-                    upstream.status, await upstream.read(), generation
-                )
-            finally:
-                finish()
-        if request.is_stream and upstream.content_type.startswith(sse.MEDIA_TYPE):
+                return await self._attempt(call, lease)
+            except EngineError as error:
+                lease.finish(error)
+                # Nothing has reached the client: another engine may take the request. A refused
+                # connection never reached an engine, so it does not use up the one move.
+                refused = isinstance(error, EngineConnectError)
+                if (refused or not moved) and self._another_candidate(request.model, tried):
+                    generation.upstream_failed(error)
+                    log.info("request %s: moved off %s: %s", request_id, engine.name, error.message)
+                    moved = moved or not refused
+                    continue
+                raise
+            except BaseException:
+                lease.release()
+                raise
+
+    async def _attempt(self, call: _Call, lease: Lease) -> GatewayResponse:
+        """Send the request to the lease's engine and answer from it; the lease ends with the
+        answer (a stream's, when the stream ends). Raises EngineError while nothing has been
+        sent to the client."""
+        engine, generation = lease.engine, call.generation
+        url = engine.url + call.endpoint.path
+        headers = {
+            "content-type": JSON,
+            "x-request-id": call.request_id,
+            **generation.upstream_started(engine.name, url),
+        }
+        upstream = await lease.guard(self._client.post(url, call.body, headers))
+        lease.attach(upstream)
+        generation.upstream_answered(upstream.status)
+        if upstream.status != 200:
+            return self._engine_refusal(upstream.status, await upstream.read(), lease, generation)
+        if call.request.is_stream and upstream.content_type.startswith(sse.MEDIA_TYPE):
             stream = ProxyStream(
                 upstream,
                 generation,
-                strip_usage=strip_usage,
-                on_finish=finish,
-                request_id=request_id,
+                strip_usage=call.strip_usage,
+                lease=lease,
+                request_id=call.request_id,
             )
             await stream.start()
             headers = {**_STREAM_HEADERS, **timing_headers(generation.timings, streamed=True)}
             return GatewayResponse(200, sse.MEDIA_TYPE, headers, stream=stream)
-        try:
-            payload = await upstream.read()
-        finally:
-            finish()
+        payload = await upstream.read()
+        lease.finish()
         report_answer(generation, payload)
         generation.succeeded()
         headers = timing_headers(generation.timings, streamed=False)
         return GatewayResponse(200, upstream.content_type, headers, body=payload)
 
-    async def _send(
-        self,
-        endpoint: Endpoint,
-        request: GenerationRequest,
-        body: bytes,
-        request_id: str,
-        generation: Generation,
-    ) -> tuple[Engine, UpstreamResponse]:
-        """Route and send; a refused connection moves the request to another ready engine."""
-        tried: set[Engine] = set()  # engines hash by identity
-        while True:
-            engine = self._route(request.model, exclude=tried)
-            tried.add(engine)
-            engine.outstanding += 1
-            url = engine.url + endpoint.path
-            headers = {
-                "content-type": JSON,
-                "x-request-id": request_id,
-                **generation.upstream_started(engine.name, url),
-            }
-            try:
-                upstream = await self._client.post(url, body, headers)
-            except EngineConnectError as exc:
-                engine.outstanding -= 1
-                self._registry.mark_down(engine, exc.message)
-                if self._registry.candidates(request.model):
-                    generation.upstream_failed(exc)
-                    continue  # nothing was sent anywhere: another engine may take it
-                raise
-            except BaseException:
-                engine.outstanding -= 1
-                raise
-            generation.upstream_answered(upstream.status)
-            return engine, upstream
+    def _another_candidate(self, model: str, tried: set[Engine]) -> bool:
+        return any(engine not in tried for engine in self._registry.candidates(model))
 
     def _route(self, model: str, *, exclude: set[Engine]) -> Engine:
         candidates = [e for e in self._registry.candidates(model) if e not in exclude]
@@ -209,11 +221,14 @@ class Gateway:
             )
         raise ModelNotFoundError(model)
 
-    async def _engine_refusal(
-        self, status: int, body: bytes, generation: Generation
+    @staticmethod
+    def _engine_refusal(
+        status: int, body: bytes, lease: Lease, generation: Generation
     ) -> GatewayResponse:
-        """An engine's own error: its 4xx reaches the client intact; a 5xx becomes a 502."""
+        """An engine's own error: its 4xx reaches the client intact (the engine is fine, the
+        request was not); a 5xx is an EngineError (a 502, unless another engine takes it)."""
         if 400 <= status < 500:
+            lease.finish()
             generation.engine_refused(status)
             return GatewayResponse(status, JSON, body=body)
         raise EngineError(f"The engine failed ({status}): {_engine_message(body)}")
@@ -223,17 +238,7 @@ class Gateway:
         return {"object": "list", "data": self._registry.model_cards()}
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        engines = [
-            {
-                "name": engine.name,
-                "url": engine.url,
-                "ready": engine.ready,
-                "models": sorted(engine.model_ids),
-                "outstanding": engine.outstanding,
-                **({"error": engine.last_error} if engine.last_error else {}),
-            }
-            for engine in self._registry.engines
-        ]
+        engines = self._registry.readiness()
         ready = any(engine["ready"] for engine in engines)
         return ready, {"status": "ready" if ready else "not ready", "engines": engines}
 

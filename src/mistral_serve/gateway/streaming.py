@@ -14,11 +14,12 @@ went away) closes the upstream connection, which makes vLLM abort the generation
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import orjson
 
 from mistral_serve.engines.client import UpstreamResponse
+from mistral_serve.engines.registry import Lease
 from mistral_serve.errors import MistralServeError
 from mistral_serve.gateway.answers import report_choices, report_usage
 from mistral_serve.protocol import sse
@@ -106,7 +107,9 @@ class ProxyStream:
     """The engine's body as an async byte stream; the request ends exactly once with it.
 
     :meth:`start` waits for the first event, so a failure before any byte is still a plain
-    HTTP error and the first-token time is known when the headers go out.
+    HTTP error (or a move to another engine) and the first-token time is known when the
+    headers go out. Every chunk is progress on the engine's lease; the lease ends with the
+    stream.
     """
 
     def __init__(
@@ -115,48 +118,49 @@ class ProxyStream:
         generation: Generation,
         *,
         strip_usage: bool,
-        on_finish: Callable[[], None],
+        lease: Lease,
         request_id: str,
     ) -> None:
         self._upstream = upstream
         self._chunks = upstream.chunks()
         self._generation = generation
         self._tap = SSETap(generation, strip_usage=strip_usage)
-        self._on_finish = on_finish
+        self._lease = lease
         self._request_id = request_id
         self._head = b""
         self._finished = False
 
     async def start(self) -> None:
-        """Wait for the first event. On failure the request ends as failed and the stream is
-        closed before the error propagates."""
+        """Wait for the first event. On failure the upstream is closed and the error
+        propagates with the request still open: the caller may try another engine."""
         try:
             async for chunk in self._chunks:
+                self._lease.progressed()
                 self._head = self._tap.feed(chunk)
                 if self._head:
                     return
-        except MistralServeError as error:
-            self._generation.failed(error)  # before aclose, which would record a client that left
-            await self.aclose()
-            raise
         except BaseException:
-            await self.aclose()
+            await self._close()
             raise
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        progressed = self._lease.progressed
         try:
             if self._head:
                 yield self._head
             async for chunk in self._chunks:
+                progressed()
                 ready = self._tap.feed(chunk)
                 if ready:
                     yield ready
             rest = self._tap.flush()
             if rest:  # a last event without its blank line: forwarded as the engine sent it
                 yield rest
+            self._lease.finish()
             self._generation.succeeded()
         except MistralServeError as error:
             log.warning("request %s: stream broke off: %s", self._request_id, error.message)
+            self._lease.finish(error)
             self._generation.failed(error)
             # Events are forwarded whole, so the error event never splices into another one.
             yield stream_error_event(error)
@@ -164,10 +168,16 @@ class ProxyStream:
             await self.aclose()
 
     async def aclose(self) -> None:
+        """The client is gone (or the stream ended): close the upstream so vLLM aborts."""
+        if self._finished:
+            return
+        self._generation.client_left()  # a no-op when the request already ended
+        self._lease.release()  # likewise
+        await self._close()
+
+    async def _close(self) -> None:
         if self._finished:
             return
         self._finished = True
-        self._generation.client_left()  # a no-op when the request already ended
         self._upstream.close()
         await self._chunks.aclose()
-        self._on_finish()

@@ -56,6 +56,8 @@ NETWORK_PROTOCOL_VERSION: Final = "network.protocol.version"
 # -- the gateway's own attributes ---------------------------------------------------------------
 REQUEST_ID: Final = "mistral_serve.request.id"
 ENGINE_NAME: Final = "mistral_serve.engine.name"
+ENGINE_STATE_ATTRIBUTE: Final = "mistral_serve.engine.state"
+RESTART_REASON: Final = "mistral_serve.restart.reason"
 REJECTION_REASON: Final = "mistral_serve.rejection.reason"
 
 # -- metrics: (name, unit, description); histogram bucket boundaries are the conventions' ------
@@ -69,6 +71,10 @@ ACTIVE_REQUESTS: Final = "mistral_serve.gateway.active_requests"
 REJECTIONS: Final = "mistral_serve.gateway.rejections"
 UPSTREAM_ERRORS: Final = "mistral_serve.gateway.upstream_errors"
 READY_ENGINES: Final = "mistral_serve.engines.ready"
+ENGINE_STATE: Final = "mistral_serve.engines.state"
+ENGINE_STALLS: Final = "mistral_serve.engines.stalls"
+ENGINE_EJECTIONS: Final = "mistral_serve.engines.ejections"
+ENGINE_RESTARTS: Final = "mistral_serve.engines.restarts"
 
 REQUEST_DURATION_BUCKETS: Final = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,

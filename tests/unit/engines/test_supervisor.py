@@ -22,6 +22,8 @@ from mistral_serve.engines.supervisor import (
     root_cause,
 )
 from mistral_serve.errors import EngineStartError
+from mistral_serve.telemetry import semconv
+from mistral_serve.telemetry.engines import EngineTelemetry
 
 VLLM_FAILURE = """\
 (APIServer pid=6452) WARNING 11-24 20:15:26 [system_utils.py:255] Found ulimit of 20000 and failed to automatically increase with error current limit exceeds maximum limit. This can cause fd limit errors like `OSError: [Errno 24] Too many open files`.
@@ -160,3 +162,31 @@ def test_relayed_lines_keep_vllms_level():
     assert line_level("(APIServer pid=2) WARNING 11-24 20:15:26 [x.py:2] hm") == logging.WARNING
     assert line_level("INFO 11-24 20:15:26 [x.py:2] fine") == logging.INFO
     assert line_level("Traceback (most recent call last):") == logging.INFO
+
+
+async def test_restart_kills_the_whole_engine_and_it_comes_back(tmp_path, client, captured):
+    supervisor = Supervisor(
+        [fake_spec(tmp_path, "serve")],
+        client,
+        start_timeout_s=30,
+        stop_timeout_s=5,
+        backoff=Backoff(first_s=0.2, ceiling_s=1),
+        telemetry=EngineTelemetry(captured.telemetry.meter),
+    )
+    await supervisor.start()
+    engine = supervisor.engines[0]
+    first_pid = engine.process.pid
+    family = psutil.Process(first_pid).children(recursive=True)
+    try:
+        assert not supervisor.restart("engine 9", "no such engine")
+        assert supervisor.restart("engine 0", "requests in flight, no progress for 30 s")
+        deadline = time.monotonic() + 20
+        while not (engine.restarts == 1 and engine.running and engine.process.pid != first_pid):
+            assert time.monotonic() < deadline, "the engine was not restarted"
+            await asyncio.sleep(0.1)
+        assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        await supervisor.stop()
+    [point] = captured.metrics()[semconv.ENGINE_RESTARTS].data.data_points
+    assert point.attributes[semconv.RESTART_REASON] == "stalled"
+    assert not supervisor.restart("engine 0", "stopping: nothing to restart")

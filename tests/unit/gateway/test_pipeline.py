@@ -18,6 +18,8 @@ from mistral_serve.errors import (
 from mistral_serve.gateway.pipeline import Endpoint, Gateway, decode_body, validate_request
 from mistral_serve.routing import LeastOutstanding
 
+from ..conftest import probed
+
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -72,8 +74,7 @@ def test_int_where_float_belongs_is_fine():
 
 # -- routing and engine failures -----------------------------------------------------------------
 async def make_gateway(client, *urls: str) -> tuple[Gateway, EngineRegistry]:
-    registry = EngineRegistry(list(urls), client)
-    await registry.refresh()
+    registry, _ = await probed(client, *urls)
     return Gateway(registry, client, LeastOutstanding()), registry
 
 
@@ -91,9 +92,10 @@ async def test_no_ready_engine_is_503_with_retry_after(client):
 
 
 async def test_a_known_model_whose_engines_are_down_is_503_not_404(fake_engine, client):
-    gateway, registry = await make_gateway(client, fake_engine.url)
+    registry, monitor = await probed(client, fake_engine.url)
+    gateway = Gateway(registry, client, LeastOutstanding())
     fake_engine.healthy = False
-    await registry.refresh()
+    await monitor.probe_all()
     with pytest.raises(NoReadyEngineError):
         await gateway.generate(Endpoint.CHAT, orjson.dumps(CHAT), "r")
 

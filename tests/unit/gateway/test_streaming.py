@@ -11,13 +11,14 @@ import pytest
 from aiohttp import web
 
 from mistral_serve.engines.client import EngineClient
-from mistral_serve.engines.registry import EngineRegistry
 from mistral_serve.errors import EngineUnreachableError
 from mistral_serve.gateway.pipeline import Endpoint, Gateway
 from mistral_serve.gateway.streaming import stream_error_event
 from mistral_serve.routing import LeastOutstanding
 from mistral_serve.telemetry import semconv
 from mistral_serve.telemetry.genai import GenAIObserver
+
+from ..conftest import probed
 
 CHUNK_1 = b'data: {"id":"c1","model":"fake-model","choices":[{"delta":{"content":"Hel"}}]}\n\n'
 CHUNK_2 = b'data: {"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}]}\n\n'
@@ -31,8 +32,7 @@ BODY_WITHOUT_USAGE = orjson.dumps(CHAT)
 async def gateway(fake_engine):
     client = EngineClient(read_timeout_s=5)
     await client.start()
-    registry = EngineRegistry([fake_engine.url], client)
-    await registry.refresh()
+    registry, _ = await probed(client, fake_engine.url)
     yield Gateway(registry, client, LeastOutstanding()), registry
     await client.close()
 
@@ -153,8 +153,7 @@ def test_error_event_shape():
 
 
 async def test_the_tap_reports_usage_even_when_it_removes_it(fake_engine, client, captured):
-    registry = EngineRegistry([fake_engine.url], client)
-    await registry.refresh()
+    registry, _ = await probed(client, fake_engine.url)
     observed = Gateway(
         registry, client, LeastOutstanding(), observer=GenAIObserver(captured.telemetry)
     )

@@ -1,14 +1,14 @@
 import pytest
 
-from mistral_serve.engines.registry import Engine
+from mistral_serve.engines.registry import Engine, EngineRegistry
 from mistral_serve.routing import POLICIES, LeastOutstanding
 
 
 def engines(*outstanding: int) -> list[Engine]:
-    return [
-        Engine(url=f"http://e{i}", name=f"engine {i}", ready=True, outstanding=n)
-        for i, n in enumerate(outstanding)
-    ]
+    registry = EngineRegistry([f"http://e{i}" for i in range(len(outstanding))])
+    for engine, count in zip(registry.engines, outstanding, strict=True):
+        engine.outstanding = count
+    return registry.engines
 
 
 def test_picks_the_engine_with_fewest_outstanding_requests():
@@ -20,7 +20,7 @@ def test_ties_rotate_so_idle_engines_share_the_work():
     pool = engines(0, 0, 5)
     policy = LeastOutstanding()
     picks = [policy(pool).name for _ in range(4)]
-    assert picks == ["engine 0", "engine 1", "engine 0", "engine 1"]
+    assert picks == ["engine e0", "engine e1", "engine e0", "engine e1"]
 
 
 def test_follows_load_as_it_changes():

@@ -1,0 +1,67 @@
+"""Reading an engine's /metrics: the samples routing and progress need, nothing else."""
+
+from __future__ import annotations
+
+from mistral_serve.engines.stats import EngineStats, parse_stats
+
+# An excerpt of vLLM 0.32's /metrics after one request (demo model, CPU), with two engine
+# ranks added to the gauges to show how ranks combine.
+EXPOSITION = """\
+# HELP python_gc_objects_collected_total Objects collected during gc
+# TYPE python_gc_objects_collected_total counter
+python_gc_objects_collected_total{generation="0"} 12046.0
+# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="demo"} 3.0
+vllm:num_requests_running{engine="1",model_name="demo"} 2.0
+vllm:num_requests_waiting{engine="0",model_name="demo"} 1.0
+vllm:num_requests_waiting_by_reason{engine="0",model_name="demo",reason="capacity"} 7.0
+vllm:kv_cache_usage_perc{engine="0",model_name="demo"} 0.25
+vllm:kv_cache_usage_perc{engine="1",model_name="demo"} 0.5
+# TYPE vllm:prefix_cache_queries counter
+vllm:prefix_cache_queries_total{engine="0",model_name="demo"} 4.0
+vllm:prefix_cache_queries_created{engine="0",model_name="demo"} 1.7956320151737847e+09
+vllm:prefix_cache_hits_total{engine="0",model_name="demo"} 2.0
+vllm:prompt_tokens_total{engine="0",model_name="demo"} 4.0
+vllm:prompt_tokens_by_source_total{engine="0",model_name="demo",source="local_compute"} 4.0
+vllm:generation_tokens_total{engine="0",model_name="demo"} 5.0
+# TYPE vllm:iteration_tokens_total histogram
+vllm:iteration_tokens_total_bucket{engine="0",le="1.0",model_name="demo"} 4.0
+vllm:iteration_tokens_total_count{engine="0",model_name="demo"} 5.0
+vllm:iteration_tokens_total_sum{engine="0",model_name="demo"} 9.0
+"""
+
+
+def test_the_samples_that_matter_are_read_and_ranks_combined():
+    stats = parse_stats(EXPOSITION)
+    assert stats == EngineStats(
+        running=5,
+        waiting=1,  # waiting_by_reason is another sample, not counted twice
+        kv_cache_usage=0.5,  # the fullest rank
+        prefix_cache_queries=4,
+        prefix_cache_hits=2,
+        prompt_tokens=4,
+        generation_tokens=5,
+        iterations=5,
+    )
+
+
+def test_missing_samples_read_as_zero():
+    assert parse_stats("") == EngineStats()
+    assert parse_stats("# nothing but comments\n") == EngineStats()
+
+
+def test_progress_is_any_counter_moving():
+    before = parse_stats(EXPOSITION)
+    assert not before.progressed_since(before)
+    one_more_step = EXPOSITION.replace(
+        'iteration_tokens_total_count{engine="0",model_name="demo"} 5.0',
+        'iteration_tokens_total_count{engine="0",model_name="demo"} 6.0',
+    )
+    assert parse_stats(one_more_step).progressed_since(before)
+    # gauges moving is not progress: requests can queue on a hung engine
+    more_waiting = EXPOSITION.replace(
+        'num_requests_waiting{engine="0",model_name="demo"} 1.0',
+        'num_requests_waiting{engine="0",model_name="demo"} 9.0',
+    )
+    assert not parse_stats(more_waiting).progressed_since(before)
