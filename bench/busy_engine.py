@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,14 +25,10 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
-import httpx
 import psutil
+from harness import api_server, demo_engine_spec, start, start_engine, stop_all, wait_ok
 
-from mistral_serve.cli import engine_specs
-from mistral_serve.config import Settings
-from mistral_serve.engines.guard import guarded
 from mistral_serve.engines.supervisor import free_port
-from mistral_serve.models.profiles import resolve_model
 
 BODY = {
     "model": "demo",
@@ -42,25 +36,6 @@ BODY = {
     "max_tokens": 32,
     "stream": True,
 }
-
-
-def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, process_group=0
-    )
-
-
-def wait_ok(url: str, timeout_s: float = 600) -> None:
-    deadline = time.monotonic() + timeout_s
-    with httpx.Client(timeout=2) as http:
-        while time.monotonic() < deadline:
-            try:
-                if http.get(url).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-    raise SystemExit(f"{url} not ready after {timeout_s} s")
 
 
 async def load(url: str, requests: int, concurrency: int) -> Counter:
@@ -105,17 +80,12 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mistral-serve-bench-"))
-    settings = Settings(_env_file=None, model_id="demo", MISTRAL_SERVE_CACHE_DIR=work / "cache")
-    [spec] = engine_specs(settings, resolve_model(settings, has_gpu=False), None, 1)
-    engine = start(guarded(spec.command), dict(spec.env), work / "engine.log")
+    spec = demo_engine_spec(work)
+    engine = start_engine(spec, work / "engine.log")
     processes = [engine]
     try:
         wait_ok(spec.url + "/health")
-        [api_server] = [
-            p
-            for p in psutil.Process(engine.pid).children(recursive=True)
-            if p.cmdline()[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
-        ]
+        paused_process = api_server(engine)
         gateways: dict[str, str] = {}
         variants: dict[str, Path | None] = {"this": None}
         if args.baseline_src:
@@ -140,7 +110,7 @@ def main() -> None:
         for scenario in ("saturated", "API server paused 5 s"):
             for name, url in gateways.items():
                 time.sleep(6)  # let every gateway see the engine ready again
-                pause = paused_for(api_server, 2.0, 5.0) if "paused" in scenario else None
+                pause = paused_for(paused_process, 2.0, 5.0) if "paused" in scenario else None
                 started = time.perf_counter()
                 outcomes = asyncio.run(load(url, args.requests, args.concurrency))
                 wall = time.perf_counter() - started
@@ -149,14 +119,7 @@ def main() -> None:
                 shown = ", ".join(f"{n} × {status}" for status, n in sorted(outcomes.items()))
                 print(f"{scenario:>22} | {name:>8} gateway | {wall:5.1f} s | {shown}", flush=True)
     finally:
-        for process in reversed(processes):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_all(processes)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -32,10 +29,8 @@ import aiohttp
 import httpx
 import orjson
 import psutil
-
-from mistral_serve.cli import engine_specs
-from mistral_serve.config import Settings
-from mistral_serve.models.profiles import resolve_model
+from harness import api_server as api_server_of
+from harness import demo_engine_spec, start_engine, stop_all, wait_ok
 
 TOOL_PARSER_ERROR = "Error trying to handle streaming tool call"
 TOOLS = [
@@ -59,19 +54,6 @@ PROMPTS = [
     "Explain recursion to a child.",
     "List three uses for a paperclip.",
 ]
-
-
-def wait_ok(url: str, timeout_s: float = 600) -> None:
-    deadline = time.monotonic() + timeout_s
-    with httpx.Client(timeout=2) as http:
-        while time.monotonic() < deadline:
-            try:
-                if http.get(url).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-    raise SystemExit(f"{url} not ready after {timeout_s} s")
 
 
 def cpu_seconds(process: psutil.Process) -> float:
@@ -151,19 +133,12 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mistral-serve-bench-"))
-    settings = Settings(_env_file=None, model_id="demo", MISTRAL_SERVE_CACHE_DIR=work / "cache")
-    [spec] = engine_specs(settings, resolve_model(settings, has_gpu=False), None, 1)
+    spec = demo_engine_spec(work)
     log_path = work / "engine.log"
-    engine = subprocess.Popen(
-        spec.command,
-        env=dict(spec.env),
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        process_group=0,
-    )
+    engine = start_engine(spec, log_path)
     try:
         wait_ok(spec.url + "/health")
-        api_server = psutil.Process(engine.pid)
+        api_server = api_server_of(engine)
         [core] = [p for p in api_server.children() if "EngineCore" in " ".join(p.cmdline())]
         load = {"tools": not args.no_tools, "temperature": args.temperature}
         asyncio.run(stream_load(spec.url, 8, 4, 16, **load))  # warm up
@@ -180,12 +155,7 @@ def main() -> None:
         errors = log_path.read_text(errors="replace").count(TOOL_PARSER_ERROR) - errors_before
         empty = greedy_empty(spec.url, args.greedy)
     finally:
-        if engine.poll() is None:
-            os.killpg(engine.pid, signal.SIGTERM)
-            try:
-                engine.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(engine.pid, signal.SIGKILL)
+        stop_all([engine])
     print(f"streamed tokens: {tokens} in {wall:.1f} s ({tokens / wall:.0f} tok/s)")
     print(f"API server CPU per chat request (1 token): {per_request * 1e3:.1f} ms")
     print(f"API server CPU per streamed token: {api_cpu / tokens * 1e3:.3f} ms")

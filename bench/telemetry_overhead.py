@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,12 +23,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import aiohttp
-import httpx
+from harness import demo_engine_spec, start, start_engine, stop_all, wait_ok
 
-from mistral_serve.cli import engine_specs
-from mistral_serve.config import Settings
 from mistral_serve.engines.supervisor import free_port
-from mistral_serve.models.profiles import resolve_model
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -52,24 +48,6 @@ def otlp_sink() -> tuple[str, int]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return f"http://127.0.0.1:{server.server_address[1]}", received
-
-
-def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, process_group=0
-    )
-
-
-def wait_ok(url: str, timeout_s: float = 240) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{url} not ready after {timeout_s} s")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -109,10 +87,9 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mistral-serve-bench-"))
-    settings = Settings(_env_file=None, model_id="demo")
-    [spec] = engine_specs(settings, resolve_model(settings, has_gpu=False), None, 1)
+    spec = demo_engine_spec(work)
     sink, exports = otlp_sink()
-    processes = [start(spec.command, dict(spec.env), work / "engine.log")]
+    processes = [start_engine(spec, work / "engine.log")]
     try:
         wait_ok(spec.url + "/health")
         gateways: dict[str, tuple[str, subprocess.Popen]] = {}
@@ -169,14 +146,7 @@ def main() -> None:
         print(f"gateway CPU per request on/off: {cpu['on'] / cpu['off']:.2f}")
         print(f"OTLP export requests received by the sink: {exports[0]}")
     finally:
-        for process in reversed(processes):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_all(processes)
 
 
 if __name__ == "__main__":

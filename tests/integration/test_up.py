@@ -188,9 +188,13 @@ def test_up_restarts_a_stuck_engine_and_leaves_nothing_when_sigkilled(demo_cache
         load.stop()
         after_stall = [ok for begun, _, ok in load.results if begun > stopped + stall_s + 3]
         assert after_stall and all(after_stall), load.results
-        print(
-            f"\nstall found out {found_out - stopped:.1f} s after kill -STOP; engine 0 ready "
-            f"again {back - stopped:.1f} s after it; {len(load.results)} streams, "
+        # Streams that sat on the stuck engine were moved: they took longer than half the
+        # stall timeout and still succeeded. The first of them shows when service resumed.
+        moved = [end for begun, end, ok in load.results if ok and end - begun > stall_s / 2]
+        print(  # the numbers docs/architecture.md quotes
+            f"\nkill -STOP → stall found out {found_out - stopped:.1f} s, first moved request "
+            f"served elsewhere {min(moved, default=float('nan')) - stopped:.1f} s, engine 0 "
+            f"ready again {back - stopped:.1f} s; {len(load.results)} streams, "
             f"{sum(not ok for _, _, ok in load.results)} failed"
         )
         # It serves again: spread requests until it has generated some tokens.

@@ -136,6 +136,14 @@ async def test_a_start_that_takes_too_long_is_reported(tmp_path, client):
     assert not supervisor.engines[0].running
 
 
+async def restarted(engine, first_pid: int) -> None:
+    """Wait until ``engine`` runs again, as a new process, after its first restart."""
+    deadline = time.monotonic() + 20
+    while not (engine.restarts == 1 and engine.running and engine.process.pid != first_pid):
+        assert time.monotonic() < deadline, "the engine was not restarted"
+        await asyncio.sleep(0.1)
+
+
 async def test_a_crashed_engine_is_restarted(tmp_path, client):
     supervisor = Supervisor(
         [fake_spec(tmp_path, "crash-once")],
@@ -148,10 +156,7 @@ async def test_a_crashed_engine_is_restarted(tmp_path, client):
     engine = supervisor.engines[0]
     first_pid = engine.process.pid
     try:
-        deadline = time.monotonic() + 20
-        while not (engine.restarts == 1 and engine.running and engine.process.pid != first_pid):
-            assert time.monotonic() < deadline, "the engine was not restarted"
-            await asyncio.sleep(0.1)
+        await restarted(engine, first_pid)
     finally:
         await supervisor.stop()
     assert not engine.running
@@ -180,10 +185,7 @@ async def test_restart_kills_the_whole_engine_and_it_comes_back(tmp_path, client
     try:
         assert not supervisor.restart("engine 9", "no such engine")
         assert supervisor.restart("engine 0", "requests in flight, no progress for 30 s")
-        deadline = time.monotonic() + 20
-        while not (engine.restarts == 1 and engine.running and engine.process.pid != first_pid):
-            assert time.monotonic() < deadline, "the engine was not restarted"
-            await asyncio.sleep(0.1)
+        await restarted(engine, first_pid)
         assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     finally:
         await supervisor.stop()

@@ -1,0 +1,74 @@
+"""What every benchmark here needs: a demo engine started as `up` starts one, processes in
+their own groups, waiting for a URL to answer, and stopping everything at the end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import httpx
+import psutil
+
+from mistral_serve.cli import engine_specs
+from mistral_serve.config import Settings
+from mistral_serve.engines.guard import guarded
+from mistral_serve.engines.supervisor import EngineSpec
+from mistral_serve.engines.vllm_args import VLLM_SERVER_MODULE
+from mistral_serve.models.profiles import resolve_model
+
+
+def demo_engine_spec(work: Path, model_id: str = "demo") -> EngineSpec:
+    """The engine `up` would start for ``model_id`` on this machine, its demo built in ``work``."""
+    settings = Settings(_env_file=None, model_id=model_id, MISTRAL_SERVE_CACHE_DIR=work / "cache")
+    [spec] = engine_specs(settings, resolve_model(settings, has_gpu=False), None, 1)
+    return spec
+
+
+def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """``command`` in its own process group, output to ``log``."""
+    return subprocess.Popen(
+        command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, process_group=0
+    )
+
+
+def start_engine(spec: EngineSpec, log: Path) -> subprocess.Popen:
+    """The engine under the guard `up` uses, so it dies with the benchmark whatever happens."""
+    return start(guarded(spec.command), dict(spec.env), log)
+
+
+def api_server(engine: subprocess.Popen) -> psutil.Process:
+    """The vLLM API server below an engine started by :func:`start_engine`."""
+    for process in psutil.Process(engine.pid).children(recursive=True):
+        if process.cmdline()[1:3] == ["-m", VLLM_SERVER_MODULE]:
+            return process
+    raise LookupError("no vLLM API server below the engine's guard")
+
+
+def wait_ok(url: str, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=2) as http:  # one client: an SSL context per poll costs CPU
+        while time.monotonic() < deadline:
+            try:
+                if http.get(url).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+    raise SystemExit(f"{url} not ready after {timeout_s} s")
+
+
+def stop_all(processes: Iterable[subprocess.Popen]) -> None:
+    """SIGTERM every group (last started first), then SIGKILL what is left after 30 s."""
+    processes = list(processes)
+    for process in reversed(processes):
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
