@@ -93,6 +93,7 @@ class EngineMonitor:
         await asyncio.gather(*(self.probe(engine) for engine in new.values()))
         added, removed = self._registry.replace_engines([known.get(u) or new[u] for u in urls])
         for engine in removed:
+            self._no_metrics.discard(engine)
             for task in self._watchers.pop(engine, []):
                 task.cancel()
         if self._clock is not None:
@@ -166,7 +167,7 @@ class EngineMonitor:
             if engine not in self._no_metrics:
                 self._no_metrics.add(engine)
                 log.warning(
-                    "%s: no statistics (%s): progress is judged from its streams alone",
+                    "%s: no statistics (%s): progress is judged from its streams and answers",
                     engine.name,
                     exc,
                 )
