@@ -118,7 +118,9 @@ class Lease:
         raise self._aborted.result()
 
     def attach(self, upstream: UpstreamResponse) -> None:
-        """The engine's answer, whose reads an abort must interrupt."""
+        """The engine's answer (its headers are in: it answered), whose reads an abort must
+        interrupt."""
+        self.engine.health.answered(time.monotonic())
         self._upstream = upstream
         if self._abort_error is not None:
             upstream.abort(self._abort_error)
