@@ -216,10 +216,9 @@ class EngineMonitor:
         headers = {"content-type": "application/json", "x-request-id": self._canary_id()}
         try:
             async with asyncio.timeout(timeout_s):
-                upstream = await lease.guard(
-                    self._client.post(engine.url + "/v1/completions", body, headers)
+                upstream = await lease.send(
+                    self._client, engine.url + "/v1/completions", body, headers
                 )
-                lease.attach(upstream)
                 payload = await upstream.read()
             if upstream.status != 200:
                 raise EngineError(f"canary answered {upstream.status}: {payload[:200]!r}")

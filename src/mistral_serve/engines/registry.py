@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
-from mistral_serve.engines.client import EngineConnectError, UpstreamResponse
+from mistral_serve.engines.client import EngineClient, EngineConnectError, UpstreamResponse
 from mistral_serve.engines.health import Change, EngineHealth, HealthPolicy, State
 from mistral_serve.engines.stats import EngineStats
 from mistral_serve.errors import (
@@ -34,8 +34,6 @@ from mistral_serve.errors import (
 from mistral_serve.telemetry.engines import EngineTelemetry
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 #: Under ``up``: ask the supervisor to restart the engine named so, for this reason. True when
 #: it will (it knows the engine and is not stopping).
@@ -97,33 +95,31 @@ class Lease:
         """Bytes arrived from the engine (called per chunk: cheap)."""
         self.engine.health.progressed(time.monotonic())
 
-    async def guard(self, work: Awaitable[T]) -> T:
-        """Await ``work`` (sending the request, until the engine's headers are in), unless the
-        lease is taken back first: then raise why. Reads of an attached body are guarded by
-        :meth:`attach` instead, at no cost per chunk."""
+    async def send(
+        self, client: EngineClient, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> UpstreamResponse:
+        """POST the request to the engine and return once its headers are in, unless the lease
+        is taken back first: then raise why. Reads of the answer's body raise the same way,
+        at no cost per chunk (the abort reaches the body's stream reader)."""
         if self._abort_error is not None:
-            _close_awaitable(work)
             raise self._abort_error
         if self._aborted is None:
             self._aborted = asyncio.get_running_loop().create_future()
-        task = asyncio.ensure_future(work)
+        sending = asyncio.ensure_future(client.post(url, body, headers))
         try:
-            await asyncio.wait((task, self._aborted), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((sending, self._aborted), return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
-            _discard(task)
+            _discard(sending)
             raise
-        if task.done():
-            return task.result()
-        _discard(task)
-        raise self._aborted.result()
-
-    def attach(self, upstream: UpstreamResponse) -> None:
-        """The engine's answer (its headers are in: it answered), whose reads an abort must
-        interrupt."""
-        self.engine.health.answered(time.monotonic())
+        if not sending.done():
+            _discard(sending)
+            raise self._aborted.result()
+        upstream = sending.result()
+        self.engine.health.answered(time.monotonic())  # its headers are in
         self._upstream = upstream
         if self._abort_error is not None:
             upstream.abort(self._abort_error)
+        return upstream
 
     def abort(self, error: MistralServeError) -> None:
         """Take the request back from its engine: whatever it awaits raises ``error``."""
@@ -324,18 +320,9 @@ def _unique_cards(groups: Iterable[Iterable[dict[str, Any]]]) -> list[dict[str, 
     return list(seen.values())
 
 
-def _discard(task: asyncio.Future[Any]) -> None:
-    """Stop ``task``; an answer it already has is closed, not leaked."""
-    if not task.done():
-        task.cancel()
-        return
-    if not task.cancelled() and task.exception() is None:
-        result = task.result()
-        if isinstance(result, UpstreamResponse):
-            result.close()
-
-
-def _close_awaitable(work: Awaitable[Any]) -> None:
-    close = getattr(work, "close", None)
-    if close is not None:
-        close()  # a coroutine never awaited: no "was never awaited" warning
+def _discard(sending: asyncio.Task[UpstreamResponse]) -> None:
+    """Stop sending; an answer already in is closed, not leaked."""
+    if not sending.done():
+        sending.cancel()
+    elif not sending.cancelled() and sending.exception() is None:
+        sending.result().close()

@@ -184,8 +184,7 @@ class Gateway:
             "x-request-id": call.request_id,
             **generation.upstream_started(engine.name, url),
         }
-        upstream = await lease.guard(self._client.post(url, call.body, headers))
-        lease.attach(upstream)
+        upstream = await lease.send(self._client, url, call.body, headers)
         generation.upstream_answered(upstream.status)
         if upstream.status != 200:
             return self._engine_refusal(upstream.status, await upstream.read(), lease, generation)
