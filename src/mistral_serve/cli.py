@@ -28,7 +28,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from mistral_serve import __version__
-from mistral_serve.api.app import create_app
+from mistral_serve.api.app import begin_draining, create_app
 from mistral_serve.config import Settings, describe_validation_error
 from mistral_serve.engines.client import EngineClient
 from mistral_serve.engines.gpus import replica_count, slice_gpus, visible_gpus
@@ -76,10 +76,12 @@ def _uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
 
 
 async def _serve_until_signal(server: GatewayServer, stop: asyncio.Event) -> None:
-    """Serve until a signal arrives (or the server gives up), then drain in-flight requests."""
+    """Serve until a signal arrives (or the server gives up), then drain: requests waiting for
+    an engine are answered 503 at once, those on an engine finish."""
     serving = asyncio.create_task(server.serve())
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    begin_draining(server.config.app)  # type: ignore[arg-type]
     server.should_exit = True
     stopping.cancel()
     await serving  # re-raises a startup failure (e.g. the port is taken)

@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL_ID = "mistralai/Mistral-7B-Instruct-v0.1"
 DNS_SCHEME = "dns"
+#: vLLM's own `max_num_seqs` default for its API server on GPUs under 70 GiB.
+DEFAULT_ENGINE_MAX_INFLIGHT = 256
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,20 @@ class Settings(BaseSettings):
     engine_eject_base_s: float = Field(default=30.0, gt=0)
     engine_eject_max_s: float = Field(default=300.0, gt=0)
     engine_eject_max_percent: float = Field(default=50.0, ge=0, le=100)
+    # Traffic control (docs/routing.md). Requests one engine may have at once; unset: the
+    # `--max-num-seqs` of ENGINE_EXTRA_ARGS, else 256. `up` and the container entrypoint start
+    # engines with `--max-num-seqs` equal to it, so the engine runs every request it is given.
+    engine_max_inflight: int | None = Field(default=None, ge=1)
+    # Requests per model that wait in the gateway for a free engine, and for how long, before
+    # the answer is 429 with Retry-After.
+    admission_queue_max: int = Field(default=1024, ge=0)
+    admission_queue_timeout_s: float = Field(default=30.0, gt=0)
+    # prefix-load (prefix affinity within load limits), least-outstanding or round-robin.
+    routing_policy: Literal["prefix-load", "least-outstanding", "round-robin"] = "prefix-load"
+    # prefix-load's balance guard: affinity gives way when the preferred engine has this many
+    # more requests in flight than the least loaded one AND this many times as many.
+    routing_balance_abs: int = Field(default=4, ge=0)
+    routing_balance_rel: float = Field(default=1.5, ge=1.0)
     # How often `dns://name:port` entries of ENGINE_URLS are looked up again.
     engine_dns_refresh_s: float = Field(default=5.0, gt=0)
     # `up` only: engine i listens on 127.0.0.1:(ENGINE_BASE_PORT + i), so a collector on the
@@ -126,6 +142,7 @@ class Settings(BaseSettings):
         "gpu_memory_utilization",
         "max_model_len",
         "engine_base_port",
+        "engine_max_inflight",
         "otel_exporter_otlp_endpoint",
         "otel_exporter_otlp_headers",
         mode="before",
@@ -207,6 +224,23 @@ class Settings(BaseSettings):
     @property
     def engine_extra_argv(self) -> list[str]:
         return shlex.split(self.engine_extra_args)
+
+    @property
+    def engine_concurrency_target(self) -> int:
+        """ENGINE_MAX_INFLIGHT, else the engines' own ``--max-num-seqs``, else 256."""
+        if self.engine_max_inflight is not None:
+            return self.engine_max_inflight
+        target = DEFAULT_ENGINE_MAX_INFLIGHT
+        argv = self.engine_extra_argv
+        for index, word in enumerate(argv):  # the last one wins, as in vLLM's argparse
+            flag, _, value = word.partition("=")
+            if flag != "--max-num-seqs":
+                continue
+            if not value and index + 1 < len(argv):
+                value = argv[index + 1]
+            if value.isdigit():
+                target = int(value)
+        return target
 
 
 def parse_key_values(text: str) -> dict[str, str]:

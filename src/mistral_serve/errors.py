@@ -12,7 +12,9 @@ gateway turns them into an SSE error event instead.
     ├── InvalidRequestError                400 invalid_request_error
     │   └── ModelNotFoundError             404 invalid_request_error / model_not_found
     ├── NotFoundError                      404 invalid_request_error / not_found (unknown route)
+    ├── ServerOverloadedError              429 server_error / server_overloaded (+ Retry-After)
     ├── NoReadyEngineError                 503 server_error / no_ready_engine  (+ Retry-After)
+    │   └── DrainingError                  503 server_error / shutting_down
     └── EngineError                        502 server_error / engine_error
         ├── EngineUnreachableError         502 engine_unreachable (refused, reset, dropped)
         ├── EngineStalledError             502 engine_stalled (in flight, no progress)
@@ -21,6 +23,7 @@ gateway turns them into an SSE error event instead.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 
@@ -107,6 +110,34 @@ class NoReadyEngineError(MistralServeError):
 
     def headers(self) -> dict[str, str]:
         return {"retry-after": str(self.retry_after_s)}
+
+
+class ServerOverloadedError(MistralServeError):
+    """Every engine serving the model is at its concurrency target and the admission queue is
+    full, or the request waited there ADMISSION_QUEUE_TIMEOUT_S. Retry-After says when a slot
+    is likely, from the queue and the rate requests complete."""
+
+    status = 429
+    code = "server_overloaded"
+    label = "overloaded"
+
+    def __init__(self, message: str, *, reason: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.label = f"queue_{reason}"  # queue_full, queue_timeout: the metrics' reason
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "retry-after": str(max(1, math.ceil(self.retry_after_s))),
+            "retry-after-ms": str(max(1, round(self.retry_after_s * 1000))),
+        }
+
+
+class DrainingError(NoReadyEngineError):
+    """The gateway is shutting down: requests still waiting for an engine are let go."""
+
+    code = "shutting_down"
+    label = "draining"
 
 
 class EngineError(MistralServeError):

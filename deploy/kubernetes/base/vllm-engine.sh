@@ -5,7 +5,8 @@
 # step). docker-compose.yml and the Kubernetes base both run it as the engine's entrypoint.
 #
 # Reads: MODEL_ID SERVED_MODEL_NAME TENSOR_PARALLEL_SIZE GPU_MEMORY_UTILIZATION MAX_MODEL_LEN
-#        DTYPE ENGINE_EXTRA_ARGS (shell words, last: they override the rest)
+#        DTYPE ENGINE_MAX_INFLIGHT (→ --max-num-seqs, default 256)
+#        ENGINE_EXTRA_ARGS (shell words, last: they override the rest)
 #        HUGGING_FACE_HUB_TOKEN (→ HF_TOKEN)  ENGINE_HOST/ENGINE_PORT (default 0.0.0.0:8000)
 #        OTEL_EXPORTER_OTLP_ENDPOINT/_PROTOCOL/_HEADERS OTEL_SERVICE_NAME
 #        OTEL_RESOURCE_ATTRIBUTES ENGINE_REPLICA (names this engine in its spans)
@@ -24,6 +25,8 @@ set -- \
     --dtype "$dtype" \
     --gpu-memory-utilization "${GPU_MEMORY_UTILIZATION:-0.9}" \
     --enable-prefix-caching \
+    --max-num-seqs "${ENGINE_MAX_INFLIGHT:-256}" \
+    --scheduling-policy priority \
     --disable-uvicorn-access-log
 if [ -n "${MAX_MODEL_LEN:-}" ]; then
     set -- "$@" --max-model-len "$MAX_MODEL_LEN"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 
 from mistral_serve import __version__
+from mistral_serve.admission import AdmissionLimits
 from mistral_serve.api.errors import install_error_handlers
 from mistral_serve.api.middleware import (
     RequestIdMiddleware,
@@ -24,7 +25,13 @@ from mistral_serve.engines.health import HealthPolicy
 from mistral_serve.engines.monitor import EngineMonitor
 from mistral_serve.engines.registry import EngineRegistry, Restarter
 from mistral_serve.gateway.pipeline import Endpoint, Gateway
-from mistral_serve.routing import LeastOutstanding
+from mistral_serve.routing import (
+    Balance,
+    LeastOutstanding,
+    PrefixLoad,
+    RoundRobin,
+    RoutingPolicy,
+)
 from mistral_serve.telemetry.engines import EngineTelemetry
 from mistral_serve.telemetry.genai import GenAIObserver
 from mistral_serve.telemetry.setup import Telemetry, disabled_telemetry
@@ -40,6 +47,24 @@ class Services:
     registry: EngineRegistry
     monitor: EngineMonitor
     gateway: Gateway
+
+
+def routing_policy(settings: Settings, *, stats_max_age_s: float) -> RoutingPolicy:
+    """The policy ROUTING_POLICY names, with its settings."""
+    if settings.routing_policy == "least-outstanding":
+        return LeastOutstanding()
+    if settings.routing_policy == "round-robin":
+        return RoundRobin()
+    balance = Balance(settings.routing_balance_abs, settings.routing_balance_rel)
+    return PrefixLoad(stats_max_age_s=stats_max_age_s, balance=balance)
+
+
+def begin_draining(app: FastAPI) -> None:
+    """Shutting down: requests still waiting for an engine are answered 503 at once (those
+    already on an engine finish). Called by the CLI when a signal arrives."""
+    services: Services | None = getattr(app.state, "services", None)
+    if services is not None:
+        services.gateway.drain()
 
 
 def create_app(
@@ -73,6 +98,7 @@ def create_app(
             telemetry=engine_telemetry,
             restarter=restarter,
             stats_interval_s=settings.engine_stats_interval_s,
+            max_inflight=settings.engine_concurrency_target,
         )
         monitor = EngineMonitor(
             registry,
@@ -90,7 +116,17 @@ def create_app(
             else None
         )
         observer.watch_ready_engines(lambda: len(registry.ready_engines()))
-        gateway = Gateway(registry, client, LeastOutstanding(), observer=observer)
+        gateway = Gateway(
+            registry,
+            client,
+            routing_policy(settings, stats_max_age_s=registry.stats_max_age_s),
+            admission=AdmissionLimits(
+                max_waiting=settings.admission_queue_max,
+                timeout_s=settings.admission_queue_timeout_s,
+            ),
+            observer=observer,
+        )
+        observer.watch_queue_depths(gateway.admission.depths)
         app.state.services = Services(client, registry, monitor, gateway)
         try:
             yield

@@ -63,7 +63,9 @@ async def completions(request: Request) -> Response:
 
 async def _generate(request: Request, endpoint: Endpoint) -> Response:
     body = await request.body()
-    work = _gateway(request).generate(endpoint, body, request.state.request_id)
+    work = _gateway(request).generate(
+        endpoint, body, request.state.request_id, session=request.headers.get("x-session-id")
+    )
     try:
         result = await unless_client_leaves(work, request.receive)
     except ClientGone:

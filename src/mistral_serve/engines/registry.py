@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from mistral_serve.config import DEFAULT_ENGINE_MAX_INFLIGHT
 from mistral_serve.engines.client import EngineClient, EngineConnectError, UpstreamResponse
 from mistral_serve.engines.health import Change, EngineHealth, HealthPolicy, State
 from mistral_serve.engines.stats import EngineStats
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 #: Under ``up``: ask the supervisor to restart the engine named so, for this reason. True when
 #: it will (it knows the engine and is not stopping).
 Restarter = Callable[[str, str], bool]
+#: Told when an engine may take more work: one of its requests ended (True), or its state
+#: changed (False).
+CapacityListener = Callable[["Engine", bool], None]
 
 
 @dataclass(eq=False)
@@ -50,9 +54,15 @@ class Engine:
     #: The OpenAI model cards it last listed (kept while it restarts, for error messages).
     model_cards: tuple[dict[str, Any], ...] = ()
     model_ids: frozenset[str] = field(default_factory=frozenset)
-    #: Requests sent to it that have not finished yet (canaries included).
+    #: Requests sent to it that have not finished yet (canaries included), and the bytes of
+    #: their routable text: known exactly, at the moment of each choice.
     outstanding: int = 0
+    prompt_bytes: int = 0
     leases: set[Lease] = field(default_factory=set)
+    #: How many requests admission lets it have at once (ENGINE_MAX_INFLIGHT).
+    max_inflight: int = DEFAULT_ENGINE_MAX_INFLIGHT
+    #: Counts restarts: a restarted engine's prefix cache is empty.
+    incarnation: int = 0
     #: The last /metrics scrape and when it was taken (monotonic seconds).
     stats: EngineStats | None = None
     stats_at: float | None = None
@@ -81,10 +91,19 @@ class Lease:
     ends. It counts the request as in flight, reports its progress, and can be taken back
     (:meth:`abort`) when the engine stalls: the request's reads then raise at once."""
 
-    __slots__ = ("_abort_error", "_aborted", "_ended", "_registry", "_upstream", "engine")
+    __slots__ = (
+        "_abort_error",
+        "_aborted",
+        "_ended",
+        "_registry",
+        "_upstream",
+        "engine",
+        "prompt_bytes",
+    )
 
-    def __init__(self, registry: EngineRegistry, engine: Engine) -> None:
+    def __init__(self, registry: EngineRegistry, engine: Engine, prompt_bytes: int = 0) -> None:
         self.engine = engine
+        self.prompt_bytes = prompt_bytes
         self._registry = registry
         self._upstream: UpstreamResponse | None = None
         self._abort_error: MistralServeError | None = None
@@ -157,8 +176,11 @@ class EngineRegistry:
         telemetry: EngineTelemetry | None = None,
         restarter: Restarter | None = None,
         stats_interval_s: float = 1.0,
+        max_inflight: int = DEFAULT_ENGINE_MAX_INFLIGHT,
     ) -> None:
         self.policy = policy or HealthPolicy()
+        self.max_inflight = max_inflight
+        self._listeners: list[CapacityListener] = []
         #: Statistics older than three scrape intervals are unknown, never "idle".
         self.stats_max_age_s = 3 * stats_interval_s
         names = names or [engine_name(url) for url in urls]
@@ -175,7 +197,16 @@ class EngineRegistry:
             )
 
     def new_engine(self, url: str, name: str | None = None) -> Engine:
-        return Engine(url, name or engine_name(url), EngineHealth(self.policy, time.monotonic()))
+        health = EngineHealth(self.policy, time.monotonic())
+        return Engine(url, name or engine_name(url), health, max_inflight=self.max_inflight)
+
+    def on_capacity(self, listener: CapacityListener) -> None:
+        """Call ``listener`` whenever an engine may take more work (admission waits on it)."""
+        self._listeners.append(listener)
+
+    def _capacity_changed(self, engine: Engine, request_ended: bool) -> None:
+        for listener in self._listeners:
+            listener(engine, request_ended)
 
     # -- what the gateway asks ---------------------------------------------------------------
     def ready_engines(self) -> list[Engine]:
@@ -193,11 +224,13 @@ class EngineRegistry:
         """The model cards of the ready engines, one per model id."""
         return _unique_cards(engine.model_cards for engine in self.ready_engines())
 
-    def lease(self, engine: Engine) -> Lease:
-        """Count a request as in flight on ``engine`` until its lease ends."""
-        lease = Lease(self, engine)
+    def lease(self, engine: Engine, prompt_bytes: int = 0) -> Lease:
+        """Count a request (of ``prompt_bytes`` routable bytes) as in flight on ``engine``
+        until its lease ends."""
+        lease = Lease(self, engine, prompt_bytes)
         engine.leases.add(lease)
         engine.outstanding += 1
+        engine.prompt_bytes += prompt_bytes
         if engine.outstanding == 1:
             engine.health.busy(time.monotonic(), True)
         return lease
@@ -208,11 +241,16 @@ class EngineRegistry:
         engine = lease.engine
         engine.leases.discard(lease)
         engine.outstanding -= 1
+        engine.prompt_bytes -= lease.prompt_bytes
         now = time.monotonic()
         if engine.outstanding == 0:
             engine.health.busy(now, False)
-        if neutral:
-            return
+        if not neutral:
+            self._judge(engine, error, now)
+        self._capacity_changed(engine, True)
+
+    def _judge(self, engine: Engine, error: BaseException | None, now: float) -> None:
+        """What a request's end says about its engine."""
         if error is None:
             engine.health.request_succeeded(now)
         elif isinstance(error, EngineConnectError):
@@ -247,6 +285,8 @@ class EngineRegistry:
             return
         level = logging.INFO if change.new in (State.READY, State.LOADING) else logging.WARNING
         log.log(level, "%s: %s → %s (%s)", engine.name, change.old, change.new, change.reason)
+        if change.new is State.LOADING:
+            engine.incarnation += 1  # restarted: its caches are empty
         if change.new is State.STALLED:
             if self._telemetry is not None:
                 self._telemetry.stalled(engine.name)
@@ -258,6 +298,7 @@ class EngineRegistry:
             self._take_back(engine, EngineUnreachableError(f"{engine.name}: {change.reason}"))
         elif change.new is State.EJECTED and self._telemetry is not None:
             self._telemetry.ejected(engine.name)
+        self._capacity_changed(engine, False)  # waiting requests may start, or find no engine
 
     def _take_back(self, engine: Engine, error: MistralServeError) -> None:
         for lease in list(engine.leases):
@@ -297,6 +338,8 @@ def _describe(engine: Engine, now: float, stats_max_age_s: float) -> dict[str, A
         "for_s": round(now - health.since, 1),
         "models": sorted(engine.model_ids),
         "outstanding": engine.outstanding,
+        "max_inflight": engine.max_inflight,
+        "prompt_bytes_in_flight": engine.prompt_bytes,
         "last_progress_s": round(now - health.last_progress, 1),
     }
     if health.ejected_until is not None:

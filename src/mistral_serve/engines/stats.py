@@ -21,6 +21,8 @@ PREFIX_CACHE_HITS = "vllm:prefix_cache_hits_total"
 PROMPT_TOKENS = "vllm:prompt_tokens_total"
 GENERATION_TOKENS = "vllm:generation_tokens_total"
 ITERATIONS = "vllm:iteration_tokens_total_count"  # one observation per engine step
+#: An info metric whose labels are the engine's cache config: its KV capacity in blocks.
+CACHE_CONFIG = "vllm:cache_config_info"
 
 _SUMMED = (
     RUNNING,
@@ -31,7 +33,7 @@ _SUMMED = (
     GENERATION_TOKENS,
     ITERATIONS,
 )
-_WANTED = frozenset((*_SUMMED, KV_CACHE_USAGE))
+_WANTED = frozenset((*_SUMMED, KV_CACHE_USAGE, CACHE_CONFIG))
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class EngineStats:
     prompt_tokens: float = 0.0
     generation_tokens: float = 0.0
     iterations: float = 0.0
+    #: Tokens its KV cache holds (the smallest rank's); 0 when it does not say.
+    kv_capacity_tokens: float = 0.0
 
     def progressed_since(self, earlier: EngineStats) -> bool:
         """Whether the engine did work between two scrapes: a step ran, tokens were made."""
@@ -64,6 +68,7 @@ class EngineStats:
             "prefix_cache_hits": self.prefix_cache_hits,
             "prompt_tokens": self.prompt_tokens,
             "generation_tokens": self.generation_tokens,
+            "kv_capacity_tokens": self.kv_capacity_tokens,
         }
 
 
@@ -72,10 +77,13 @@ def parse_stats(text: str) -> EngineStats:
     wanted = "\n".join(line for line in text.splitlines() if _sample_name(line) in _WANTED)
     totals = dict.fromkeys(_SUMMED, 0.0)
     kv_cache_usage = 0.0
+    capacities = []
     for family in text_string_to_metric_families(wanted + "\n"):
         for sample in family.samples:
             if sample.name == KV_CACHE_USAGE:
                 kv_cache_usage = max(kv_cache_usage, sample.value)
+            elif sample.name == CACHE_CONFIG:
+                capacities.append(_kv_capacity_tokens(sample.labels))
             elif sample.name in totals:
                 totals[sample.name] += sample.value
     return EngineStats(
@@ -87,7 +95,20 @@ def parse_stats(text: str) -> EngineStats:
         prompt_tokens=totals[PROMPT_TOKENS],
         generation_tokens=totals[GENERATION_TOKENS],
         iterations=totals[ITERATIONS],
+        kv_capacity_tokens=min((c for c in capacities if c > 0), default=0.0),
     )
+
+
+def _kv_capacity_tokens(labels: dict[str, str]) -> float:
+    """Blocks × block size; ``kv_cache_size_tokens`` where only that is given."""
+    try:
+        return float(labels["num_gpu_blocks"]) * float(labels["block_size"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return float(labels["kv_cache_size_tokens"])
+    except (KeyError, ValueError):
+        return 0.0
 
 
 def _sample_name(line: str) -> str:

@@ -61,6 +61,14 @@ def build_vllm_args(
         "--gpu-memory-utilization",
         str(_memory_utilization(settings, on_gpu)),
         "--enable-prefix-caching",
+        # The gateway's concurrency target is the engine's batch, so an admitted request runs
+        # at once; waiting happens in the gateway's queue, in priority order.
+        "--max-num-seqs",
+        str(settings.engine_concurrency_target),
+        # Requests' `priority` field (the admission queue's order) is honoured by the engine
+        # too; with vLLM's default (fcfs) a request that sets it is refused.
+        "--scheduling-policy",
+        "priority",
         "--disable-uvicorn-access-log",  # the gateway logs requests; engines log the engine
     ]
     if settings.max_model_len is not None:

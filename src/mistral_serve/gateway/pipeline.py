@@ -1,4 +1,8 @@
-"""The gateway's request pipeline: parse once → validate → route → proxy.
+"""The gateway's request pipeline: parse once → validate → admission → route → proxy.
+
+A request starts when an engine serving its model is below its concurrency target; otherwise
+it waits in its model's admission line (:mod:`mistral_serve.admission`), and the engine is
+chosen when a slot frees, by the routing policy (:mod:`mistral_serve.routing`).
 
 Each attempt holds a :class:`~mistral_serve.engines.registry.Lease` on its engine: the request
 counts as in flight there, its bytes are the engine's progress, and its end is the engine's
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -27,6 +32,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from mistral_serve.admission import Admission, AdmissionLimits
 from mistral_serve.engines.client import EngineClient, EngineConnectError
 from mistral_serve.engines.registry import Engine, EngineRegistry, Lease
 from mistral_serve.errors import (
@@ -46,7 +52,7 @@ from mistral_serve.protocol.openai import (
     CompletionRequest,
     GenerationRequest,
 )
-from mistral_serve.routing import RoutingPolicy
+from mistral_serve.routing import RouteKey, RoutingPolicy, route_key
 from mistral_serve.telemetry.genai import GenAIObserver, Generation
 from mistral_serve.telemetry.setup import disabled_telemetry
 
@@ -98,6 +104,7 @@ class _Call:
     request_id: str
     generation: Generation
     strip_usage: bool
+    key: RouteKey
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,7 @@ class Gateway:
         client: EngineClient,
         policy: RoutingPolicy,
         *,
+        admission: AdmissionLimits | None = None,
         observer: GenAIObserver | None = None,
         retry: RetryAdvice = RetryAdvice(),
     ) -> None:
@@ -122,12 +130,18 @@ class Gateway:
         self._policy = policy
         self._observer = observer or GenAIObserver(disabled_telemetry())
         self._retry = retry
+        limits = admission or AdmissionLimits()
+        self.admission: Admission[Lease] = Admission(limits, release=Lease.release)
+        registry.on_capacity(self._capacity_changed)
 
     # -- generation --------------------------------------------------------------------------
-    async def generate(self, endpoint: Endpoint, body: bytes, request_id: str) -> GatewayResponse:
+    async def generate(
+        self, endpoint: Endpoint, body: bytes, request_id: str, *, session: str | None = None
+    ) -> GatewayResponse:
+        """Answer one request. ``session``: the client's x-session-id header, if any."""
         generation = self._observer.start(endpoint.operation, request_id)
         try:
-            return await self._generate(endpoint, body, request_id, generation)
+            return await self._generate(endpoint, body, request_id, generation, session)
         except MistralServeError as error:
             generation.failed(error)
             raise
@@ -139,7 +153,12 @@ class Gateway:
             raise
 
     async def _generate(
-        self, endpoint: Endpoint, body: bytes, request_id: str, generation: Generation
+        self,
+        endpoint: Endpoint,
+        body: bytes,
+        request_id: str,
+        generation: Generation,
+        session: str | None,
     ) -> GatewayResponse:
         document = decode_body(body)
         request = validate_request(endpoint, document)
@@ -149,13 +168,14 @@ class Gateway:
         )
         if strip_usage:
             body = _with_usage_requested(document)
-        call = _Call(endpoint, request, body, request_id, generation, strip_usage)
+        session = session or request.prompt_cache_key or request.user
+        key = route_key(request.model, document, session=session)
+        call = _Call(endpoint, request, body, request_id, generation, strip_usage, key)
         tried: set[Engine] = set()  # engines hash by identity
         moved = False
+        lease = await self._admit(call)
         while True:
-            engine = self._route(request.model, exclude=tried)
-            tried.add(engine)
-            lease = self._registry.lease(engine)
+            tried.add(lease.engine)
             try:
                 return await self._attempt(call, lease)
             except EngineError as error:
@@ -165,8 +185,12 @@ class Gateway:
                 refused = isinstance(error, EngineConnectError)
                 if (refused or not moved) and self._another_candidate(request.model, tried):
                     generation.upstream_failed(error)
-                    log.info("request %s: moved off %s: %s", request_id, engine.name, error.message)
+                    log.info(
+                        "request %s: moved off %s: %s", request_id, lease.engine.name, error.message
+                    )
                     moved = moved or not refused
+                    # A move is not a new admission: it was admitted once, and waits for nobody.
+                    lease = self._start(call, exclude=tried, within_target=False)
                     continue
                 raise
             except BaseException:
@@ -209,16 +233,60 @@ class Gateway:
     def _another_candidate(self, model: str, tried: set[Engine]) -> bool:
         return any(engine not in tried for engine in self._registry.candidates(model))
 
-    def _route(self, model: str, *, exclude: set[Engine]) -> Engine:
-        candidates = [e for e in self._registry.candidates(model) if e not in exclude]
-        if candidates:
-            return self._policy(candidates)
+    # -- admission and routing -----------------------------------------------------------------
+    async def _admit(self, call: _Call) -> Lease:
+        """A lease on the engine chosen for ``call``, at once or after waiting in line."""
+        queue = self.admission.queue(call.request.model)
+        priority = call.request.priority or 0
+        started = time.perf_counter()
+        try:
+            lease = await queue.admit(lambda: self._start(call, within_target=True), priority)
+        except BaseException:
+            call.generation.queued(time.perf_counter() - started, admitted=False)
+            raise
+        call.generation.queued(time.perf_counter() - started, admitted=True)
+        return lease
+
+    def _start(
+        self, call: _Call, *, exclude: set[Engine] | None = None, within_target: bool
+    ) -> Lease | None:
+        """A lease on the engine the policy chooses among the ready ones serving the model
+        (below their concurrency target, ``within_target``); None when all are at it. Raises
+        when no engine can serve the model at all."""
+        model = call.request.model
+        candidates = self._registry.candidates(model)
+        if exclude:
+            candidates = [engine for engine in candidates if engine not in exclude]
+        if not candidates:
+            raise self._no_engine(model)
+        if within_target:
+            candidates = [e for e in candidates if e.outstanding < e.max_inflight]
+            if not candidates:
+                return None
+        decision = self._policy.choose(candidates, call.key, time.monotonic())
+        call.generation.routed(
+            self._policy.name, decision.engine.name, decision.reason, decision.prefix_share
+        )
+        return self._registry.lease(decision.engine, call.key.size)
+
+    def _no_engine(self, model: str) -> MistralServeError:
         if not self._registry.ready_engines() or self._registry.is_known(model):
-            raise NoReadyEngineError(
+            return NoReadyEngineError(
                 f"No engine serving `{model}` is ready; try again shortly.",
                 retry_after_s=self._retry.seconds,
             )
-        raise ModelNotFoundError(model)
+        return ModelNotFoundError(model)
+
+    def _capacity_changed(self, engine: Engine, request_ended: bool) -> None:
+        """An engine may take more work (or left rotation): its models' lines move."""
+        if request_ended:
+            self.admission.completed(engine.model_ids)
+        else:
+            self.admission.wake(engine.model_ids)
+
+    def drain(self) -> None:
+        """Shutting down: requests waiting for an engine are answered 503 now."""
+        self.admission.close()
 
     @staticmethod
     def _engine_refusal(
@@ -239,7 +307,13 @@ class Gateway:
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         engines = self._registry.readiness()
         ready = any(engine["ready"] for engine in engines)
-        return ready, {"status": "ready" if ready else "not ready", "engines": engines}
+        detail = {
+            "status": "ready" if ready else "not ready",
+            "routing_policy": self._policy.name,
+            "engines": engines,
+            "waiting": self.admission.depths(),
+        }
+        return ready, detail
 
     @property
     def retry_after_s(self) -> int:

@@ -41,6 +41,10 @@ class GenerationRequest(_Open):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     user: StrictStr | None = None
+    #: vLLM's request priority (lower first): the admission queue's order, and the engine's.
+    priority: StrictInt | None = None
+    #: OpenAI's cache hint: a session name for routing affinity.
+    prompt_cache_key: StrictStr | None = None
 
     @property
     def is_stream(self) -> bool:

@@ -1,10 +1,31 @@
-"""Routing policies: pure choices over engine statistics (no I/O, no framework).
+"""Routing: which engine takes a request. Pure classes over engine statistics (no I/O).
 
-A policy is any callable ``(candidates) -> Engine`` over a non-empty sequence of ready engines
-that serve the requested model. Smarter policies (prefix affinity, KV-cache pressure) go beside
-the ones here and are picked by name.
+- :mod:`~mistral_serve.routing.prefix`: a request's routable text as chained block hashes, the
+  per-engine index of blocks sent, and the home engine every gateway replica agrees on.
+- :mod:`~mistral_serve.routing.policies`: ``prefix-load`` (the default), ``least-outstanding``
+  and ``round-robin``, picked by ROUTING_POLICY.
 """
 
-from mistral_serve.routing.policies import POLICIES, LeastOutstanding, RoutingPolicy
+from mistral_serve.routing.policies import (
+    POLICIES,
+    Balance,
+    Decision,
+    LeastOutstanding,
+    PrefixLoad,
+    RoundRobin,
+    RoutingPolicy,
+)
+from mistral_serve.routing.prefix import PrefixIndex, RouteKey, route_key
 
-__all__ = ["POLICIES", "LeastOutstanding", "RoutingPolicy"]
+__all__ = [
+    "POLICIES",
+    "Balance",
+    "Decision",
+    "LeastOutstanding",
+    "PrefixIndex",
+    "PrefixLoad",
+    "RoundRobin",
+    "RouteKey",
+    "RoutingPolicy",
+    "route_key",
+]

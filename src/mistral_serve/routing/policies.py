@@ -1,34 +1,188 @@
-"""Routing policies over :class:`mistral_serve.engines.registry.Engine` statistics."""
+"""Routing policies: which of the ready engines with a free slot takes a request.
+
+Each policy is a small class with one method, ``choose(candidates, key, now)``, over engines
+the gateway has already filtered (ready, serving the model, below their concurrency target).
+It does no I/O; the clock is passed in. It returns a :class:`Decision`: the engine and why,
+which goes on the request's span.
+"""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 from mistral_serve.engines.registry import Engine
+from mistral_serve.engines.stats import EngineStats
+from mistral_serve.routing.prefix import (
+    DEFAULT_CAPACITY_TOKENS,
+    PrefixIndex,
+    RouteKey,
+    rendezvous,
+)
+
+#: Why an engine was chosen (the span's ``mistral_serve.routing.reason``).
+PREFIX = "prefix"  # it holds (or is agreed to hold) the request's prefix
+SESSION = "session"  # the client named a session, and this is its engine
+LOAD = "load"  # the least loaded, over any affinity
+ONLY_CHOICE = "only-choice"  # one engine could take it
+ROTATION = "rotation"  # round-robin's turn
+
+
+@dataclass(frozen=True)
+class Decision:
+    engine: Engine
+    reason: str
+    #: The share of the request's blocks the engine is believed to hold (prefix-load only).
+    prefix_share: float | None = None
 
 
 class RoutingPolicy(Protocol):
-    def __call__(self, candidates: Sequence[Engine]) -> Engine: ...
+    name: ClassVar[str]
+
+    def choose(self, candidates: Sequence[Engine], key: RouteKey, now: float) -> Decision: ...
+
+
+def _check(candidates: Sequence[Engine]) -> None:
+    if not candidates:
+        raise ValueError("no candidate engines")
+
+
+class RoundRobin:
+    """Each engine in turn, whatever its load: the baseline the others are measured against."""
+
+    name: ClassVar[str] = "round-robin"
+
+    def __init__(self) -> None:
+        self._turn = itertools.count()
+
+    def choose(self, candidates: Sequence[Engine], key: RouteKey, now: float) -> Decision:
+        _check(candidates)
+        if len(candidates) == 1:
+            return Decision(candidates[0], ONLY_CHOICE)
+        return Decision(candidates[next(self._turn) % len(candidates)], ROTATION)
 
 
 class LeastOutstanding:
     """The engine with the fewest unfinished requests; ties rotate so idle engines share work.
 
     Outstanding requests are what the gateway itself has in flight at each engine, known
-    exactly and at no cost, which makes this a good default for engines of equal size.
+    exactly and at no cost; blind to prefixes.
     """
+
+    name: ClassVar[str] = "least-outstanding"
 
     def __init__(self) -> None:
         self._turn = itertools.count()
 
-    def __call__(self, candidates: Sequence[Engine]) -> Engine:
-        if not candidates:
-            raise ValueError("no candidate engines")
+    def choose(self, candidates: Sequence[Engine], key: RouteKey, now: float) -> Decision:
+        _check(candidates)
+        if len(candidates) == 1:
+            return Decision(candidates[0], ONLY_CHOICE)
         fewest = min(engine.outstanding for engine in candidates)
         tied = [engine for engine in candidates if engine.outstanding == fewest]
-        return tied[next(self._turn) % len(tied)]
+        return Decision(tied[next(self._turn) % len(tied)], LOAD)
 
 
-POLICIES: dict[str, type[RoutingPolicy]] = {"least-outstanding": LeastOutstanding}
+@dataclass(frozen=True)
+class Balance:
+    """When affinity gives way to load (both must hold, as in SGLang's router): the preferred
+    engine has ``absolute`` more requests than the least loaded, and ``relative`` times as
+    many."""
+
+    absolute: int = 4
+    relative: float = 1.5
+
+    def broken(self, preferred: float, least: float) -> bool:
+        return preferred - least > self.absolute and preferred > self.relative * least
+
+
+class PrefixLoad:
+    """Send a request where its prefix is cached, unless that engine is much busier.
+
+    Each engine's score is its *affinity* minus half its *pressure*:
+
+    - affinity: the share of the request's blocks the engine was sent before (the learned
+      index; blocks shared by several conversations count as held everywhere), plus
+      :attr:`HOME_BONUS` for the request's home engine (rendezvous of the conversation's
+      opening, which every gateway replica computes alike, so replicas that have not seen the
+      conversation agree), plus 1 when that home is a session the client named.
+    - pressure: requests on it over its concurrency target, plus its KV-cache usage. Load is the
+      larger of the gateway's own count (exact, current) and the engine's running + waiting
+      (other gateways' requests too), and statistics older than three scrapes are unknown:
+      they add :attr:`STALE_PRESSURE` instead of counting as idle.
+
+    Then the :class:`Balance` guard: if the best-scoring engine is too much busier than the
+    least loaded, the least loaded takes the request, so one hot prefix cannot pile every
+    request onto one engine. The chosen engine learns the request's blocks.
+    """
+
+    name: ClassVar[str] = "prefix-load"
+    HOME_BONUS: ClassVar[float] = 0.25
+    LOAD_WEIGHT: ClassVar[float] = 0.5
+    STALE_PRESSURE: ClassVar[float] = 1.0  # as if its KV cache were full
+
+    def __init__(
+        self,
+        *,
+        stats_max_age_s: float = 3.0,
+        balance: Balance = Balance(),
+        index: PrefixIndex | None = None,
+    ) -> None:
+        self._stats_max_age_s = stats_max_age_s
+        self._balance = balance
+        self.index = index or PrefixIndex()
+
+    def choose(self, candidates: Sequence[Engine], key: RouteKey, now: float) -> Decision:
+        _check(candidates)
+        blocks = len(key.blocks)
+        matched = {engine: self.index.matched(engine, key.blocks) for engine in candidates}
+        home = rendezvous(key.home, candidates)
+        affinity: dict[Engine, float] = {}
+        for engine in candidates:
+            affinity[engine] = matched[engine] / blocks if blocks else 0.0
+        affinity[home] += self.HOME_BONUS + (1.0 if key.session else 0.0)
+        loads = {engine: self._load(engine, now) for engine in candidates}
+        scores = {
+            engine: affinity[engine] - self.LOAD_WEIGHT * self._pressure(engine, loads, now)
+            for engine in candidates
+        }
+        chosen = max(candidates, key=lambda engine: scores[engine])
+        least = min(candidates, key=lambda engine: (loads[engine], -affinity[engine]))
+        if self._balance.broken(loads[chosen], loads[least]):
+            chosen = least
+        if len(candidates) == 1:
+            reason = ONLY_CHOICE
+        elif affinity[chosen] < max(affinity.values()):
+            reason = LOAD
+        else:
+            reason = SESSION if key.session and chosen is home else PREFIX
+        self.index.learn(chosen, key.blocks, self._capacity_tokens(chosen), key.home)
+        share = matched[chosen] / blocks if blocks else 0.0
+        return Decision(chosen, reason, share)
+
+    def _fresh(self, engine: Engine, now: float) -> EngineStats | None:
+        return engine.fresh_stats(now, self._stats_max_age_s)
+
+    def _load(self, engine: Engine, now: float) -> float:
+        stats = self._fresh(engine, now)
+        reported = stats.running + stats.waiting if stats is not None else 0.0
+        return max(float(engine.outstanding), reported)
+
+    def _pressure(self, engine: Engine, loads: dict[Engine, float], now: float) -> float:
+        stats = self._fresh(engine, now)
+        kv = stats.kv_cache_usage if stats is not None else self.STALE_PRESSURE
+        return loads[engine] / max(1, engine.max_inflight) + kv
+
+    @staticmethod
+    def _capacity_tokens(engine: Engine) -> float:
+        stats = engine.stats  # capacity does not go stale
+        if stats is not None and stats.kv_capacity_tokens > 0:
+            return stats.kv_capacity_tokens
+        return DEFAULT_CAPACITY_TOKENS
+
+
+POLICIES: dict[str, type[RoundRobin] | type[LeastOutstanding] | type[PrefixLoad]] = {
+    policy.name: policy for policy in (PrefixLoad, LeastOutstanding, RoundRobin)
+}

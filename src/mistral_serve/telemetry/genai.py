@@ -76,6 +76,11 @@ class GatewayMetrics:
             unit="{error}",
             description="Failed engine calls, by error.type.",
         )
+        self.queue_duration = meter.create_histogram(
+            semconv.QUEUE_DURATION,
+            unit="s",
+            description="Time requests waited in the gateway for a free engine (0 for none).",
+        )
 
 
 @dataclass
@@ -123,6 +128,20 @@ class GenAIObserver:
             [lambda options: [Observation(count())]],
             unit="{engine}",
             description="Engines that pass their health check and serve requests.",
+        )
+
+    def watch_queue_depths(self, depths: Callable[[], Mapping[str, int]]) -> None:
+        """Observe how many requests wait for an engine, per model, at each export."""
+        self._meter.create_observable_gauge(
+            semconv.QUEUE_DEPTH,
+            [
+                lambda options: [
+                    Observation(depth, {semconv.REQUEST_MODEL: model})
+                    for model, depth in depths().items()
+                ]
+            ],
+            unit="{request}",
+            description="Requests waiting in the gateway for a free engine, per model.",
         )
 
     def start(self, operation: str, request_id: str) -> Generation:
@@ -185,6 +204,41 @@ class Generation:
         self.span.set_attributes({k: v for k, v in attributes.items() if v is not None})
         if self._observer.capture_content:
             self.span.set_attribute(semconv.INPUT_MESSAGES, _input_messages(request))
+
+    # -- admission and routing -------------------------------------------------------------------
+    def queued(self, waited_s: float, *, admitted: bool) -> None:
+        """Admission is over: the request waited ``waited_s`` (a child span when it waited at
+        all) and was admitted or turned away."""
+        self._observer.metrics.queue_duration.record(
+            waited_s,
+            {
+                **self._metric_attributes,
+                semconv.ADMISSION_OUTCOME: "admitted" if admitted else "rejected",
+            },
+        )
+        if not self._recording or waited_s <= 0.0005:  # no span for no wait
+            return
+        end = time.time_ns()
+        span = self._observer.tracer.start_span(
+            "queue",
+            context=trace.set_span_in_context(self.span),
+            start_time=end - int(waited_s * 1e9),
+        )
+        span.set_attribute(semconv.ADMISSION_OUTCOME, "admitted" if admitted else "rejected")
+        span.end(end_time=end)
+
+    def routed(self, policy: str, engine: str, reason: str, prefix_share: float | None) -> None:
+        """The routing decision on the span: which policy chose which engine, and why."""
+        if not self._recording:
+            return
+        attributes: dict[str, str | float] = {
+            semconv.ROUTING_POLICY: policy,
+            semconv.ROUTING_REASON: reason,
+            semconv.ENGINE_NAME: engine,
+        }
+        if prefix_share is not None:
+            attributes[semconv.ROUTING_PREFIX_SHARE] = round(prefix_share, 3)
+        self.span.set_attributes(attributes)
 
     # -- the engine call -----------------------------------------------------------------------
     def upstream_started(self, engine_name: str, url: str, method: str = "POST") -> dict[str, str]:

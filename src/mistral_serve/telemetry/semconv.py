@@ -59,6 +59,10 @@ ENGINE_NAME: Final = "mistral_serve.engine.name"
 ENGINE_STATE_ATTRIBUTE: Final = "mistral_serve.engine.state"
 RESTART_REASON: Final = "mistral_serve.restart.reason"
 REJECTION_REASON: Final = "mistral_serve.rejection.reason"
+ROUTING_POLICY: Final = "mistral_serve.routing.policy"
+ROUTING_REASON: Final = "mistral_serve.routing.reason"  # prefix, session, load, only-choice
+ROUTING_PREFIX_SHARE: Final = "mistral_serve.routing.prefix_share"
+ADMISSION_OUTCOME: Final = "mistral_serve.admission.outcome"  # admitted, rejected
 
 # -- metrics: (name, unit, description); histogram bucket boundaries are the conventions' ------
 REQUEST_DURATION: Final = "gen_ai.server.request.duration"
@@ -75,6 +79,8 @@ ENGINE_STATE: Final = "mistral_serve.engines.state"
 ENGINE_STALLS: Final = "mistral_serve.engines.stalls"
 ENGINE_EJECTIONS: Final = "mistral_serve.engines.ejections"
 ENGINE_RESTARTS: Final = "mistral_serve.engines.restarts"
+QUEUE_DURATION: Final = "mistral_serve.admission.queue.duration"
+QUEUE_DEPTH: Final = "mistral_serve.admission.queue.depth"
 
 REQUEST_DURATION_BUCKETS: Final = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
@@ -84,6 +90,9 @@ TIME_TO_FIRST_TOKEN_BUCKETS: Final = (
 )  # fmt: skip
 TIME_PER_OUTPUT_TOKEN_BUCKETS: Final = (
     0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+)  # fmt: skip
+QUEUE_DURATION_BUCKETS: Final = (
+    0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
 )  # fmt: skip
 TOKEN_USAGE_BUCKETS: Final = (
     1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
@@ -95,6 +104,7 @@ HISTOGRAM_BUCKETS: Final = {
     TIME_TO_FIRST_TOKEN: TIME_TO_FIRST_TOKEN_BUCKETS,
     TIME_PER_OUTPUT_TOKEN: TIME_PER_OUTPUT_TOKEN_BUCKETS,
     TOKEN_USAGE: TOKEN_USAGE_BUCKETS,
+    QUEUE_DURATION: QUEUE_DURATION_BUCKETS,
 }
 
 # -- hardware (NVML) ----------------------------------------------------------------------------

@@ -1,0 +1,233 @@
+"""The gateway's waiting line: requests that no engine can start now wait here, per model.
+
+vLLM's own queue is unbounded, so without this an overloaded server makes clients wait minutes.
+Here a request starts at once when an engine serving its model is below its concurrency target
+(ENGINE_MAX_INFLIGHT); otherwise it waits, highest priority first (vLLM's ``priority`` field:
+lower values first), then in arrival order. The engine is chosen when a slot frees, not when
+the request arrives, so routing sees the load of that moment.
+
+Past either bound the answer is immediate: a full line (ADMISSION_QUEUE_MAX) or a wait as long
+as ADMISSION_QUEUE_TIMEOUT_S is a 429 whose Retry-After comes from the line's length and the
+rate requests have been completing. A client that leaves while waiting leaves the line at once;
+when the gateway drains, everyone still waiting is answered 503.
+
+No I/O here: the gateway passes in how to start a request (``try_start``), and tells the line
+when a slot may have freed (:meth:`ModelQueue.wake`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from mistral_serve.errors import DrainingError, ServerOverloadedError
+
+T = TypeVar("T")
+
+#: Completions counted for the drain rate: those of the last RATE_WINDOW_S seconds.
+RATE_WINDOW_S = 30.0
+_RATE_SAMPLES = 4096
+
+
+@dataclass(frozen=True)
+class AdmissionLimits:
+    max_waiting: int = 1024  # per model (ADMISSION_QUEUE_MAX)
+    timeout_s: float = 30.0  # ADMISSION_QUEUE_TIMEOUT_S
+
+
+@dataclass(order=True)
+class _Waiter(Generic[T]):
+    priority: int
+    arrival: int
+    try_start: Callable[[], T | None] = field(compare=False)
+    started: asyncio.Future[T] = field(compare=False)
+
+
+class DrainRate:
+    """How fast requests have been completing, over the last :data:`RATE_WINDOW_S`."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._ends: deque[float] = deque(maxlen=_RATE_SAMPLES)
+
+    def completed(self) -> None:
+        self._ends.append(self._clock())
+
+    def per_second(self) -> float | None:
+        """Completions per second, or None when none were seen in the window."""
+        now = self._clock()
+        while self._ends and now - self._ends[0] > RATE_WINDOW_S:
+            self._ends.popleft()
+        if not self._ends:
+            return None
+        # Over the span the samples cover, at least one second (one early end is not a rate).
+        return len(self._ends) / max(1.0, now - self._ends[0])
+
+
+class ModelQueue(Generic[T]):
+    """One model's line. ``admit`` returns what ``try_start`` returned once it succeeded."""
+
+    def __init__(
+        self,
+        model: str,
+        limits: AdmissionLimits,
+        *,
+        release: Callable[[T], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.model = model
+        self._limits = limits
+        self._release = release  # gives back what a request that left after all started
+        self._heap: list[_Waiter[T]] = []
+        self._waiting = 0
+        self._arrivals = itertools.count()
+        self._closed: DrainingError | None = None
+        self.rate = DrainRate(clock)
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting now."""
+        return self._waiting
+
+    async def admit(self, try_start: Callable[[], T | None], priority: int = 0) -> T:
+        """Start now if nobody is waiting and ``try_start`` succeeds; otherwise wait in line.
+        Raises ServerOverloadedError past either bound, DrainingError when draining, and
+        whatever ``try_start`` raises (no engine left for the model)."""
+        if self._closed is not None:
+            raise self._closed
+        if not self._waiting:
+            started = try_start()
+            if started is not None:
+                return started
+        if self._waiting >= self._limits.max_waiting:
+            raise self._overloaded("full", f"{self._waiting} requests are already waiting")
+        waiter: _Waiter[T] = _Waiter(
+            priority, next(self._arrivals), try_start, asyncio.get_running_loop().create_future()
+        )
+        heapq.heappush(self._heap, waiter)
+        self._waiting += 1
+        try:
+            await asyncio.wait((waiter.started,), timeout=self._limits.timeout_s)
+        except BaseException:  # the client left (cancelled)
+            self._leave(waiter)
+            raise
+        if not waiter.started.done():
+            self._leave(waiter)
+            raise self._overloaded(
+                "timeout", f"it waited {self._limits.timeout_s:g} s for a free engine"
+            )
+        return waiter.started.result()
+
+    def wake(self) -> None:
+        """A slot may have freed (or engines changed): start waiters from the head while they
+        can start. The head cannot start means nobody behind it can (same model)."""
+        while self._heap:
+            head = self._heap[0]
+            if head.started.done():  # left already
+                heapq.heappop(self._heap)
+                continue
+            try:
+                started = head.try_start()
+            except Exception as error:
+                self._pop_head()
+                head.started.set_exception(error)
+                continue
+            if started is None:
+                return
+            self._pop_head()
+            head.started.set_result(started)
+
+    def close(self, error: DrainingError) -> None:
+        """Draining: everyone waiting, and everyone who comes, gets ``error``."""
+        self._closed = error
+        while self._heap:
+            waiter = heapq.heappop(self._heap)
+            if not waiter.started.done():
+                waiter.started.set_exception(error)
+        self._waiting = 0
+
+    def retry_after_s(self) -> float:
+        """When a request turned away now should come back: the time the line ahead of it
+        takes at the measured completion rate; the wait bound when no rate is known yet."""
+        rate = self.rate.per_second()
+        if rate is None:
+            return self._limits.timeout_s
+        return (self._waiting + 1) / rate
+
+    def _overloaded(self, reason: str, why: str) -> ServerOverloadedError:
+        return ServerOverloadedError(
+            f"Every engine serving `{self.model}` is busy and {why}; retry later.",
+            reason=reason,
+            retry_after_s=self.retry_after_s(),
+        )
+
+    def _pop_head(self) -> None:
+        heapq.heappop(self._heap)
+        self._waiting -= 1
+
+    def _leave(self, waiter: _Waiter[T]) -> None:
+        """A waiter gives up its place (the waiter stays in the heap, marked done, until it
+        reaches the head). If it had just been started, what it got is given back."""
+        if waiter.started.done():
+            if not waiter.started.cancelled() and waiter.started.exception() is None:
+                self._release(waiter.started.result())
+            return
+        waiter.started.cancel()
+        self._waiting -= 1
+
+
+class Admission(Generic[T]):
+    """The lines of every model, made on first use."""
+
+    def __init__(
+        self,
+        limits: AdmissionLimits,
+        *,
+        release: Callable[[T], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limits = limits
+        self._release = release
+        self._clock = clock
+        self._queues: dict[str, ModelQueue[T]] = {}
+        self._closed: DrainingError | None = None
+
+    def queue(self, model: str) -> ModelQueue[T]:
+        queue = self._queues.get(model)
+        if queue is None:
+            queue = self._queues[model] = ModelQueue(
+                model, self.limits, release=self._release, clock=self._clock
+            )
+            if self._closed is not None:
+                queue.close(self._closed)
+        return queue
+
+    def completed(self, models: frozenset[str] | set[str]) -> None:
+        """A request on an engine serving ``models`` ended: its slot is free."""
+        for model in models:
+            queue = self._queues.get(model)
+            if queue is not None:
+                queue.rate.completed()
+                queue.wake()
+
+    def wake(self, models: frozenset[str] | set[str]) -> None:
+        """Engines serving ``models`` changed: their lines may move (or find no engine)."""
+        for model in models:
+            queue = self._queues.get(model)
+            if queue is not None:
+                queue.wake()
+
+    def close(self) -> None:
+        """Draining: let every waiting request go with a 503, and refuse new ones the same way."""
+        self._closed = DrainingError("The server is shutting down; retry on another replica.")
+        for queue in self._queues.values():
+            queue.close(self._closed)
+
+    def depths(self) -> dict[str, int]:
+        return {model: queue.depth for model, queue in self._queues.items()}

@@ -1,0 +1,197 @@
+"""The admission line: start now or wait, priority then arrival, bounded, timed, left at will."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mistral_serve.admission import Admission, AdmissionLimits, DrainRate, ModelQueue
+from mistral_serve.errors import DrainingError, NoReadyEngineError, ServerOverloadedError
+
+
+class Slots:
+    """try_start for tests: hands out numbered tickets while slots are free."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+        self.started: list[str] = []
+        self.released: list[str] = []
+
+    def starter(self, name: str):
+        def try_start() -> str | None:
+            if self.free <= 0:
+                return None
+            self.free -= 1
+            self.started.append(name)
+            return name
+
+        return try_start
+
+    def release(self, name: str) -> None:
+        self.released.append(name)
+
+
+def line(slots: Slots, **limits) -> ModelQueue[str]:
+    return ModelQueue("demo", AdmissionLimits(**limits), release=slots.release)
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_request_starts_at_once_when_a_slot_is_free():
+    slots = Slots(1)
+    assert await line(slots).admit(slots.starter("a")) == "a"
+
+
+async def test_waiters_start_by_priority_then_arrival_as_slots_free():
+    slots = Slots(0)
+    queue = line(slots)
+    order = [("low", 5), ("first", 0), ("urgent", -1), ("second", 0)]
+    tasks = [asyncio.create_task(queue.admit(slots.starter(n), p)) for n, p in order]
+    await settle()
+    assert queue.depth == 4
+    for _ in order:
+        slots.free += 1
+        queue.wake()
+        await settle()
+    assert slots.started == ["urgent", "first", "second", "low"]
+    assert [t.result() for t in tasks] == ["low", "first", "urgent", "second"]
+
+
+async def test_a_newcomer_does_not_jump_the_line():
+    slots = Slots(0)
+    queue = line(slots)
+    waiting = asyncio.create_task(queue.admit(slots.starter("early")))
+    await settle()
+    slots.free = 1  # a slot freed, but the line has not been woken yet
+    late = asyncio.create_task(queue.admit(slots.starter("late")))
+    await settle()
+    assert slots.started == []
+    queue.wake()
+    await settle()
+    assert slots.started == ["early"]
+    assert waiting.done() and not late.done()
+    late.cancel()
+
+
+async def test_a_full_line_answers_429_at_once():
+    slots = Slots(0)
+    queue = line(slots, max_waiting=2)
+    waiting = [asyncio.create_task(queue.admit(slots.starter(str(i)))) for i in range(2)]
+    await settle()
+    with pytest.raises(ServerOverloadedError) as caught:
+        await queue.admit(slots.starter("x"))
+    assert caught.value.status == 429
+    assert caught.value.label == "queue_full"
+    assert caught.value.headers()["retry-after"].isdigit()
+    for task in waiting:
+        task.cancel()
+
+
+async def test_a_request_waits_no_longer_than_the_timeout():
+    slots = Slots(0)
+    queue = line(slots, timeout_s=0.05)
+    with pytest.raises(ServerOverloadedError) as caught:
+        await queue.admit(slots.starter("a"))
+    assert caught.value.label == "queue_timeout"
+    assert queue.depth == 0
+
+
+async def test_a_client_that_leaves_leaves_the_line_at_once():
+    slots = Slots(0)
+    queue = line(slots)
+    gone = asyncio.create_task(queue.admit(slots.starter("gone")))
+    stays = asyncio.create_task(queue.admit(slots.starter("stays")))
+    await settle()
+    gone.cancel()
+    await settle()
+    assert queue.depth == 1
+    slots.free = 1
+    queue.wake()
+    await settle()
+    assert stays.result() == "stays"
+    assert slots.started == ["stays"]
+
+
+async def test_a_request_started_just_as_its_client_left_gives_its_slot_back():
+    slots = Slots(0)
+    queue = line(slots)
+    task = asyncio.create_task(queue.admit(slots.starter("a")))
+    await settle()
+    slots.free = 1
+    queue.wake()  # started …
+    task.cancel()  # … and cancelled before it ran again
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert slots.released == ["a"]
+
+
+async def test_when_no_engine_is_left_waiters_hear_it():
+    queue = ModelQueue[str]("demo", AdmissionLimits(), release=lambda _: None)
+    state = {"gone": False}
+
+    def try_start() -> str | None:
+        if state["gone"]:
+            raise NoReadyEngineError("no engine")
+        return None
+
+    task = asyncio.create_task(queue.admit(try_start))
+    await settle()
+    state["gone"] = True
+    queue.wake()
+    with pytest.raises(NoReadyEngineError):
+        await task
+
+
+async def test_draining_answers_everyone_waiting_and_everyone_after():
+    slots = Slots(0)
+    admission: Admission[str] = Admission(AdmissionLimits(), release=slots.release)
+    waiting = asyncio.create_task(admission.queue("demo").admit(slots.starter("a")))
+    await settle()
+    admission.close()
+    with pytest.raises(DrainingError):
+        await waiting
+    with pytest.raises(DrainingError):
+        await admission.queue("demo").admit(slots.starter("b"))
+    with pytest.raises(DrainingError):
+        await admission.queue("other").admit(slots.starter("c"))
+    assert DrainingError.status == 503
+
+
+def test_retry_after_comes_from_the_line_and_the_completion_rate():
+    now = [100.0]
+    queue = ModelQueue[str](
+        "demo", AdmissionLimits(timeout_s=30), release=lambda _: None, clock=lambda: now[0]
+    )
+    assert queue.retry_after_s() == 30  # no rate yet: the wait bound
+    for _ in range(10):  # 10 completions over 5 s: 2 per second
+        queue.rate.completed()
+        now[0] += 0.5
+    queue._waiting = 3
+    assert queue.retry_after_s() == pytest.approx(4 / 2)
+    error = queue._overloaded("full", "x")
+    assert error.headers() == {"retry-after": "2", "retry-after-ms": "2000"}
+
+
+def test_the_rate_forgets_completions_older_than_its_window():
+    now = [0.0]
+    rate = DrainRate(clock=lambda: now[0])
+    rate.completed()
+    now[0] = 100.0
+    assert rate.per_second() is None
+
+
+async def test_completions_wake_the_models_lines():
+    slots = Slots(0)
+    admission: Admission[str] = Admission(AdmissionLimits(), release=slots.release)
+    task = asyncio.create_task(admission.queue("demo").admit(slots.starter("a")))
+    await settle()
+    assert admission.depths() == {"demo": 1}
+    slots.free = 1
+    admission.completed(frozenset({"demo"}))
+    await settle()
+    assert task.result() == "a"
+    assert admission.depths() == {"demo": 0}
