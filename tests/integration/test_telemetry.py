@@ -83,6 +83,10 @@ def test_one_trace_from_client_through_gateway_to_vllm(stack, otlp):
     assert semconv.INPUT_MESSAGES not in attributes  # content capture is off by default
     assert semconv.OUTPUT_MESSAGES not in attributes
     assert upstream.attributes[semconv.ENGINE_NAME]
+    # the routing decision: one engine serves "demo" in this stack
+    assert attributes[semconv.ROUTING_POLICY] == "prefix-load"
+    assert attributes[semconv.ROUTING_REASON] == "only-choice"
+    assert attributes[semconv.ENGINE_NAME] == upstream.attributes[semconv.ENGINE_NAME]
 
     # the timing headers of a whole answer
     headers = raw.headers
@@ -134,6 +138,7 @@ def test_metrics_arrive_with_their_names_units_and_buckets(stack, otlp):
     for name, unit in (
         (semconv.REQUEST_DURATION, "s"),
         (semconv.TOKEN_USAGE, "{token}"),
+        (semconv.QUEUE_DURATION, "s"),
     ):
         metric = histogram(name)
         assert metric.unit == unit
@@ -149,6 +154,8 @@ def test_metrics_arrive_with_their_names_units_and_buckets(stack, otlp):
     ready = otlp.wait_for(lambda: otlp.metrics.get(semconv.READY_ENGINES))
     assert ready.gauge.data_points[0].as_int == 2 or ready.gauge.data_points[0].as_double == 2
     assert otlp.wait_for(lambda: otlp.metrics.get(semconv.ACTIVE_REQUESTS))
+    depth = otlp.wait_for(lambda: otlp.metrics.get(semconv.QUEUE_DEPTH))
+    assert depth.unit == "{request}"
 
 
 def test_logs_are_exported_with_the_trace_id(stack, otlp):

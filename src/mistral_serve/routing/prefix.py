@@ -59,9 +59,7 @@ class RouteKey:
     size: int = 0
 
 
-def route_key(
-    model: str, document: Mapping[str, Any], *, session: str | None = None
-) -> RouteKey:
+def route_key(model: str, document: Mapping[str, Any], *, session: str | None = None) -> RouteKey:
     """The route key of a chat (``messages``) or completion (``prompt``) request body."""
     messages = document.get("messages")
     if isinstance(messages, list):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 from aiohttp import web
 
+from mistral_serve.admission import AdmissionLimits
 from mistral_serve.engines.registry import EngineRegistry
 from mistral_serve.engines.supervisor import free_port
 from mistral_serve.errors import (
@@ -14,9 +17,10 @@ from mistral_serve.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     NoReadyEngineError,
+    ServerOverloadedError,
 )
 from mistral_serve.gateway.pipeline import Endpoint, Gateway, decode_body, validate_request
-from mistral_serve.routing import LeastOutstanding
+from mistral_serve.routing import LeastOutstanding, PrefixLoad
 
 from ..conftest import probed
 
@@ -166,3 +170,95 @@ async def test_stale_pooled_connection_is_retried_once(fake_engine, client):
     result = await gateway.generate(Endpoint.CHAT, orjson.dumps(CHAT), "r")
     assert result.status == 200
     assert calls == 2
+
+
+# -- admission -----------------------------------------------------------------------------------
+def held_answers(engine) -> asyncio.Event:
+    """Make ``engine`` hold every chat answer until the returned event is set."""
+    release = asyncio.Event()
+
+    async def hold(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.json_response({"id": "x", "choices": []})
+
+    engine.handlers["/v1/chat/completions"] = hold
+    return release
+
+
+async def until(condition, timeout_s: float = 5.0) -> None:
+    for _ in range(int(timeout_s / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+async def test_past_the_target_requests_wait_then_start_and_past_the_queue_get_429(
+    fake_engine, client
+):
+    registry, _ = await probed(client, fake_engine.url)
+    registry.engines[0].max_inflight = 1
+    gateway = Gateway(
+        registry, client, PrefixLoad(), admission=AdmissionLimits(max_waiting=1, timeout_s=5)
+    )
+    release = held_answers(fake_engine)
+    body = orjson.dumps(CHAT)
+    first = asyncio.create_task(gateway.generate(Endpoint.CHAT, body, "r1"))
+    await until(lambda: len(fake_engine.requests) == 1)
+    second = asyncio.create_task(gateway.generate(Endpoint.CHAT, body, "r2"))
+    await until(lambda: gateway.admission.depths() == {"fake-model": 1})
+    with pytest.raises(ServerOverloadedError) as refused:
+        await gateway.generate(Endpoint.CHAT, body, "r3")
+    assert refused.value.status == 429 and refused.value.code == "server_overloaded"
+    assert len(fake_engine.requests) == 1  # the engine never saw more than its target
+    release.set()
+    assert (await first).status == 200
+    assert (await second).status == 200
+    assert len(fake_engine.requests) == 2
+    assert registry.engines[0].outstanding == 0
+
+
+async def test_draining_lets_waiting_requests_go_with_503(fake_engine, client):
+    registry, _ = await probed(client, fake_engine.url)
+    registry.engines[0].max_inflight = 1
+    gateway = Gateway(registry, client, PrefixLoad())
+    release = held_answers(fake_engine)
+    body = orjson.dumps(CHAT)
+    running = asyncio.create_task(gateway.generate(Endpoint.CHAT, body, "r1"))
+    await until(lambda: len(fake_engine.requests) == 1)
+    waiting = asyncio.create_task(gateway.generate(Endpoint.CHAT, body, "r2"))
+    await until(lambda: gateway.admission.depths() == {"fake-model": 1})
+    gateway.drain()
+    with pytest.raises(NoReadyEngineError) as refused:
+        await waiting
+    assert refused.value.code == "shutting_down" and refused.value.status == 503
+    release.set()
+    assert (await running).status == 200  # what was on an engine finishes
+
+
+async def test_a_named_session_stays_on_one_engine(fake_engine, second_fake_engine, client):
+    registry, _ = await probed(client, fake_engine.url, second_fake_engine.url)
+    gateway = Gateway(registry, client, PrefixLoad())
+    for index in range(6):
+        chat = {**CHAT, "messages": [{"role": "user", "content": f"question {index}"}]}
+        await gateway.generate(Endpoint.CHAT, orjson.dumps(chat), "r", session="s-1")
+    counts = sorted([len(fake_engine.requests), len(second_fake_engine.requests)])
+    assert counts == [0, 6]
+
+
+async def test_the_user_field_and_prompt_cache_key_name_a_session_too(
+    fake_engine, second_fake_engine, client
+):
+    registry, _ = await probed(client, fake_engine.url, second_fake_engine.url)
+    gateway = Gateway(registry, client, PrefixLoad())
+    for field in ("user", "prompt_cache_key"):
+        before = [len(fake_engine.requests), len(second_fake_engine.requests)]
+        for index in range(4):
+            chat = {
+                **CHAT,
+                field: "tenant-7",
+                "messages": [{"role": "user", "content": str(index)}],
+            }
+            await gateway.generate(Endpoint.CHAT, orjson.dumps(chat), "r")
+        after = [len(fake_engine.requests), len(second_fake_engine.requests)]
+        assert sorted(a - b for a, b in zip(after, before, strict=True)) == [0, 4]

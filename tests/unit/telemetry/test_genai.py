@@ -12,6 +12,7 @@ from mistral_serve.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     NoReadyEngineError,
+    ServerOverloadedError,
 )
 from mistral_serve.protocol.openai import ChatCompletionRequest, CompletionRequest
 from mistral_serve.telemetry import semconv
@@ -170,6 +171,7 @@ UPSTREAM = (semconv.UPSTREAM_ERRORS, semconv.ERROR_TYPE)
         (InvalidRequestError("bad"), "invalid_request", REJECTED),
         (ModelNotFoundError("m"), "model_not_found", REJECTED),
         (NoReadyEngineError("none", retry_after_s=5), "no_ready_engine", REJECTED),
+        (ServerOverloadedError("busy", reason="full", retry_after_s=2), "queue_full", REJECTED),
         (EngineUnreachableError("gone"), "engine_unreachable", UPSTREAM),
         (EngineTimeoutError("slow"), "engine_timeout", UPSTREAM),
         (EngineError("500"), "engine_error", UPSTREAM),
@@ -235,3 +237,41 @@ def test_with_telemetry_off_nothing_is_recorded_but_timings_are_kept():
     generation.usage(1, 2)
     generation.succeeded()
     assert generation.timings.output_tokens == 2 and generation.timings.finished is not None
+
+
+def test_the_routing_decision_is_on_the_server_span(captured):
+    def routed(generation):
+        generation.routed("prefix-load", "engine 1", "prefix", 0.8123)
+        generation.succeeded()
+
+    attributes = server_span(run_request(captured, routed)).attributes
+    assert attributes[semconv.ROUTING_POLICY] == "prefix-load"
+    assert attributes[semconv.ROUTING_REASON] == "prefix"
+    assert attributes[semconv.ROUTING_PREFIX_SHARE] == 0.812
+    assert attributes[semconv.ENGINE_NAME] == "engine 1"
+
+
+def test_a_wait_in_the_queue_is_a_child_span_and_every_admission_a_histogram_point(captured):
+    def queued(generation):
+        generation.queued(0.25, admitted=True)
+        generation.succeeded()
+
+    spans = run_request(captured, queued, started=False)
+    [queue] = [span for span in spans if span.name == "queue"]
+    assert queue.parent.span_id == server_span(spans).context.span_id
+    assert (queue.end_time - queue.start_time) / 1e9 == pytest.approx(0.25, abs=0.01)
+    assert queue.attributes[semconv.ADMISSION_OUTCOME] == "admitted"
+    [point] = captured.metrics()[semconv.QUEUE_DURATION].data.data_points
+    assert point.count == 1 and point.sum == pytest.approx(0.25)
+    assert tuple(point.explicit_bounds) == semconv.QUEUE_DURATION_BUCKETS
+
+
+def test_no_wait_is_no_span_but_still_a_point(captured):
+    def at_once(generation):
+        generation.queued(0.0, admitted=True)
+        generation.succeeded()
+
+    spans = run_request(captured, at_once, started=False)
+    assert not [span for span in spans if span.name == "queue"]
+    [point] = captured.metrics()[semconv.QUEUE_DURATION].data.data_points
+    assert point.count == 1
