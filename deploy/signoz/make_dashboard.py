@@ -203,6 +203,79 @@ ROWS: list[tuple[str, list[tuple[str, str, str, str, list[Query], str | None]]]]
         ],
     ),
     (
+        "Traffic control: routing and admission",
+        [
+            (
+                "prefix_hits_by_engine",
+                "Prefix-cache hit rate by engine (%)",
+                "percent",
+                "Prompt tokens each engine served from its cache: what prefix-aware routing "
+                "buys (docs/routing.md).",
+                [
+                    q(
+                        "vllm:prefix_cache_hits_total",
+                        "rate",
+                        "sum",
+                        "hits {{service.instance.id}}",
+                        ["service.instance.id"],
+                    ),
+                    q(
+                        "vllm:prefix_cache_queries_total",
+                        "rate",
+                        "sum",
+                        "queries {{service.instance.id}}",
+                        ["service.instance.id"],
+                    ),
+                ],
+                "A * 100 / B",
+            ),
+            (
+                "queue_depth",
+                "Requests waiting for an engine",
+                "none",
+                "The gateway's admission line per model: requests no engine could start yet "
+                "(every engine at ENGINE_MAX_INFLIGHT).",
+                [
+                    q(
+                        "mistral_serve.admission.queue.depth",
+                        "latest",
+                        "sum",
+                        "{{gen_ai.request.model}}",
+                        ["gen_ai.request.model"],
+                    )
+                ],
+                None,
+            ),
+            (
+                "overloaded",
+                "429s and drains per second",
+                "reqps",
+                "Requests answered 429 server_overloaded (line full, waited too long) or 503 "
+                "while draining, by reason.",
+                [
+                    q(
+                        "mistral_serve.gateway.rejections",
+                        "rate",
+                        "sum",
+                        "{{mistral_serve.rejection.reason}}",
+                        ["mistral_serve.rejection.reason"],
+                        where="mistral_serve.rejection.reason IN "
+                        "('queue_full', 'queue_timeout', 'draining')",
+                    )
+                ],
+                None,
+            ),
+            (
+                "queue_wait",
+                "Time waiting for an engine",
+                "s",
+                "How long requests waited in the admission line (0 for most).",
+                percentiles("mistral_serve.admission.queue.duration.bucket"),
+                None,
+            ),
+        ],
+    ),
+    (
         "Engine state: stalls, ejections, restarts",
         [
             (

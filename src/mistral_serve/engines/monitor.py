@@ -174,7 +174,7 @@ class EngineMonitor:
             return
         if engine.stats is not None and stats.progressed_since(engine.stats):
             engine.health.progressed(now)
-        engine.stats, engine.stats_at = stats, now
+        self._registry.scraped(engine, stats, now)
 
     # -- the clock -------------------------------------------------------------------------------
     async def _read_the_clock(self) -> None:

@@ -66,6 +66,8 @@ class Engine:
     #: The last /metrics scrape and when it was taken (monotonic seconds).
     stats: EngineStats | None = None
     stats_at: float | None = None
+    #: Requests other gateways had on it at the last scrape: what it counted beyond ours.
+    others: float = 0.0
 
     @property
     def state(self) -> State:
@@ -84,6 +86,19 @@ class Engine:
         if self.stats is None or self.stats_at is None or now - self.stats_at > max_age_s:
             return None
         return self.stats
+
+    def load(self, now: float, max_age_s: float) -> float:
+        """Requests on it now: ours, known exactly at every choice, plus other gateways' as of
+        its last fresh scrape (none known when the scrape is stale)."""
+        if self.fresh_stats(now, max_age_s) is None:
+            return float(self.outstanding)
+        return self.outstanding + self.others
+
+    def observed(self, stats: EngineStats, now: float) -> None:
+        """A scrape: its statistics, and the requests on it that are not ours (running and
+        waiting beyond what we have in flight: other gateway replicas')."""
+        self.stats, self.stats_at = stats, now
+        self.others = max(0.0, stats.running + stats.waiting - self.outstanding)
 
 
 class Lease:
@@ -199,6 +214,15 @@ class EngineRegistry:
     def new_engine(self, url: str, name: str | None = None) -> Engine:
         health = EngineHealth(self.policy, time.monotonic())
         return Engine(url, name or engine_name(url), health, max_inflight=self.max_inflight)
+
+    def scraped(self, engine: Engine, stats: EngineStats, now: float) -> None:
+        """New statistics for ``engine``; other gateways' load on it may have fallen."""
+        engine.observed(stats, now)
+        self._capacity_changed(engine, False)
+
+    def has_room(self, engine: Engine, now: float) -> bool:
+        """Whether ``engine`` is below its concurrency target, counting every gateway's load."""
+        return engine.load(now, self.stats_max_age_s) < engine.max_inflight
 
     def on_capacity(self, listener: CapacityListener) -> None:
         """Call ``listener`` whenever an engine may take more work (admission waits on it)."""

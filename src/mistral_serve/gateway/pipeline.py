@@ -259,11 +259,12 @@ class Gateway:
             candidates = [engine for engine in candidates if engine not in exclude]
         if not candidates:
             raise self._no_engine(model)
+        now = time.monotonic()
         if within_target:
-            candidates = [e for e in candidates if e.outstanding < e.max_inflight]
+            candidates = [e for e in candidates if self._registry.has_room(e, now)]
             if not candidates:
                 return None
-        decision = self._policy.choose(candidates, call.key, time.monotonic())
+        decision = self._policy.choose(candidates, call.key, now)
         call.generation.routed(
             self._policy.name, decision.engine.name, decision.reason, decision.prefix_share
         )

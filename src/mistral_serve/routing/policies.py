@@ -109,9 +109,9 @@ class PrefixLoad:
       opening, which every gateway replica computes alike, so replicas that have not seen the
       conversation agree), plus 1 when that home is a session the client named.
     - pressure: requests on it over its concurrency target, plus its KV-cache usage. Load is the
-      larger of the gateway's own count (exact, current) and the engine's running + waiting
-      (other gateways' requests too), and statistics older than three scrapes are unknown:
-      they add :attr:`STALE_PRESSURE` instead of counting as idle.
+      gateway's own count (exact, current) plus other gateways' requests as of the last scrape
+      (:meth:`Engine.load`); statistics older than three scrapes are unknown: they add
+      :attr:`STALE_PRESSURE` instead of counting as idle.
 
     Then the :class:`Balance` guard: if the best-scoring engine is too much busier than the
     least loaded, the least loaded takes the request, so one hot prefix cannot pile every
@@ -166,9 +166,7 @@ class PrefixLoad:
         return engine.fresh_stats(now, self._stats_max_age_s)
 
     def _load(self, engine: Engine, now: float) -> float:
-        stats = self._fresh(engine, now)
-        reported = stats.running + stats.waiting if stats is not None else 0.0
-        return max(float(engine.outstanding), reported)
+        return engine.load(now, self._stats_max_age_s)
 
     def _pressure(self, engine: Engine, loads: dict[Engine, float], now: float) -> float:
         stats = self._fresh(engine, now)

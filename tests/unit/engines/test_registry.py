@@ -12,6 +12,7 @@ import pytest
 
 from mistral_serve.engines.health import HealthPolicy, State
 from mistral_serve.engines.registry import EngineRegistry
+from mistral_serve.engines.stats import EngineStats
 from mistral_serve.engines.supervisor import free_port
 from mistral_serve.errors import EngineError, EngineStalledError
 from mistral_serve.telemetry import semconv
@@ -145,3 +146,29 @@ def test_readiness_says_each_engines_state_and_why():
     assert ejected["reason"].startswith("1 failed requests in a row")
     assert ejected["ejected_for_s"] > 0
     assert "stats" not in ready  # never scraped: unknown, not "idle"
+
+
+def test_room_counts_other_gateways_requests_while_their_count_is_fresh():
+    registry = EngineRegistry(["http://e0"], stats_interval_s=1.0, max_inflight=4)
+    [engine] = registry.engines
+    now = time.monotonic()
+    for _ in range(2):
+        registry.lease(engine)
+    # The engine runs 5 and queues 1: ours are 2, so other replicas have 4 on it.
+    registry.scraped(engine, EngineStats(running=5, waiting=1), now)
+    assert engine.load(now, registry.stats_max_age_s) == 6
+    assert not registry.has_room(engine, now)
+    # Three intervals later that count is unknown: only ours are known, and there is room.
+    later = now + 3.5
+    assert engine.load(later, registry.stats_max_age_s) == 2
+    assert registry.has_room(engine, later)
+
+
+def test_a_scrape_and_an_ended_request_tell_the_listeners():
+    registry = EngineRegistry(["http://e0"])
+    [engine] = registry.engines
+    heard = []
+    registry.on_capacity(lambda e, ended: heard.append(ended))
+    registry.scraped(engine, EngineStats(), time.monotonic())
+    registry.lease(engine).finish()
+    assert heard == [False, True]

@@ -39,8 +39,8 @@ LONG = "Tell me everything about the history of the Roman empire, in detail. " *
 
 
 def stats(engine: Engine, *, running: float = 0, kv: float = 0.0, age_s: float = 0.0) -> None:
-    engine.stats = EngineStats(running=running, kv_cache_usage=kv, kv_capacity_tokens=100_000)
-    engine.stats_at = NOW - age_s
+    stats = EngineStats(running=running, kv_cache_usage=kv, kv_capacity_tokens=100_000)
+    engine.observed(stats, NOW - age_s)
 
 
 # -- least-outstanding and round-robin --------------------------------------------------------
