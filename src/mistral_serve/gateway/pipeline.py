@@ -236,16 +236,22 @@ class Gateway:
     # -- admission and routing -----------------------------------------------------------------
     async def _admit(self, call: _Call) -> Lease:
         """A lease on the engine chosen for ``call``, at once or after waiting in line."""
-        queue = self.admission.queue(call.request.model)
+        model = call.request.model
+        if not self._registry.is_known(model):  # no line is made for a name nobody serves
+            raise self._no_engine(model)
+        queue = self.admission.queue(model)
         priority = call.request.priority or 0
         started = time.perf_counter()
+        outcome = "rejected"
         try:
             lease = await queue.admit(lambda: self._start(call, within_target=True), priority)
-        except BaseException:
-            call.generation.queued(time.perf_counter() - started, admitted=False)
+            outcome = "admitted"
+            return lease
+        except asyncio.CancelledError:
+            outcome = "abandoned"  # the client left while waiting
             raise
-        call.generation.queued(time.perf_counter() - started, admitted=True)
-        return lease
+        finally:
+            call.generation.queued(time.perf_counter() - started, outcome)
 
     def _start(
         self, call: _Call, *, exclude: set[Engine] | None = None, within_target: bool

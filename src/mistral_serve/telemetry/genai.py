@@ -206,15 +206,11 @@ class Generation:
             self.span.set_attribute(semconv.INPUT_MESSAGES, _input_messages(request))
 
     # -- admission and routing -------------------------------------------------------------------
-    def queued(self, waited_s: float, *, admitted: bool) -> None:
+    def queued(self, waited_s: float, outcome: str) -> None:
         """Admission is over: the request waited ``waited_s`` (a child span when it waited at
-        all) and was admitted or turned away."""
+        all), then was ``admitted``, ``rejected`` (429, 503) or ``abandoned`` (client left)."""
         self._observer.metrics.queue_duration.record(
-            waited_s,
-            {
-                **self._metric_attributes,
-                semconv.ADMISSION_OUTCOME: "admitted" if admitted else "rejected",
-            },
+            waited_s, {**self._metric_attributes, semconv.ADMISSION_OUTCOME: outcome}
         )
         if not self._recording or waited_s <= 0.0005:  # no span for no wait
             return
@@ -224,7 +220,7 @@ class Generation:
             context=trace.set_span_in_context(self.span),
             start_time=end - int(waited_s * 1e9),
         )
-        span.set_attribute(semconv.ADMISSION_OUTCOME, "admitted" if admitted else "rejected")
+        span.set_attribute(semconv.ADMISSION_OUTCOME, outcome)
         span.end(end_time=end)
 
     def routed(self, policy: str, engine: str, reason: str, prefix_share: float | None) -> None:

@@ -62,7 +62,7 @@ REJECTION_REASON: Final = "mistral_serve.rejection.reason"
 ROUTING_POLICY: Final = "mistral_serve.routing.policy"
 ROUTING_REASON: Final = "mistral_serve.routing.reason"  # prefix, session, load, only-choice
 ROUTING_PREFIX_SHARE: Final = "mistral_serve.routing.prefix_share"
-ADMISSION_OUTCOME: Final = "mistral_serve.admission.outcome"  # admitted, rejected
+ADMISSION_OUTCOME: Final = "mistral_serve.admission.outcome"  # admitted, rejected, abandoned
 
 # -- metrics: (name, unit, description); histogram bucket boundaries are the conventions' ------
 REQUEST_DURATION: Final = "gen_ai.server.request.duration"

@@ -253,7 +253,7 @@ def test_the_routing_decision_is_on_the_server_span(captured):
 
 def test_a_wait_in_the_queue_is_a_child_span_and_every_admission_a_histogram_point(captured):
     def queued(generation):
-        generation.queued(0.25, admitted=True)
+        generation.queued(0.25, "admitted")
         generation.succeeded()
 
     spans = run_request(captured, queued, started=False)
@@ -268,7 +268,7 @@ def test_a_wait_in_the_queue_is_a_child_span_and_every_admission_a_histogram_poi
 
 def test_no_wait_is_no_span_but_still_a_point(captured):
     def at_once(generation):
-        generation.queued(0.0, admitted=True)
+        generation.queued(0.0, "admitted")
         generation.succeeded()
 
     spans = run_request(captured, at_once, started=False)
