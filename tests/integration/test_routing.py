@@ -267,3 +267,14 @@ def test_draining_answers_the_queued_requests_503_and_finishes_the_running_ones(
             assert b'"code":"shutting_down"' in body.replace(b" ", b"")
         else:
             assert body.rstrip().endswith(b"data: [DONE]")
+
+
+def test_a_request_priority_reaches_an_engine_that_honours_it(stack: Stack):
+    """Engines run `--scheduling-policy priority`; with vLLM's default a priority is refused."""
+    answer = stack.client(max_retries=0).chat.completions.create(
+        model="demo",
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=2,
+        extra_body={"priority": -5},
+    )
+    assert answer.usage.completion_tokens == 2

@@ -338,6 +338,7 @@ class EngineRegistry:
             log.info("%s added (%s)", engine.name, engine.state)
         for engine in removed:
             log.info("%s removed (%d requests still on it)", engine.name, engine.outstanding)
+            self._capacity_changed(engine, False)  # its models' waiting requests look again
         return added, removed
 
     def learned_models(self, engine: Engine, cards: Iterable[dict[str, Any]]) -> None:
