@@ -53,6 +53,7 @@ class RoundRobin:
     """Each engine in turn, whatever its load: the baseline the others are measured against."""
 
     name: ClassVar[str] = "round-robin"
+    reason: ClassVar[str] = ROTATION
 
     def __init__(self) -> None:
         self._turn = itertools.count()
@@ -61,28 +62,24 @@ class RoundRobin:
         _check(candidates)
         if len(candidates) == 1:
             return Decision(candidates[0], ONLY_CHOICE)
-        return Decision(candidates[next(self._turn) % len(candidates)], ROTATION)
+        eligible = self._eligible(candidates)
+        return Decision(eligible[next(self._turn) % len(eligible)], self.reason)
+
+    def _eligible(self, candidates: Sequence[Engine]) -> Sequence[Engine]:
+        return candidates
 
 
-class LeastOutstanding:
-    """The engine with the fewest unfinished requests; ties rotate so idle engines share work.
-
-    Outstanding requests are what the gateway itself has in flight at each engine, known
-    exactly and at no cost; blind to prefixes.
-    """
+class LeastOutstanding(RoundRobin):
+    """The engine with the fewest unfinished requests; ties take turns so idle engines share
+    work. Outstanding requests are what the gateway itself has in flight at each engine, known
+    exactly and at no cost; blind to prefixes."""
 
     name: ClassVar[str] = "least-outstanding"
+    reason: ClassVar[str] = LOAD
 
-    def __init__(self) -> None:
-        self._turn = itertools.count()
-
-    def choose(self, candidates: Sequence[Engine], key: RouteKey, now: float) -> Decision:
-        _check(candidates)
-        if len(candidates) == 1:
-            return Decision(candidates[0], ONLY_CHOICE)
+    def _eligible(self, candidates: Sequence[Engine]) -> Sequence[Engine]:
         fewest = min(engine.outstanding for engine in candidates)
-        tied = [engine for engine in candidates if engine.outstanding == fewest]
-        return Decision(tied[next(self._turn) % len(tied)], LOAD)
+        return [engine for engine in candidates if engine.outstanding == fewest]
 
 
 @dataclass(frozen=True)
@@ -116,6 +113,9 @@ class PrefixLoad:
     Then the :class:`Balance` guard: if the best-scoring engine is too much busier than the
     least loaded, the least loaded takes the request, so one hot prefix cannot pile every
     request onto one engine. The chosen engine learns the request's blocks.
+
+    A request shorter than one block, with no session, has nothing cacheable to keep together:
+    it goes to the least loaded engine, ties in turn.
     """
 
     name: ClassVar[str] = "prefix-load"
@@ -133,10 +133,15 @@ class PrefixLoad:
         self._stats_max_age_s = stats_max_age_s
         self._balance = balance
         self.index = index or PrefixIndex()
+        self._turn = itertools.count()
 
     def choose(self, candidates: Sequence[Engine], key: RouteKey, now: float) -> Decision:
         _check(candidates)
         blocks = len(key.blocks)
+        if not blocks and not key.session and len(candidates) > 1:
+            # Shorter than one block: nothing cacheable to keep together, so only load counts
+            # (a home would pile every short request onto one engine).
+            return self._least_loaded(candidates, now)
         matched = {engine: self.index.matched(engine, key.blocks) for engine in candidates}
         home = rendezvous(key.home, candidates)
         affinity: dict[Engine, float] = {}
@@ -161,6 +166,12 @@ class PrefixLoad:
         self.index.learn(chosen, key.blocks, self._capacity_tokens(chosen), key.home)
         share = matched[chosen] / blocks if blocks else 0.0
         return Decision(chosen, reason, share)
+
+    def _least_loaded(self, candidates: Sequence[Engine], now: float) -> Decision:
+        loads = {engine: self._load(engine, now) for engine in candidates}
+        fewest = min(loads.values())
+        tied = [engine for engine in candidates if loads[engine] == fewest]
+        return Decision(tied[next(self._turn) % len(tied)], LOAD, 0.0)
 
     def _fresh(self, engine: Engine, now: float) -> EngineStats | None:
         return engine.fresh_stats(now, self._stats_max_age_s)

@@ -99,6 +99,16 @@ def test_a_conversation_follows_its_first_turn():
     assert 0.8 < second.prefix_share < 1.0  # all but the new turn
 
 
+def test_prompts_shorter_than_a_block_go_by_load_alone():
+    pool = engines(0, 0)
+    policy = PrefixLoad()
+    picks = [choose(policy, pool, {"prompt": "Once upon a time"}) for _ in range(4)]
+    assert [d.engine for d in picks] == [pool[0], pool[1], pool[0], pool[1]]  # idle: in turn
+    assert {d.reason for d in picks} == {"load"}
+    pool[0].outstanding = 3
+    assert choose(policy, pool, {"prompt": "Once upon a time"}).engine is pool[1]
+
+
 def test_the_learned_prefix_wins_over_the_home_engine():
     pool = engines(0, 0)
     policy = PrefixLoad()
