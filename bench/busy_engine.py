@@ -96,6 +96,7 @@ def main() -> None:
                 **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
                 "ENGINE_URLS": spec.url,
                 "HOST": "127.0.0.1",
+                "MISTRAL_SERVE_DATA_DIR": str(work / "data"),  # a key store of its own
                 "PORT": str(port),
                 "LOG_LEVEL": "WARNING",
             }

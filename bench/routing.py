@@ -146,6 +146,7 @@ class Stack:
                 **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
                 "ENGINE_URLS": ",".join(engines),
                 "HOST": "127.0.0.1",
+                "MISTRAL_SERVE_DATA_DIR": str(self.work / "data"),  # a key store of its own
                 "PORT": str(port),
                 "LOG_LEVEL": "WARNING",
                 "ENGINE_CANARY_INTERVAL_S": "3600",  # the engines' counters are the workload's

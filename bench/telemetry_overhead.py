@@ -103,6 +103,7 @@ def main() -> None:
                 **inherited,
                 "ENGINE_URLS": spec.url,
                 "HOST": "127.0.0.1",
+                "MISTRAL_SERVE_DATA_DIR": str(work / "data"),  # a key store of its own
                 "PORT": str(port),
                 "LOG_LEVEL": "WARNING",
                 **extra,

@@ -3,6 +3,7 @@
     mistral-serve up                  engines (supervised) + gateway on this machine
     mistral-serve gateway             gateway only, over ENGINE_URLS
     mistral-serve demo-model DIR      write the built-in demo checkpoint
+    mistral-serve keys …              API keys: create, list, show, update, revoke
     mistral-serve healthcheck         exit 0 when this machine's gateway is ready (containers)
 
 Settings come from the environment and `.env` (see config/sample.env). A bad setting stops the
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -41,10 +43,13 @@ from mistral_serve.engines.vllm_args import (
 from mistral_serve.errors import ConfigError, EngineStartError
 from mistral_serve.models.demo import VARIANTS, ensure_demo_model
 from mistral_serve.models.profiles import ServedModel, resolve_model
+from mistral_serve.store import KeyRecords, Store
+from mistral_serve.store.database import configured_url
 from mistral_serve.telemetry.engines import EngineTelemetry
 from mistral_serve.telemetry.gpu import register_gpu_metrics
 from mistral_serve.telemetry.logs import export_logs, setup_logging
 from mistral_serve.telemetry.setup import Telemetry, start_telemetry
+from mistral_serve.tenancy import manage
 
 log = logging.getLogger("mistral_serve")
 
@@ -254,6 +259,91 @@ def cmd_demo_model(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- keys ----------------------------------------------------------------------------------------
+def cmd_keys(args: argparse.Namespace) -> int:
+    """API keys in the store DATABASE_URL names (SQLite in MISTRAL_SERVE_DATA_DIR by default)."""
+    settings = _settings()
+    try:
+        settings_given = _key_settings(args)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return _run(_keys(args, settings, settings_given))
+
+
+def _key_settings(args: argparse.Namespace) -> dict[str, object]:
+    given: dict[str, object] = {}
+    if getattr(args, "models", None) is not None:
+        given["models"] = manage.parse_models(args.models)
+    if getattr(args, "priority", None) is not None:
+        given["priority"] = args.priority
+    if getattr(args, "expires", None) is not None:
+        given["expires_at"] = manage.parse_expiry(args.expires)
+    if getattr(args, "rename", None) is not None:
+        given["name"] = args.rename
+    return given
+
+
+async def _keys(args: argparse.Namespace, settings: Settings, given: dict[str, object]) -> int:
+    store = await Store.open(configured_url(settings))
+    try:
+        records = KeyRecords(store)
+        if args.action == "create":
+            issued, record = await manage.create_key(records, args.name, **given)
+            print(f"key id:  {record.id}")
+            print(f"key:     {issued.text}")
+            print("Shown once: store it now. Only a hash of it is kept.", file=sys.stderr)
+            return 0
+        if args.action == "list":
+            listed = await records.list()
+            if args.json:
+                print(json.dumps([manage.describe(record) for record in listed], indent=2))
+            else:
+                print(manage.table(listed))
+            return 0
+        if args.action == "show":
+            record = await records.get(args.key_id)
+        elif args.action == "update":
+            record = await records.update(args.key_id, **given)
+        else:  # revoke
+            record = await records.revoke(args.key_id)
+        if record is None:
+            print(f"mistral-serve: no key {args.key_id}", file=sys.stderr)
+            return 1
+        print(json.dumps(manage.describe(record), indent=2))
+        return 0
+    finally:
+        await store.close()
+
+
+def _add_keys_parser(commands: argparse._SubParsersAction) -> None:
+    keys = commands.add_parser(
+        "keys", help="API keys: create, list, show, update, revoke (DATABASE_URL's store)"
+    )
+    keys.set_defaults(handler=cmd_keys)
+    actions = keys.add_subparsers(dest="action", required=True)
+
+    def settable(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--models", help="models it may use: a,b (default all)")
+        parser.add_argument("--priority", type=int, help="admission order, lower first (0)")
+        parser.add_argument("--expires", help="30d, 12h, an ISO date, or never (default)")
+
+    create = actions.add_parser("create", help="make a key; prints it once")
+    create.add_argument("--name", required=True, help="what the key is for")
+    settable(create)
+    listing = actions.add_parser("list", help="every key (never a secret)")
+    listing.add_argument("--json", action="store_true")
+    show = actions.add_parser("show", help="one key")
+    show.add_argument("key_id", metavar="ID")
+    update = actions.add_parser("update", help="change a key's settings")
+    update.add_argument("key_id", metavar="ID")
+    update.add_argument("--name", dest="rename", help="a new name")
+    settable(update)
+    revoke = actions.add_parser(
+        "revoke", help="refuse the key from now on (within KEY_CACHE_TTL_S)"
+    )
+    revoke.add_argument("key_id", metavar="ID")
+
+
 # -- healthcheck ---------------------------------------------------------------------------------
 def cmd_healthcheck(args: argparse.Namespace) -> int:
     """A container's HEALTHCHECK: is the gateway on HOST:PORT ready (GET /ready → 200)?"""
@@ -319,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="v3: Mistral format (default); v1: HF format, Mistral-7B-v0.1 tokenizer",
     )
     demo.set_defaults(handler=cmd_demo_model)
+    _add_keys_parser(commands)
     health = commands.add_parser(
         "healthcheck", help="exit 0 if the gateway on HOST:PORT is ready (for containers)"
     )

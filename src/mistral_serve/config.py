@@ -114,6 +114,23 @@ class Settings(BaseSettings):
         validation_alias="MISTRAL_SERVE_CACHE_DIR",
     )
 
+    # -- tenancy (docs/tenancy.md) -------------------------------------------------------------
+    # auto: an API key is required as soon as API_KEY is set or any key exists in the store;
+    # required; off (anyone may call).
+    auth: Literal["auto", "required", "off"] = "auto"
+    # One static key, like vLLM's --api-key: clients send `Authorization: Bearer <it>`.
+    api_key: SecretStr | None = None
+    # Where keys live: a SQLAlchemy URL (postgresql://… for fleets). Unset: SQLite in the data
+    # folder.
+    database_url: SecretStr | None = None
+    data_dir: Path = Field(
+        default=Path.home() / ".local" / "share" / "mistral-serve",
+        validation_alias="MISTRAL_SERVE_DATA_DIR",
+    )
+    # A gateway re-reads changed keys this often: a revocation or change reaches every gateway
+    # within it, with no database read per request.
+    key_cache_ttl_s: float = Field(default=5.0, gt=0)
+
     # -- gateway -----------------------------------------------------------------------------
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -143,6 +160,8 @@ class Settings(BaseSettings):
         "max_model_len",
         "engine_base_port",
         "engine_max_inflight",
+        "api_key",
+        "database_url",
         "otel_exporter_otlp_endpoint",
         "otel_exporter_otlp_headers",
         mode="before",
@@ -152,7 +171,7 @@ class Settings(BaseSettings):
         """`MODEL_ID=` in .env means "not set", as sample.env shows it."""
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("cache_dir")
+    @field_validator("cache_dir", "data_dir")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
@@ -256,6 +275,9 @@ def parse_key_values(text: str) -> dict[str, str]:
     return pairs
 
 
+_ALIASES = {"cache_dir": "MISTRAL_SERVE_CACHE_DIR", "data_dir": "MISTRAL_SERVE_DATA_DIR"}
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """One line naming each bad variable and why, e.g. ``PORT: Input should be a valid integer``.
 
@@ -264,10 +286,10 @@ def describe_validation_error(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors(include_url=False):
         field = str(error["loc"][0]) if error["loc"] else "settings"
-        name = "MISTRAL_SERVE_CACHE_DIR" if field == "cache_dir" else field.upper()
+        name = _ALIASES.get(field, field.upper())
         reason = error["msg"].removeprefix("Value error, ")
         given = error.get("input")
-        secret = "token" in field or "headers" in field
+        secret = any(word in field for word in ("token", "headers", "key", "database_url"))
         shown = "" if secret or given is None or isinstance(given, dict) else f" (got {given!r})"
         problems.append(f"{name}: {reason}{shown}")
     return "; ".join(problems)

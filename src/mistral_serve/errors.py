@@ -12,6 +12,8 @@ gateway turns them into an SSE error event instead.
     ├── InvalidRequestError                400 invalid_request_error
     │   └── ModelNotFoundError             404 invalid_request_error / model_not_found
     ├── NotFoundError                      404 invalid_request_error / not_found (unknown route)
+    ├── InvalidApiKeyError                 401 invalid_request_error / invalid_api_key
+    ├── ModelNotAllowedError               403 invalid_request_error / model_not_allowed
     ├── ServerOverloadedError              429 server_error / server_overloaded (+ Retry-After)
     ├── NoReadyEngineError                 503 server_error / no_ready_engine  (+ Retry-After)
     │   └── DrainingError                  503 server_error / shutting_down
@@ -95,6 +97,27 @@ class NotFoundError(MistralServeError):
     type = "invalid_request_error"
     code = "not_found"
     label = "not_found"
+
+
+class InvalidApiKeyError(MistralServeError):
+    """No API key, or one that is not (or no longer) valid. The message never repeats it."""
+
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+    label = "auth"
+
+
+class ModelNotAllowedError(MistralServeError):
+    """The caller's key may not use the requested model."""
+
+    status = 403
+    type = "invalid_request_error"
+    code = "model_not_allowed"
+    label = "model_not_allowed"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"This API key may not use the model `{model}`.", param="model")
 
 
 class NoReadyEngineError(MistralServeError):

@@ -158,6 +158,7 @@ def start_gateway(
     env = {
         **os.environ,
         "ENGINE_URLS": engine_urls,
+        "MISTRAL_SERVE_DATA_DIR": str(log_path.parent / f"data-{port}"),  # its own key store
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "ENGINE_HEALTH_INTERVAL_S": "0.5",

@@ -32,6 +32,7 @@ def run_up(env_overrides: dict[str, str], cache_dir, log_path) -> tuple[subproce
         HOST="127.0.0.1",
         PORT=str(port),
         MISTRAL_SERVE_CACHE_DIR=str(cache_dir),
+        MISTRAL_SERVE_DATA_DIR=str(log_path.parent / "data"),
         VLLM_CPU_KVCACHE_SPACE="1",
         **env_overrides,
     )

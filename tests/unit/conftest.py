@@ -28,6 +28,13 @@ from mistral_serve.engines.monitor import EngineMonitor
 from mistral_serve.engines.registry import EngineRegistry
 from mistral_serve.telemetry.setup import Telemetry, start_telemetry
 
+
+@pytest.fixture(autouse=True)
+def _data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test writes the user's data folder (the default key store lives there)."""
+    monkeypatch.setenv("MISTRAL_SERVE_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

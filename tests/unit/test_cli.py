@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import socket
 import subprocess
@@ -119,3 +120,25 @@ def test_engines_get_fixed_ports_from_engine_base_port(tmp_path):
     assert specs[1].command[specs[1].command.index("--port") + 1] == "8101"
     free = engine_specs(Settings(_env_file=None, cache_dir=tmp_path), model, None, 1)
     assert free[0].url != "http://127.0.0.1:8100"
+
+
+def test_keys_create_list_update_revoke(capsys):
+    """On the store in MISTRAL_SERVE_DATA_DIR (each test's own, see conftest)."""
+    assert main(["keys", "create", "--name", "app", "--models", "demo", "--expires", "30d"]) == 0
+    made = dict(line.split(":", 1) for line in capsys.readouterr().out.splitlines())
+    key_id, key = made["key id"].strip(), made["key"].strip()
+    assert key.startswith(f"msk_{key_id}_")
+    assert main(["keys", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert key_id in listing and "active" in listing and key.split("_")[2] not in listing
+    assert main(["keys", "update", key_id, "--priority", "4", "--models", "all"]) == 0
+    updated = json.loads(capsys.readouterr().out)
+    assert updated["priority"] == 4 and updated["models"] is None
+    assert main(["keys", "revoke", key_id]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "revoked"
+    assert main(["keys", "show", "nosuchkey"]) == 1
+
+
+def test_keys_refuses_a_bad_expiry_with_one_line(capsys):
+    assert main(["keys", "create", "--name", "x", "--expires", "soon"]) == 2
+    assert "not a duration" in capsys.readouterr().err

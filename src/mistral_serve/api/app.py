@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -32,9 +33,15 @@ from mistral_serve.routing import (
     RoundRobin,
     RoutingPolicy,
 )
+from mistral_serve.store import KeyRecords, Store
+from mistral_serve.store.database import configured_url
 from mistral_serve.telemetry.engines import EngineTelemetry
 from mistral_serve.telemetry.genai import GenAIObserver
 from mistral_serve.telemetry.setup import Telemetry, disabled_telemetry
+from mistral_serve.tenancy.auth import Authenticator
+from mistral_serve.tenancy.cache import KeyCache
+
+log = logging.getLogger(__name__)
 
 TRACED_ROUTES = frozenset({endpoint.path for endpoint in Endpoint} | {"/v1/models"})
 
@@ -57,6 +64,40 @@ def routing_policy(settings: Settings, *, stats_max_age_s: float) -> RoutingPoli
         return RoundRobin()
     balance = Balance(settings.routing_balance_abs, settings.routing_balance_rel)
     return PrefixLoad(stats_max_age_s=stats_max_age_s, balance=balance)
+
+
+@asynccontextmanager
+async def authentication(settings: Settings) -> AsyncIterator[Authenticator]:
+    """The authenticator AUTH asks for. Unless auth is off, the key store is opened (its
+    migrations applied), every key read, and changes followed every KEY_CACHE_TTL_S."""
+    static_key = settings.api_key.get_secret_value() if settings.api_key else None
+    if settings.auth == "off":
+        yield Authenticator("off", None, None)
+        return
+    store = await Store.open(configured_url(settings))
+    cache = KeyCache(KeyRecords(store), settings.key_cache_ttl_s)
+    following: asyncio.Task[None] | None = None
+    try:
+        await cache.load()
+        following = asyncio.create_task(cache.run(), name="key-cache")
+        yield Authenticator(settings.auth, static_key, cache)
+    finally:
+        if following is not None:
+            following.cancel()
+            with suppress(asyncio.CancelledError):
+                await following
+        await store.close()
+
+
+def warn_if_open(settings: Settings, authenticator: Authenticator) -> None:
+    """One line when anyone who reaches a non-loopback address may use the engines."""
+    if settings.host not in ("127.0.0.1", "::1", "localhost") and not authenticator.required:
+        log.warning(
+            "no API key is required on %s:%d: anyone who can reach it can use the engines "
+            "(set API_KEY, or create keys with `mistral-serve keys create`)",
+            settings.host,
+            settings.port,
+        )
 
 
 def begin_draining(app: FastAPI) -> None:
@@ -89,6 +130,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with authentication(settings) as authenticator:
+            warn_if_open(settings, authenticator)
+            async with _serving(app, authenticator):
+                yield
+
+    @asynccontextmanager
+    async def _serving(app: FastAPI, authenticator: Authenticator) -> AsyncIterator[None]:
         client = EngineClient(read_timeout_s=settings.engine_read_timeout_s)
         await client.start()
         registry = EngineRegistry(
@@ -124,6 +172,7 @@ def create_app(
                 max_waiting=settings.admission_queue_max,
                 timeout_s=settings.admission_queue_timeout_s,
             ),
+            authenticator=authenticator,
             observer=observer,
         )
         observer.watch_queue_depths(gateway.admission.depths)

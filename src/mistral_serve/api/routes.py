@@ -48,7 +48,7 @@ async def ready(request: Request) -> Response:
 
 @router.get("/v1/models")
 async def models(request: Request) -> Response:
-    return json_response(_gateway(request).models())
+    return json_response(_gateway(request).models(request.headers.get("authorization")))
 
 
 @router.post("/v1/chat/completions", response_model=None)
@@ -64,7 +64,11 @@ async def completions(request: Request) -> Response:
 async def _generate(request: Request, endpoint: Endpoint) -> Response:
     body = await request.body()
     work = _gateway(request).generate(
-        endpoint, body, request.state.request_id, session=request.headers.get("x-session-id")
+        endpoint,
+        body,
+        request.state.request_id,
+        session=request.headers.get("x-session-id"),
+        authorization=request.headers.get("authorization"),
     )
     try:
         result = await unless_client_leaves(work, request.receive)

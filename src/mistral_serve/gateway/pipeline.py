@@ -55,6 +55,7 @@ from mistral_serve.protocol.openai import (
 from mistral_serve.routing import RouteKey, RoutingPolicy, route_key
 from mistral_serve.telemetry.genai import GenAIObserver, Generation
 from mistral_serve.telemetry.setup import disabled_telemetry
+from mistral_serve.tenancy.auth import ANYONE, Authenticator, Caller
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class _Call:
     generation: Generation
     strip_usage: bool
     key: RouteKey
+    priority: int  # the admission queue's order: the key's, else the request's
 
 
 @dataclass(frozen=True)
@@ -122,10 +124,12 @@ class Gateway:
         policy: RoutingPolicy,
         *,
         admission: AdmissionLimits | None = None,
+        authenticator: Authenticator | None = None,
         observer: GenAIObserver | None = None,
         retry: RetryAdvice = RetryAdvice(),
     ) -> None:
         self._registry = registry
+        self._authenticator = authenticator
         self._client = client
         self._policy = policy
         self._observer = observer or GenAIObserver(disabled_telemetry())
@@ -136,12 +140,21 @@ class Gateway:
 
     # -- generation --------------------------------------------------------------------------
     async def generate(
-        self, endpoint: Endpoint, body: bytes, request_id: str, *, session: str | None = None
+        self,
+        endpoint: Endpoint,
+        body: bytes,
+        request_id: str,
+        *,
+        session: str | None = None,
+        authorization: str | None = None,
     ) -> GatewayResponse:
-        """Answer one request. ``session``: the client's x-session-id header, if any."""
+        """Answer one request. ``session``: the client's x-session-id header, if any;
+        ``authorization``: its Authorization header."""
         generation = self._observer.start(endpoint.operation, request_id)
         try:
-            return await self._generate(endpoint, body, request_id, generation, session)
+            caller = self.authenticate(authorization)
+            generation.caller(caller.key_id)
+            return await self._generate(endpoint, body, request_id, generation, session, caller)
         except MistralServeError as error:
             generation.failed(error)
             raise
@@ -159,10 +172,12 @@ class Gateway:
         request_id: str,
         generation: Generation,
         session: str | None,
+        caller: Caller,
     ) -> GatewayResponse:
         document = decode_body(body)
         request = validate_request(endpoint, document)
         generation.request(request)
+        Authenticator.check_model(caller, request.model)
         strip_usage = request.is_stream and not (
             request.stream_options and request.stream_options.include_usage
         )
@@ -170,7 +185,8 @@ class Gateway:
             body = _with_usage_requested(document)
         session = session or request.prompt_cache_key or request.user
         key = route_key(request.model, document, session=session)
-        call = _Call(endpoint, request, body, request_id, generation, strip_usage, key)
+        priority = caller.priority if caller.priority is not None else request.priority or 0
+        call = _Call(endpoint, request, body, request_id, generation, strip_usage, key, priority)
         tried: set[Engine] = set()  # engines hash by identity
         moved = False
         lease = await self._admit(call)
@@ -240,11 +256,10 @@ class Gateway:
         if not self._registry.is_known(model):  # no line is made for a name nobody serves
             raise self._no_engine(model)
         queue = self.admission.queue(model)
-        priority = call.request.priority or 0
         started = time.perf_counter()
         outcome = "rejected"
         try:
-            lease = await queue.admit(lambda: self._start(call, within_target=True), priority)
+            lease = await queue.admit(lambda: self._start(call, within_target=True), call.priority)
             outcome = "admitted"
             return lease
         except asyncio.CancelledError:
@@ -307,9 +322,18 @@ class Gateway:
             return GatewayResponse(status, JSON, body=body)
         raise EngineError(f"The engine failed ({status}): {_engine_message(body)}")
 
-    # -- models and readiness ----------------------------------------------------------------
-    def models(self) -> dict[str, Any]:
-        return {"object": "list", "data": self._registry.model_cards()}
+    # -- callers, models and readiness -------------------------------------------------------
+    def authenticate(self, authorization: str | None) -> Caller:
+        """Who sent a request with this Authorization header (raises InvalidApiKeyError)."""
+        if self._authenticator is None:
+            return ANYONE
+        return self._authenticator.authenticate(authorization)
+
+    def models(self, authorization: str | None = None) -> dict[str, Any]:
+        """The models of the ready engines that the caller may use."""
+        caller = self.authenticate(authorization)
+        cards = [card for card in self._registry.model_cards() if caller.may_use(card["id"])]
+        return {"object": "list", "data": cards}
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         engines = self._registry.readiness()

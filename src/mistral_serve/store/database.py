@@ -7,14 +7,31 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from mistral_serve.config import Settings
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: The asyncio driver of each database, for URLs that name none (`postgresql://…`).
+_ASYNC_DRIVERS = {"postgresql": "asyncpg", "sqlite": "aiosqlite"}
 
 
 def sqlite_url(folder: Path) -> str:
     """The default database: one SQLite file in ``folder``."""
     return f"sqlite+aiosqlite:///{folder / 'mistral-serve.db'}"
+
+
+def configured_url(settings: Settings) -> str:
+    """DATABASE_URL with its asyncio driver, or SQLite in MISTRAL_SERVE_DATA_DIR."""
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return sqlite_url(settings.data_dir)
+    url = make_url(settings.database_url.get_secret_value())
+    driver = _ASYNC_DRIVERS.get(url.get_backend_name())
+    if driver is not None and url.drivername == url.get_backend_name():
+        url = url.set(drivername=f"{url.drivername}+{driver}")
+    return url.render_as_string(hide_password=False)
 
 
 class Store:

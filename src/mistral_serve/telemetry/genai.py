@@ -205,7 +205,12 @@ class Generation:
         if self._observer.capture_content:
             self.span.set_attribute(semconv.INPUT_MESSAGES, _input_messages(request))
 
-    # -- admission and routing -------------------------------------------------------------------
+    # -- the caller, admission and routing --------------------------------------------------------
+    def caller(self, key_id: str | None) -> None:
+        """The API key's id (never the secret) on the span; None when auth is off."""
+        if key_id is not None and self._recording:
+            self.span.set_attribute(semconv.KEY_ID, key_id)
+
     def queued(self, waited_s: float, outcome: str) -> None:
         """Admission is over: the request waited ``waited_s`` (a child span when it waited at
         all), then was ``admitted``, ``rejected`` (429, 503) or ``abandoned`` (client left)."""

@@ -59,6 +59,7 @@ ENGINE_NAME: Final = "mistral_serve.engine.name"
 ENGINE_STATE_ATTRIBUTE: Final = "mistral_serve.engine.state"
 RESTART_REASON: Final = "mistral_serve.restart.reason"
 REJECTION_REASON: Final = "mistral_serve.rejection.reason"
+KEY_ID: Final = "mistral_serve.key.id"  # an API key's public id ("static" for API_KEY)
 ROUTING_POLICY: Final = "mistral_serve.routing.policy"
 ROUTING_REASON: Final = "mistral_serve.routing.reason"  # prefix, session, load, only-choice
 ROUTING_PREFIX_SHARE: Final = "mistral_serve.routing.prefix_share"

@@ -95,3 +95,33 @@ def test_an_unexpected_failure_is_an_openai_500_with_its_request_id():
     error = assert_openai_error(response, 500, "server_error", "internal_error")
     assert "a bug" not in error["message"]  # internals stay in the log
     assert response.headers["x-request-id"] == "trace-me"
+
+
+def test_with_api_key_set_generation_and_models_need_it_and_probes_do_not():
+    settings = Settings(
+        _env_file=None, engine_urls=[f"http://127.0.0.1:{free_port()}"], api_key="s3cret"
+    )
+    with TestClient(create_app(settings)) as client:
+        for response in (
+            client.get("/v1/models"),
+            client.post("/v1/completions", json={"model": "demo", "prompt": "hi"}),
+            client.get("/v1/models", headers={"authorization": "Bearer wrong"}),
+        ):
+            error = assert_openai_error(response, 401, "invalid_request_error", "invalid_api_key")
+            assert "wrong" not in error["message"]
+        authorized = {"authorization": "Bearer s3cret"}
+        assert client.get("/v1/models", headers=authorized).status_code == 200
+        answer = client.post(
+            "/v1/completions", json={"model": "demo", "prompt": "hi"}, headers=authorized
+        )
+        assert answer.status_code == 503  # past auth: no engine is ready
+        assert client.get("/health").status_code == 200
+        assert client.get("/ready").status_code == 503  # no engine, but not a 401
+
+
+def test_auth_off_ignores_keys_and_opens_no_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MISTRAL_SERVE_DATA_DIR", str(tmp_path / "data"))
+    settings = Settings(_env_file=None, auth="off", api_key="s3cret")
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/models").status_code == 200
+    assert not (tmp_path / "data").exists()

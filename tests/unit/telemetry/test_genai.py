@@ -275,3 +275,11 @@ def test_no_wait_is_no_span_but_still_a_point(captured):
     assert not [span for span in spans if span.name == "queue"]
     [point] = captured.metrics()[semconv.QUEUE_DURATION].data.data_points
     assert point.count == 1
+
+
+def test_the_callers_key_id_is_on_the_span(captured):
+    def keyed(generation):
+        generation.caller("jfzgivvsehhf")
+        generation.succeeded()
+
+    assert server_span(run_request(captured, keyed)).attributes[semconv.KEY_ID] == "jfzgivvsehhf"

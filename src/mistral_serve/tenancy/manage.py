@@ -1,0 +1,91 @@
+"""Managing keys, for the `keys` command (and, later, the admin API): issue, describe, change,
+revoke. The key's text leaves only through :func:`create_key`'s return value, once."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from mistral_serve.store import KeyRecord, KeyRecords
+from mistral_serve.tenancy.keys import IssuedKey, issue_key
+
+_DURATION = re.compile(r"^(\d+)\s*([mhdw])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_expiry(text: str, now: datetime | None = None) -> datetime | None:
+    """``30d``, ``12h``, ``90m``, ``2w`` from now; an ISO date or time (UTC unless it says);
+    ``never`` for no expiry. Raises ValueError."""
+    text = text.strip().lower()
+    if text == "never":
+        return None
+    now = now or datetime.now(UTC)
+    found = _DURATION.match(text)
+    if found:
+        return now + timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not a duration (30d, 12h) or a date: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def parse_models(text: str) -> tuple[str, ...] | None:
+    """``a,b`` → those models; ``all`` (or nothing) → every model."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    return None if not names or names == ("all",) else names
+
+
+async def create_key(
+    records: KeyRecords, name: str, **settings: Any
+) -> tuple[IssuedKey, KeyRecord]:
+    issued = issue_key()
+    record = await records.create(issued.key_id, name, issued.secret_hash, **settings)
+    return issued, record
+
+
+def state(record: KeyRecord, now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    if record.revoked_at is not None:
+        return "revoked"
+    if record.expires_at is not None and now >= record.expires_at:
+        return "expired"
+    return "active"
+
+
+def describe(record: KeyRecord) -> dict[str, Any]:
+    """What may be shown of a key: everything but the hash of its secret."""
+    return {
+        "id": record.id,
+        "name": record.name,
+        "state": state(record),
+        "models": list(record.models) if record.models is not None else None,
+        "priority": record.priority,
+        "created_at": record.created_at.isoformat(),
+        "expires_at": record.expires_at.isoformat() if record.expires_at else None,
+        "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+    }
+
+
+def table(records: Sequence[KeyRecord]) -> str:
+    """Keys as a fixed-width table for people."""
+    rows = [("ID", "NAME", "STATE", "MODELS", "PRIORITY", "CREATED", "EXPIRES")]
+    for record in records:
+        rows.append(
+            (
+                record.id,
+                record.name,
+                state(record),
+                ",".join(record.models) if record.models is not None else "all",
+                str(record.priority),
+                record.created_at.strftime("%Y-%m-%d %H:%M"),
+                record.expires_at.strftime("%Y-%m-%d %H:%M") if record.expires_at else "never",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )

@@ -1,0 +1,127 @@
+"""API keys against a real gateway and engine: the auth matrix, with keys made and revoked by
+`mistral-serve keys` as an operator would, and no secret in the gateway's log."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from .conftest import Stack, start_gateway, stop_process
+
+pytestmark = pytest.mark.integration
+
+TTL_S = 1
+
+
+@dataclass
+class Secured:
+    url: str
+    data_dir: Path
+    log_path: Path
+
+    def keys(self, *args: str) -> str:
+        """`mistral-serve keys …` on the gateway's store; its standard output."""
+        env = {**os.environ, "MISTRAL_SERVE_DATA_DIR": str(self.data_dir)}
+        done = subprocess.run(
+            [sys.executable, "-m", "mistral_serve.cli", "keys", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def create(self, *args: str) -> tuple[str, str]:
+        """A new key: (id, the key's text)."""
+        lines = dict(line.split(":", 1) for line in self.keys("create", *args).splitlines())
+        return lines["key id"].strip(), lines["key"].strip()
+
+
+@pytest.fixture(scope="module")
+def secured(stack: Stack, otlp, tmp_path_factory) -> Iterator[Secured]:
+    """A gateway over the session's engines whose store this module fills (AUTH=auto)."""
+    log_dir = tmp_path_factory.mktemp("auth")
+    data_dir = log_dir / "data"
+    log_path = log_dir / "gateway.log"
+    url, process = start_gateway(
+        ",".join(stack.engine_urls.values()),
+        otlp.endpoint,
+        log_path,
+        MISTRAL_SERVE_DATA_DIR=str(data_dir),
+        KEY_CACHE_TTL_S=str(TTL_S),
+    )
+    try:
+        yield Secured(url, data_dir, log_path)
+    finally:
+        stop_process(process)
+
+
+def chat(url: str, key: str | None, model: str = "demo") -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"} if key is not None else {}
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    return httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=60)
+
+
+def wait_until(condition, timeout_s: float = 10 * TTL_S) -> float:
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout_s
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def test_the_auth_matrix(secured: Secured):
+    url = secured.url
+    assert chat(url, None).status_code == 200  # no key exists yet: AUTH=auto is open
+    key_id, key = secured.create("--name", "app")
+    wait_until(lambda: chat(url, None).status_code == 401)  # the first key closes the door
+
+    client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+    reply = client.chat.completions.create(
+        model="demo", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )
+    assert reply.usage.completion_tokens == 2
+    _, limited = secured.create("--name", "v1 only", "--models", "demo-v1")
+    _, expired = secured.create("--name", "old", "--expires", "2020-01-01")
+    revoked_id, revoked = secured.create("--name", "leaver")
+    wait_until(lambda: chat(url, limited, "demo-v1").status_code == 200)
+    wrong_secret = key[:-6] + ("a" if key[-6] != "a" else "b") + key[-5:]
+    cases = {
+        "no key": (None, 401, "invalid_api_key"),
+        "malformed": ("not-a-key", 401, "invalid_api_key"),
+        "wrong secret": (wrong_secret, 401, "invalid_api_key"),
+        "expired": (expired, 401, "invalid_api_key"),
+        "wrong model": (limited, 403, "model_not_allowed"),
+    }
+    for name, (presented, status, code) in cases.items():
+        response = chat(url, presented)
+        assert response.status_code == status, name
+        error = response.json()["error"]
+        assert error["code"] == code, name
+        assert presented is None or presented not in error["message"], name
+    listed = httpx.get(url + "/v1/models", headers={"authorization": f"Bearer {limited}"})
+    assert [card["id"] for card in listed.json()["data"]] == ["demo-v1"]
+
+    assert chat(url, revoked).status_code == 200
+    secured.keys("revoke", revoked_id)
+    refused_after = wait_until(lambda: chat(url, revoked).status_code == 401)
+    assert refused_after <= 2 * TTL_S + 1, refused_after
+    assert chat(url, key).status_code == 200  # the others are untouched
+
+    shown = json.loads(secured.keys("list", "--json"))
+    assert {entry["id"]: entry["state"] for entry in shown}[revoked_id] == "revoked"
+    assert key_id in {entry["id"] for entry in shown}
+    log = secured.log_path.read_text()
+    for secret in (key, limited, expired, revoked, wrong_secret):
+        assert secret.split("_")[2] not in log  # no secret, whole or in part, in the log
