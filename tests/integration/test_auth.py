@@ -95,7 +95,8 @@ def test_the_auth_matrix(secured: Secured):
     _, limited = secured.create("--name", "v1 only", "--models", "demo-v1")
     _, expired = secured.create("--name", "old", "--expires", "2020-01-01")
     revoked_id, revoked = secured.create("--name", "leaver")
-    wait_until(lambda: chat(url, limited, "demo-v1").status_code == 200)
+    # The last key made is known once it works; the ones made before it are known too.
+    wait_until(lambda: chat(url, revoked).status_code == 200)
     wrong_secret = key[:-6] + ("a" if key[-6] != "a" else "b") + key[-5:]
     cases = {
         "no key": (None, 401, "invalid_api_key"),
@@ -113,7 +114,6 @@ def test_the_auth_matrix(secured: Secured):
     listed = httpx.get(url + "/v1/models", headers={"authorization": f"Bearer {limited}"})
     assert [card["id"] for card in listed.json()["data"]] == ["demo-v1"]
 
-    assert chat(url, revoked).status_code == 200
     secured.keys("revoke", revoked_id)
     refused_after = wait_until(lambda: chat(url, revoked).status_code == 401)
     assert refused_after <= 2 * TTL_S + 1, refused_after
