@@ -19,6 +19,15 @@ fi
 echo "==> lint (ruff) and import layering (import-linter)" >&2
 .venv/bin/ruff check src tests deploy bench
 .venv/bin/lint-imports --no-cache
+# The store tests need PostgreSQL: this machine's on 127.0.0.1:5432, TEST_POSTGRES_URL, or else
+# a throwaway one, stopped when the run ends.
+if [ -z "${TEST_POSTGRES_URL:-}" ] \
+    && ! python3 -c 'import socket; socket.create_connection(("127.0.0.1", 5432), 2)' 2>/dev/null; then
+    echo "==> PostgreSQL does not answer on 127.0.0.1:5432: starting a throwaway one" >&2
+    read -r TEST_POSTGRES_URL throwaway < <(scripts/throwaway-postgres.sh start)
+    export TEST_POSTGRES_URL
+    trap 'scripts/throwaway-postgres.sh stop "$throwaway"' EXIT
+fi
 echo "==> pytest" >&2
 # pytest exits 5 when it collects no test: that is a failure here too.
-exec .venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "$@"
