@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     auth: Literal["auto", "required", "off"] = "auto"
     # One static key, like vLLM's --api-key: clients send `Authorization: Bearer <it>`.
     api_key: SecretStr | None = None
+    # The admin API (/admin/keys…) answers only `Authorization: Bearer <this>`; unset: it is off.
+    admin_api_key: SecretStr | None = None
     # Where keys live: a SQLAlchemy URL (postgresql://… for fleets). Unset: SQLite in the data
     # folder.
     database_url: SecretStr | None = None
@@ -161,6 +163,7 @@ class Settings(BaseSettings):
         "engine_base_port",
         "engine_max_inflight",
         "api_key",
+        "admin_api_key",
         "database_url",
         "otel_exporter_otlp_endpoint",
         "otel_exporter_otlp_headers",

@@ -14,6 +14,7 @@ gateway turns them into an SSE error event instead.
     ├── NotFoundError                      404 invalid_request_error / not_found (unknown route)
     ├── InvalidApiKeyError                 401 invalid_request_error / invalid_api_key
     ├── ModelNotAllowedError               403 invalid_request_error / model_not_allowed
+    ├── AdminDisabledError                 403 invalid_request_error / admin_disabled
     ├── ServerOverloadedError              429 server_error / server_overloaded (+ Retry-After)
     ├── NoReadyEngineError                 503 server_error / no_ready_engine  (+ Retry-After)
     │   └── DrainingError                  503 server_error / shutting_down
@@ -118,6 +119,15 @@ class ModelNotAllowedError(MistralServeError):
 
     def __init__(self, model: str) -> None:
         super().__init__(f"This API key may not use the model `{model}`.", param="model")
+
+
+class AdminDisabledError(MistralServeError):
+    """The admin API is off: no ADMIN_API_KEY, or no key store (AUTH=off)."""
+
+    status = 403
+    type = "invalid_request_error"
+    code = "admin_disabled"
+    label = "admin_disabled"
 
 
 class NoReadyEngineError(MistralServeError):

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from mistral_serve import __version__
 from mistral_serve.admission import AdmissionLimits
+from mistral_serve.api.admin import router as admin_router
 from mistral_serve.api.errors import install_error_handlers
 from mistral_serve.api.middleware import (
     RequestIdMiddleware,
@@ -54,6 +55,9 @@ class Services:
     registry: EngineRegistry
     monitor: EngineMonitor
     gateway: Gateway
+    #: The key store and ADMIN_API_KEY, for the admin API (None: it is off).
+    keys: KeyRecords | None = None
+    admin_key: str | None = None
 
 
 def routing_policy(settings: Settings, *, stats_max_age_s: float) -> RoutingPolicy:
@@ -67,20 +71,24 @@ def routing_policy(settings: Settings, *, stats_max_age_s: float) -> RoutingPoli
 
 
 @asynccontextmanager
-async def authentication(settings: Settings) -> AsyncIterator[Authenticator]:
-    """The authenticator AUTH asks for. Unless auth is off, the key store is opened (its
-    migrations applied), every key read, and changes followed every KEY_CACHE_TTL_S."""
+async def authentication(
+    settings: Settings,
+) -> AsyncIterator[tuple[Authenticator, KeyRecords | None]]:
+    """The authenticator AUTH asks for, and the key records (for the admin API). Unless auth
+    is off, the key store is opened (its migrations applied), every key read, and changes
+    followed every KEY_CACHE_TTL_S."""
     static_key = settings.api_key.get_secret_value() if settings.api_key else None
     if settings.auth == "off":
-        yield Authenticator("off", None, None)
+        yield Authenticator("off", None, None), None
         return
     store = await Store.open(configured_url(settings))
-    cache = KeyCache(KeyRecords(store), settings.key_cache_ttl_s)
+    records = KeyRecords(store)
+    cache = KeyCache(records, settings.key_cache_ttl_s)
     following: asyncio.Task[None] | None = None
     try:
         await cache.load()
         following = asyncio.create_task(cache.run(), name="key-cache")
-        yield Authenticator(settings.auth, static_key, cache)
+        yield Authenticator(settings.auth, static_key, cache), records
     finally:
         if following is not None:
             following.cancel()
@@ -130,13 +138,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with authentication(settings) as authenticator:
+        async with authentication(settings) as (authenticator, keys):
             warn_if_open(settings, authenticator)
-            async with _serving(app, authenticator):
+            async with _serving(app, authenticator, keys):
                 yield
 
     @asynccontextmanager
-    async def _serving(app: FastAPI, authenticator: Authenticator) -> AsyncIterator[None]:
+    async def _serving(
+        app: FastAPI, authenticator: Authenticator, keys: KeyRecords | None
+    ) -> AsyncIterator[None]:
         client = EngineClient(read_timeout_s=settings.engine_read_timeout_s)
         await client.start()
         registry = EngineRegistry(
@@ -176,7 +186,8 @@ def create_app(
             observer=observer,
         )
         observer.watch_queue_depths(gateway.admission.depths)
-        app.state.services = Services(client, registry, monitor, gateway)
+        admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
+        app.state.services = Services(client, registry, monitor, gateway, keys, admin_key)
         try:
             yield
         finally:
@@ -195,6 +206,7 @@ def create_app(
         redoc_url=None,
     )
     app.include_router(router)
+    app.include_router(admin_router)
     install_error_handlers(app)
     # Last added is outermost: every answer, even an unexpected 500, gets its request id, and
     # the span sees the status of every answer.

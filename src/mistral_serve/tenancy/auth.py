@@ -85,3 +85,10 @@ def _bearer(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
+
+
+def check_admin(authorization: str | None, admin_key: str) -> None:
+    """Only the holder of ADMIN_API_KEY may use the admin API."""
+    token = _bearer(authorization)
+    if token is None or not hmac.compare_digest(token.encode(), admin_key.encode()):
+        raise InvalidApiKeyError("The admin API needs `Authorization: Bearer <ADMIN_API_KEY>`.")

@@ -1,0 +1,80 @@
+"""The admin API: the `keys` command over HTTP, for dashboards and automation. Only with
+`Authorization: Bearer <ADMIN_API_KEY>`; off when that is unset or AUTH=off (no key store)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from mistral_serve.api.responses import json_response
+from mistral_serve.errors import AdminDisabledError, InvalidRequestError, NotFoundError
+from mistral_serve.protocol.admin import KeySettings, NewKey
+from mistral_serve.store import KeyRecord, KeyRecords
+from mistral_serve.tenancy import manage
+from mistral_serve.tenancy.auth import check_admin
+
+router = APIRouter(prefix="/admin")
+
+
+def _admitted(request: Request) -> KeyRecords:
+    """The key store, once the caller proved to be the admin (before any body is read)."""
+    services = request.app.state.services
+    if services.admin_key is None or services.keys is None:
+        raise AdminDisabledError("The admin API is off: set ADMIN_API_KEY (and leave AUTH on).")
+    check_admin(request.headers.get("authorization"), services.admin_key)
+    return services.keys
+
+
+Keys = Annotated[KeyRecords, Depends(_admitted)]
+
+
+def _settings(body: KeySettings) -> dict[str, Any]:
+    given = body.model_dump(exclude_unset=True)
+    try:
+        if "expires" in given:
+            expires = given.pop("expires")
+            given["expires_at"] = manage.parse_expiry(expires) if expires is not None else None
+    except ValueError as exc:
+        raise InvalidRequestError(str(exc), param="expires") from None
+    if given.get("models") is not None:
+        given["models"] = tuple(given["models"])
+    return given
+
+
+def _found(record: KeyRecord | None, key_id: str) -> Response:
+    if record is None:
+        raise NotFoundError(f"No key `{key_id}`.")
+    return json_response(manage.describe(record))
+
+
+@router.post("/keys")
+async def create_key(keys: Keys, body: NewKey) -> Response:
+    """Make a key; the answer holds its text, the only time it is shown."""
+    settings = _settings(body)
+    name = settings.pop("name")
+    issued, record = await manage.create_key(keys, name, **settings)
+    return json_response({**manage.describe(record), "key": issued.text}, 201)
+
+
+@router.get("/keys")
+async def list_keys(keys: Keys) -> Response:
+    records = await keys.list()
+    return json_response({"object": "list", "data": [manage.describe(r) for r in records]})
+
+
+@router.get("/keys/{key_id}")
+async def show_key(key_id: str, keys: Keys) -> Response:
+    return _found(await keys.get(key_id), key_id)
+
+
+@router.patch("/keys/{key_id}")
+async def update_key(key_id: str, keys: Keys, body: KeySettings) -> Response:
+    return _found(await keys.update(key_id, **_settings(body)), key_id)
+
+
+@router.delete("/keys/{key_id}")
+async def revoke_key(key_id: str, keys: Keys) -> Response:
+    """Revoke (the key is kept, for the ledger); every gateway refuses it within the TTL."""
+    return _found(await keys.revoke(key_id), key_id)

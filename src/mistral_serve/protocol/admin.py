@@ -1,0 +1,22 @@
+"""The admin API's request bodies (`/admin/keys`): what `mistral-serve keys` takes, as JSON."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+
+class KeySettings(BaseModel):
+    """Settings of a key; a field left out is left as it is (on update) or default (on create).
+    ``models``: null or absent is every model; ``expires``: ``30d``, ``12h``, an ISO date, or
+    ``never``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: StrictStr | None = Field(default=None, min_length=1, max_length=200)
+    models: list[StrictStr] | None = None
+    priority: StrictInt | None = None
+    expires: StrictStr | None = None
+
+
+class NewKey(KeySettings):
+    name: StrictStr = Field(min_length=1, max_length=200)
