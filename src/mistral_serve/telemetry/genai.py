@@ -162,6 +162,7 @@ class Generation:
         self._metric_attributes: dict[str, Any] = self._base_attributes()
         self._finish_reasons: dict[int, str] = {}
         self._output_text: dict[int, list[str]] = {}
+        self._key_id: str | None = None
         self._ended = False
         observer.metrics.active_requests.add(1, self._base_attributes())
         if self._recording:
@@ -207,7 +208,10 @@ class Generation:
 
     # -- the caller, admission and routing --------------------------------------------------------
     def caller(self, key_id: str | None) -> None:
-        """The API key's id (never the secret) on the span; None when auth is off."""
+        """The API key's id (never the secret) on the span and on token usage; None when no
+        key is required. Keys are few and made by an operator, so the id is a bounded
+        metric attribute."""
+        self._key_id = key_id
         if key_id is not None and self._recording:
             self.span.set_attribute(semconv.KEY_ID, key_id)
 
@@ -374,7 +378,10 @@ class Generation:
             (semconv.TOKEN_OUTPUT, timings.output_tokens),
         ):
             if count is not None:
-                metrics.token_usage.record(count, {**attributes, semconv.TOKEN_TYPE: token_type})
+                usage = {**attributes, semconv.TOKEN_TYPE: token_type}
+                if self._key_id is not None:
+                    usage[semconv.KEY_ID] = self._key_id  # token usage by key
+                metrics.token_usage.record(count, usage)
         if self._recording:
             self._annotate_span(error_type, message)
         # One line per request (with its trace and span ids in JSON logs and over OTLP).

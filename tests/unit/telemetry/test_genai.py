@@ -283,3 +283,15 @@ def test_the_callers_key_id_is_on_the_span(captured):
         generation.succeeded()
 
     assert server_span(run_request(captured, keyed)).attributes[semconv.KEY_ID] == "jfzgivvsehhf"
+
+
+def test_token_usage_is_counted_by_key_id(captured):
+    def keyed(generation):
+        generation.caller("jfzgivvsehhf")
+        generation.usage(11, 7)
+        generation.succeeded()
+
+    run_request(captured, keyed)
+    points = captured.metrics()[semconv.TOKEN_USAGE].data.data_points
+    assert {p.attributes[semconv.KEY_ID] for p in points} == {"jfzgivvsehhf"}
+    assert {p.attributes[semconv.TOKEN_TYPE]: p.sum for p in points} == {"input": 11, "output": 7}
