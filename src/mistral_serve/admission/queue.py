@@ -214,7 +214,7 @@ class Admission(Generic[T]):
             queue = self._queues.get(model)
             if queue is not None:
                 queue.rate.completed()
-                queue.wake()
+        self.wake(models)
 
     def wake(self, models: frozenset[str] | set[str]) -> None:
         """Engines serving ``models`` changed: their lines may move (or find no engine)."""
