@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import sys
 import tempfile
 import threading
 import time
@@ -26,9 +24,14 @@ from pathlib import Path
 
 import aiohttp
 import psutil
-from harness import api_server, demo_engine_spec, start, start_engine, stop_all, wait_ok
-
-from mistral_serve.engines.supervisor import free_port
+from harness import (
+    api_server,
+    demo_engine_spec,
+    start_engine,
+    start_gateway,
+    stop_all,
+    wait_ok,
+)
 
 BODY = {
     "model": "demo",
@@ -91,20 +94,10 @@ def main() -> None:
         if args.baseline_src:
             variants["baseline"] = args.baseline_src
         for name, source in variants.items():
-            port = free_port()
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
-                "ENGINE_URLS": spec.url,
-                "HOST": "127.0.0.1",
-                "MISTRAL_SERVE_DATA_DIR": str(work / "data"),  # a key store of its own
-                "PORT": str(port),
-                "LOG_LEVEL": "WARNING",
-            }
-            if source is not None:
-                env["PYTHONPATH"] = str(source)
-            command = [sys.executable, "-m", "mistral_serve.cli", "gateway"]
-            processes.append(start(command, env, work / f"gateway-{name}.log"))
-            gateways[name] = f"http://127.0.0.1:{port}"
+            baseline = {"PYTHONPATH": str(source)} if source is not None else {}
+            url, gateway = start_gateway(work, [spec.url], f"gateway-{name}", **baseline)
+            processes.append(gateway)
+            gateways[name] = url
         for url in gateways.values():
             wait_ok(url + "/ready", 120)
             asyncio.run(load(url, 16, 4))  # warm up

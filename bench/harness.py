@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,7 @@ import psutil
 from mistral_serve.cli import engine_specs
 from mistral_serve.config import Settings
 from mistral_serve.engines.guard import guarded
-from mistral_serve.engines.supervisor import EngineSpec
+from mistral_serve.engines.supervisor import EngineSpec, free_port
 from mistral_serve.engines.vllm_args import VLLM_SERVER_MODULE
 from mistral_serve.models.profiles import resolve_model
 
@@ -38,6 +39,26 @@ def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
 def start_engine(spec: EngineSpec, log: Path) -> subprocess.Popen:
     """The engine under the guard `up` uses, so it dies with the benchmark whatever happens."""
     return start(guarded(spec.command), dict(spec.env), log)
+
+
+def start_gateway(
+    work: Path, engine_urls: Sequence[str], log_name: str, **settings: str
+) -> tuple[str, subprocess.Popen]:
+    """A `mistral-serve gateway` over ``engine_urls``, not yet waited for: its URL and process.
+    Telemetry off and warnings only unless ``settings`` (more environment) say otherwise; its
+    key store in ``work``."""
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+        "ENGINE_URLS": ",".join(engine_urls),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "MISTRAL_SERVE_DATA_DIR": str(work / "data"),
+        "LOG_LEVEL": "WARNING",
+        **settings,
+    }
+    command = [sys.executable, "-m", "mistral_serve.cli", "gateway"]
+    return f"http://127.0.0.1:{port}", start(command, env, work / f"{log_name}.log")
 
 
 def api_server(engine: subprocess.Popen) -> psutil.Process:

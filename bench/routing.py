@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -46,10 +44,8 @@ import aiohttp
 import httpx
 import openai
 import orjson
-from harness import demo_engine_spec, start, start_engine, stop_all, wait_ok
+from harness import demo_engine_spec, start_engine, start_gateway, stop_all, wait_ok
 from prometheus_client.parser import text_string_to_metric_families
-
-from mistral_serve.engines.supervisor import free_port
 
 MODEL = "demo-v1"
 KV_CAP_BLOCKS = 160  # 160 × 128 tokens: about 20k tokens per engine
@@ -134,6 +130,7 @@ def engine_counters(url: str) -> Counter:
 class Stack:
     work: Path
     processes: list = field(default_factory=list)
+    gateways_made: int = 0  # names each gateway's log
 
     @contextmanager
     def gateways(self, engines: list[str], count: int, **settings: str) -> Iterator[list[str]]:
@@ -141,21 +138,17 @@ class Stack:
         started = []
         urls = []
         for _ in range(count):
-            port = free_port()
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
-                "ENGINE_URLS": ",".join(engines),
-                "HOST": "127.0.0.1",
-                "MISTRAL_SERVE_DATA_DIR": str(self.work / "data"),  # a key store of its own
-                "PORT": str(port),
-                "LOG_LEVEL": "WARNING",
-                "ENGINE_CANARY_INTERVAL_S": "3600",  # the engines' counters are the workload's
-                "ENGINE_STATS_INTERVAL_S": "0.5",
+            self.gateways_made += 1
+            url, process = start_gateway(
+                self.work,
+                engines,
+                f"gateway-{self.gateways_made}",
+                ENGINE_CANARY_INTERVAL_S="3600",  # the engines' counters are the workload's
+                ENGINE_STATS_INTERVAL_S="0.5",
                 **settings,
-            }
-            command = [sys.executable, "-m", "mistral_serve.cli", "gateway"]
-            started.append(start(command, env, self.work / f"gateway-{port}.log"))
-            urls.append(f"http://127.0.0.1:{port}")
+            )
+            started.append(process)
+            urls.append(url)
         try:
             for url in urls:
                 wait_ok(url + "/ready", 120)

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -23,9 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import aiohttp
-from harness import demo_engine_spec, start, start_engine, stop_all, wait_ok
-
-from mistral_serve.engines.supervisor import free_port
+from harness import demo_engine_spec, start_engine, start_gateway, stop_all, wait_ok
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -97,22 +94,9 @@ def main() -> None:
             ("off", {}),
             ("on", {"OTEL_EXPORTER_OTLP_ENDPOINT": sink, "OTEL_METRIC_EXPORT_INTERVAL": "5000"}),
         ):
-            port = free_port()
-            inherited = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-            env = {
-                **inherited,
-                "ENGINE_URLS": spec.url,
-                "HOST": "127.0.0.1",
-                "MISTRAL_SERVE_DATA_DIR": str(work / "data"),  # a key store of its own
-                "PORT": str(port),
-                "LOG_LEVEL": "WARNING",
-                **extra,
-            }
-            process = start(
-                [sys.executable, "-m", "mistral_serve.cli", "gateway"], env, work / f"{name}.log"
-            )
+            url, process = start_gateway(work, [spec.url], name, **extra)
             processes.append(process)
-            gateways[name] = (f"http://127.0.0.1:{port}", process)
+            gateways[name] = (url, process)
         for url, _ in gateways.values():
             wait_ok(url + "/ready", 60)
             asyncio.run(load(url, 20, 4))  # warm up connections and the engine
