@@ -19,14 +19,22 @@ fi
 echo "==> lint (ruff) and import layering (import-linter)" >&2
 .venv/bin/ruff check src tests deploy bench
 .venv/bin/lint-imports --no-cache
-# The store tests need PostgreSQL: this machine's on 127.0.0.1:5432, TEST_POSTGRES_URL, or else
-# a throwaway one, stopped when the run ends.
-if [ -z "${TEST_POSTGRES_URL:-}" ] \
-    && ! python3 -c 'import socket; socket.create_connection(("127.0.0.1", 5432), 2)' 2>/dev/null; then
+# The store and limit tests need PostgreSQL and Redis: this machine's on their standard ports,
+# TEST_POSTGRES_URL / TEST_REDIS_URL, or else throwaway ones, stopped when the run ends.
+answers() { python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 2)" 2>/dev/null; }
+throwaways=()
+trap 'for stop in "${throwaways[@]}"; do eval "$stop"; done' EXIT
+if [ -z "${TEST_POSTGRES_URL:-}" ] && ! answers 5432; then
     echo "==> PostgreSQL does not answer on 127.0.0.1:5432: starting a throwaway one" >&2
-    read -r TEST_POSTGRES_URL throwaway < <(scripts/throwaway-postgres.sh start)
+    read -r TEST_POSTGRES_URL postgres_folder < <(scripts/throwaway-postgres.sh start)
     export TEST_POSTGRES_URL
-    trap 'scripts/throwaway-postgres.sh stop "$throwaway"' EXIT
+    throwaways+=('scripts/throwaway-postgres.sh stop "$postgres_folder"')
+fi
+if [ -z "${TEST_REDIS_URL:-}" ] && ! answers 6379; then
+    echo "==> Redis does not answer on 127.0.0.1:6379: starting a throwaway one" >&2
+    read -r TEST_REDIS_URL redis_folder < <(scripts/throwaway-redis.sh start)
+    export TEST_REDIS_URL
+    throwaways+=('scripts/throwaway-redis.sh stop "$redis_folder"')
 fi
 echo "==> pytest" >&2
 # pytest exits 5 when it collects no test: that is a failure here too.

@@ -49,11 +49,21 @@ def devices(service: dict) -> list[str]:
     return reservation["device_ids"]
 
 
+def test_store_profile_offers_postgres_and_redis_to_the_gateway_only(compose):
+    services = compose["services"]
+    for name in ("postgres", "redis"):
+        assert services[name]["profiles"] == ["store"]
+        assert "ports" not in services[name]  # reached on the Compose network only
+        assert services[name]["healthcheck"]["test"]
+    gateway = services["gateway"]["environment"]
+    assert {"DATABASE_URL", "REDIS_URL", "LIMITS_ON_STORE_ERROR"} <= set(gateway)
+
+
 def test_sample_env_selects_two_tp1_engines_with_one_gpu_each(compose):
     sample = (REPO / "config" / "sample.env").read_text().splitlines()
     assert "COMPOSE_PROFILES=tp1" in sample
     services = compose["services"]
-    assert set(services) == {"gateway", "otel-collector", *ENGINES}
+    assert set(services) == {"gateway", "otel-collector", "postgres", "redis", *ENGINES}
     for name, gpu in (("engine-0", "0"), ("engine-1", "1")):
         assert services[name]["profiles"] == ["tp1"]
         assert services[name]["environment"]["TENSOR_PARALLEL_SIZE"] == "1"
