@@ -4,6 +4,7 @@
     mistral-serve gateway             gateway only, over ENGINE_URLS
     mistral-serve demo-model DIR      write the built-in demo checkpoint
     mistral-serve keys …              API keys: create, list, show, update, revoke
+    mistral-serve usage …             token usage from the ledger, by day, model or key
     mistral-serve healthcheck         exit 0 when this machine's gateway is ready (containers)
 
 Settings come from the environment and `.env` (see config/sample.env). A bad setting stops the
@@ -24,6 +25,7 @@ import socket
 import sys
 import urllib.request
 from collections.abc import Iterator, Sequence
+from datetime import date
 from pathlib import Path
 
 import uvicorn
@@ -43,13 +45,13 @@ from mistral_serve.engines.vllm_args import (
 from mistral_serve.errors import ConfigError, EngineStartError
 from mistral_serve.models.demo import VARIANTS, ensure_demo_model
 from mistral_serve.models.profiles import ServedModel, resolve_model
-from mistral_serve.store import KeyRecords, Store
+from mistral_serve.store import KeyRecords, Store, UsageRecords
 from mistral_serve.store.database import configured_url
 from mistral_serve.telemetry.engines import EngineTelemetry
 from mistral_serve.telemetry.gpu import register_gpu_metrics
 from mistral_serve.telemetry.logs import export_logs, setup_logging
 from mistral_serve.telemetry.setup import Telemetry, start_telemetry
-from mistral_serve.tenancy import manage
+from mistral_serve.tenancy import manage, report
 
 log = logging.getLogger("mistral_serve")
 
@@ -280,6 +282,9 @@ def _key_settings(args: argparse.Namespace) -> dict[str, object]:
         given["expires_at"] = manage.parse_expiry(args.expires)
     if getattr(args, "rename", None) is not None:
         given["name"] = args.rename
+    for name in manage.LIMITS:
+        if getattr(args, name, None) is not None:
+            given[name] = manage.parse_limit(getattr(args, name))
     return given
 
 
@@ -326,6 +331,14 @@ def _add_keys_parser(commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--models", help="models it may use: a,b (default all)")
         parser.add_argument("--priority", type=int, help="admission order, lower first (0)")
         parser.add_argument("--expires", help="30d, 12h, an ISO date, or never (default)")
+        for flag, what in (
+            ("--rpm", "requests per minute"),
+            ("--tpm", "tokens per minute (prompt + completion)"),
+            ("--max-concurrent", "requests at a time"),
+            ("--tokens-per-day", "token budget per UTC day"),
+            ("--tokens-per-month", "token budget per UTC month"),
+        ):
+            parser.add_argument(flag, metavar="N", help=f"{what}; none: unlimited (default)")
 
     create = actions.add_parser("create", help="make a key; prints it once")
     create.add_argument("--name", required=True, help="what the key is for")
@@ -342,6 +355,43 @@ def _add_keys_parser(commands: argparse._SubParsersAction) -> None:
         "revoke", help="refuse the key from now on (within KEY_CACHE_TTL_S)"
     )
     revoke.add_argument("key_id", metavar="ID")
+
+
+# -- usage ---------------------------------------------------------------------------------------
+def cmd_usage(args: argparse.Namespace) -> int:
+    """Token usage from the ledger in DATABASE_URL's store, by day, model or key."""
+    settings = _settings()
+    try:
+        since = report.parse_since(args.since)
+    except ValueError as exc:
+        raise ConfigError(f"--since: {exc}") from None
+    return _run(_usage(args, settings, since))
+
+
+async def _usage(args: argparse.Namespace, settings: Settings, since: date) -> int:
+    store = await Store.open(configured_url(settings))
+    try:
+        summaries = await UsageRecords(store).totals(since, by=args.by, key_id=args.key)
+        names = (
+            {record.id: record.name for record in await KeyRecords(store).list()}
+            if args.by == "key"
+            else None
+        )
+    finally:
+        await store.close()
+    print(report.render(summaries, args.by, args.format, names))
+    return 0
+
+
+def _add_usage_parser(commands: argparse._SubParsersAction) -> None:
+    usage = commands.add_parser("usage", help="token usage from the ledger (DATABASE_URL's store)")
+    usage.add_argument("--key", metavar="ID", help="one key's usage only")
+    usage.add_argument(
+        "--since", default="7d", help="7d, 24h, 2w back, or an ISO date (default 7d; UTC days)"
+    )
+    usage.add_argument("--by", choices=("day", "model", "key"), default="day")
+    usage.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    usage.set_defaults(handler=cmd_usage)
 
 
 # -- healthcheck ---------------------------------------------------------------------------------
@@ -410,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=cmd_demo_model)
     _add_keys_parser(commands)
+    _add_usage_parser(commands)
     health = commands.add_parser(
         "healthcheck", help="exit 0 if the gateway on HOST:PORT is ready (for containers)"
     )

@@ -132,6 +132,19 @@ class Settings(BaseSettings):
     # A gateway re-reads changed keys this often: a revocation or change reaches every gateway
     # within it, with no database read per request.
     key_cache_ttl_s: float = Field(default=5.0, gt=0)
+    # Where per-key limit counters live: redis://… shares them between every gateway process
+    # and replica (one atomic script per request). Unset: in this process only.
+    redis_url: SecretStr | None = None
+    # When the limit counters cannot be reached: serve without limits (open) or refuse with
+    # 503 (closed). Either way it is logged and counted.
+    limits_on_store_error: Literal["open", "closed"] = "open"
+    # Output tokens a request that sets no max_tokens reserves against its key's TPM and
+    # budgets; it is charged what it really used when it ends.
+    limits_reserve_output_tokens: int = Field(default=1024, ge=1)
+    # The usage ledger writes its rows in batches: every this many seconds, or sooner when
+    # this many rows wait.
+    ledger_flush_interval_s: float = Field(default=1.0, gt=0)
+    ledger_batch_rows: int = Field(default=500, ge=1)
 
     # -- gateway -----------------------------------------------------------------------------
     host: str = "0.0.0.0"
@@ -165,6 +178,7 @@ class Settings(BaseSettings):
         "api_key",
         "admin_api_key",
         "database_url",
+        "redis_url",
         "otel_exporter_otlp_endpoint",
         "otel_exporter_otlp_headers",
         mode="before",
@@ -278,6 +292,8 @@ def parse_key_values(text: str) -> dict[str, str]:
     return pairs
 
 
+#: Settings whose given value is never repeated in an error message.
+_SECRET_WORDS = ("token", "headers", "key", "database_url", "redis_url")
 _ALIASES = {"cache_dir": "MISTRAL_SERVE_CACHE_DIR", "data_dir": "MISTRAL_SERVE_DATA_DIR"}
 
 
@@ -292,7 +308,7 @@ def describe_validation_error(exc: ValidationError) -> str:
         name = _ALIASES.get(field, field.upper())
         reason = error["msg"].removeprefix("Value error, ")
         given = error.get("input")
-        secret = any(word in field for word in ("token", "headers", "key", "database_url"))
+        secret = any(word in field for word in _SECRET_WORDS)
         shown = "" if secret or given is None or isinstance(given, dict) else f" (got {given!r})"
         problems.append(f"{name}: {reason}{shown}")
     return "; ".join(problems)

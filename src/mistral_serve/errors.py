@@ -16,8 +16,11 @@ gateway turns them into an SSE error event instead.
     ├── ModelNotAllowedError               403 invalid_request_error / model_not_allowed
     ├── AdminDisabledError                 403 invalid_request_error / admin_disabled
     ├── ServerOverloadedError              429 server_error / server_overloaded (+ Retry-After)
+    ├── RateLimitExceededError             429 requests|tokens / rate_limit_exceeded (+ Retry-After)
+    ├── InsufficientQuotaError             429 insufficient_quota / insufficient_quota (no retry)
     ├── NoReadyEngineError                 503 server_error / no_ready_engine  (+ Retry-After)
-    │   └── DrainingError                  503 server_error / shutting_down
+    │   ├── DrainingError                  503 server_error / shutting_down
+    │   └── LimitsUnavailableError         503 server_error / limits_unavailable
     └── EngineError                        502 server_error / engine_error
         ├── EngineUnreachableError         502 engine_unreachable (refused, reset, dropped)
         ├── EngineStalledError             502 engine_stalled (in flight, no progress)
@@ -42,6 +45,8 @@ class MistralServeError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
+        #: Headers the answer carries whatever the error (a limited key's x-ratelimit-*).
+        self.extra_headers: dict[str, str] = {}
 
     def to_dict(self) -> dict[str, Any]:
         """The OpenAI error body."""
@@ -55,7 +60,11 @@ class MistralServeError(Exception):
         }
 
     def headers(self) -> dict[str, str]:
-        """Extra response headers this error calls for (Retry-After on 503)."""
+        """The response headers this error's answer carries."""
+        return {**self._own_headers(), **self.extra_headers}
+
+    def _own_headers(self) -> dict[str, str]:
+        """Headers this kind of error calls for (Retry-After on 503)."""
         return {}
 
 
@@ -141,7 +150,7 @@ class NoReadyEngineError(MistralServeError):
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
-    def headers(self) -> dict[str, str]:
+    def _own_headers(self) -> dict[str, str]:
         return {"retry-after": str(self.retry_after_s)}
 
 
@@ -159,11 +168,43 @@ class ServerOverloadedError(MistralServeError):
         self.label = f"queue_{reason}"  # queue_full, queue_timeout: the metrics' reason
         self.retry_after_s = retry_after_s
 
-    def headers(self) -> dict[str, str]:
-        return {
-            "retry-after": str(max(1, math.ceil(self.retry_after_s))),
-            "retry-after-ms": str(max(1, round(self.retry_after_s * 1000))),
-        }
+    def _own_headers(self) -> dict[str, str]:
+        return _retry_after(self.retry_after_s)
+
+
+class RateLimitExceededError(MistralServeError):
+    """The caller's key is over its requests-per-minute, tokens-per-minute or concurrency
+    limit. Retry-After comes from the limiter's own state: when enough will have refilled. A
+    request larger than the key's whole TPM can never fit, and says so without Retry-After."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+    label = "rate_limit"
+
+    def __init__(self, message: str, *, kind: str, retry_after_s: float | None) -> None:
+        super().__init__(message)
+        self.type = kind  # OpenAI's type names the limit: requests, tokens
+        self.retry_after_s = retry_after_s
+
+    def _own_headers(self) -> dict[str, str]:
+        return {} if self.retry_after_s is None else _retry_after(self.retry_after_s)
+
+
+class InsufficientQuotaError(MistralServeError):
+    """The key's daily or monthly token budget cannot cover the request. No Retry-After:
+    clients (the SDKs included) must not retry it."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+    label = "quota"
+
+
+def _retry_after(seconds: float) -> dict[str, str]:
+    return {
+        "retry-after": str(max(1, math.ceil(seconds))),
+        "retry-after-ms": str(max(1, round(seconds * 1000))),
+    }
 
 
 class DrainingError(NoReadyEngineError):
@@ -171,6 +212,13 @@ class DrainingError(NoReadyEngineError):
 
     code = "shutting_down"
     label = "draining"
+
+
+class LimitsUnavailableError(NoReadyEngineError):
+    """The per-key limit counters (Redis) cannot be reached and LIMITS_ON_STORE_ERROR=closed."""
+
+    code = "limits_unavailable"
+    label = "limits_unavailable"
 
 
 class EngineError(MistralServeError):

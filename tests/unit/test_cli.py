@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import os
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 
 import pytest
 
@@ -16,6 +18,9 @@ from mistral_serve.cli import build_parser, engine_specs, main
 from mistral_serve.config import Settings
 from mistral_serve.engines.supervisor import free_port
 from mistral_serve.models.profiles import resolve_model
+from mistral_serve.store import Store, UsageRecords
+from mistral_serve.store.database import configured_url
+from tests.unit.store.test_usage import row as usage_row
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -142,3 +147,46 @@ def test_keys_create_list_update_revoke(capsys):
 def test_keys_refuses_a_bad_expiry_with_one_line(capsys):
     assert main(["keys", "create", "--name", "x", "--expires", "soon"]) == 2
     assert "not a duration" in capsys.readouterr().err
+
+
+def test_keys_limits_are_set_shown_and_cleared(capsys):
+    assert main(["keys", "create", "--name", "batch", "--rpm", "60", "--tpm", "90000",
+                 "--max-concurrent", "4", "--tokens-per-day", "1000000"]) == 0  # fmt: skip
+    key_id = dict(line.split(":", 1) for line in capsys.readouterr().out.splitlines())["key id"]
+    key_id = key_id.strip()
+    assert main(["keys", "list"]) == 0
+    assert "rpm=60 tpm=90000 max_concurrent=4 tokens_per_day=1000000" in capsys.readouterr().out
+    assert main(["keys", "update", key_id, "--rpm", "none", "--tokens-per-month", "5000"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["rpm"] is None and shown["tpm"] == 90000 and shown["tokens_per_month"] == 5000
+    assert main(["keys", "update", key_id, "--tpm", "0"]) == 2
+    assert "positive number or none" in capsys.readouterr().err
+
+
+def test_usage_reports_the_ledger(capsys, tmp_path):
+    """Rows written as the gateway writes them; reported by day, model and key."""
+    settings = Settings(_env_file=None)
+
+    async def write() -> None:
+        store = await Store.open(configured_url(settings))
+        try:
+            now = datetime.now(UTC)
+            await UsageRecords(store).write(
+                [usage_row(key_id="k1", created_at=now), usage_row(key_id="k2", created_at=now)]
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(write())
+    assert main(["usage"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["DAY", "REQUESTS", "PROMPT_TOKENS", "COMPLETION_TOKENS",
+                                "TOTAL_TOKENS"]  # fmt: skip
+    assert table[1].split()[1:] == ["2", "20", "10", "30"]
+    assert main(["usage", "--by", "key", "--key", "k2", "--format", "json"]) == 0
+    (only,) = json.loads(capsys.readouterr().out)
+    assert only["key"] == "k2" and only["requests"] == 1 and only["total_tokens"] == 15
+    assert main(["usage", "--by", "model", "--format", "csv", "--since", "2020-01-01"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "m,2,20,10,30"
+    assert main(["usage", "--since", "soon"]) == 2
+    assert "--since" in capsys.readouterr().err

@@ -26,6 +26,7 @@ from mistral_serve.engines.discovery import EngineDirectory
 from mistral_serve.engines.health import HealthPolicy
 from mistral_serve.engines.monitor import EngineMonitor
 from mistral_serve.engines.registry import EngineRegistry, Restarter
+from mistral_serve.gateway.accounting import Accounting
 from mistral_serve.gateway.pipeline import Endpoint, Gateway
 from mistral_serve.routing import (
     Balance,
@@ -34,13 +35,16 @@ from mistral_serve.routing import (
     RoundRobin,
     RoutingPolicy,
 )
-from mistral_serve.store import KeyRecords, Store
+from mistral_serve.store import KeyRecords, Store, UsageRecords
 from mistral_serve.store.database import configured_url
 from mistral_serve.telemetry.engines import EngineTelemetry
 from mistral_serve.telemetry.genai import GenAIObserver
 from mistral_serve.telemetry.setup import Telemetry, disabled_telemetry
 from mistral_serve.tenancy.auth import Authenticator
 from mistral_serve.tenancy.cache import KeyCache
+from mistral_serve.tenancy.ledger import Ledger
+from mistral_serve.tenancy.limiter import Limiter, Limits, MemoryLimiter
+from mistral_serve.tenancy.redis_limiter import RedisLimiter
 
 log = logging.getLogger(__name__)
 
@@ -70,30 +74,61 @@ def routing_policy(settings: Settings, *, stats_max_age_s: float) -> RoutingPoli
     return PrefixLoad(stats_max_age_s=stats_max_age_s, balance=balance)
 
 
+@dataclass
+class Tenancy:
+    """Who may call, with what limits, and where their usage is written."""
+
+    authenticator: Authenticator
+    accounting: Accounting
+    #: The key records, for the admin API (None when AUTH=off: there is no store).
+    keys: KeyRecords | None = None
+    cache: KeyCache | None = None
+    limits: Limits | None = None
+    ledger: Ledger | None = None
+
+
+def limiter_for(settings: Settings) -> Limiter:
+    """Limit counters in Redis when REDIS_URL is set, else in this process."""
+    if settings.redis_url is None:
+        return MemoryLimiter()
+    return RedisLimiter.from_url(settings.redis_url.get_secret_value())
+
+
 @asynccontextmanager
-async def authentication(
-    settings: Settings,
-) -> AsyncIterator[tuple[Authenticator, KeyRecords | None]]:
-    """The authenticator AUTH asks for, and the key records (for the admin API). Unless auth
-    is off, the key store is opened (its migrations applied), every key read, and changes
-    followed every KEY_CACHE_TTL_S."""
+async def tenancy(settings: Settings) -> AsyncIterator[Tenancy]:
+    """The authenticator AUTH asks for, per-key limits and the usage ledger. Unless auth is
+    off, the store is opened (its migrations applied), every key read, changes followed every
+    KEY_CACHE_TTL_S, and the ledger started (replaying any spool). On the way out, pending
+    settlements finish and the ledger writes every row it holds."""
     static_key = settings.api_key.get_secret_value() if settings.api_key else None
     if settings.auth == "off":
-        yield Authenticator("off", None, None), None
+        yield Tenancy(Authenticator("off", None, None), Accounting())
         return
     store = await Store.open(configured_url(settings))
     records = KeyRecords(store)
     cache = KeyCache(records, settings.key_cache_ttl_s)
+    limits = Limits(limiter_for(settings), on_store_error=settings.limits_on_store_error)
+    ledger = Ledger(
+        UsageRecords(store),
+        settings.data_dir / "ledger-spool",
+        flush_interval_s=settings.ledger_flush_interval_s,
+        batch_rows=settings.ledger_batch_rows,
+    )
     following: asyncio.Task[None] | None = None
     try:
         await cache.load()
+        await ledger.start()
         following = asyncio.create_task(cache.run(), name="key-cache")
-        yield Authenticator(settings.auth, static_key, cache), records
+        accounting = Accounting(limits, ledger, settings.limits_reserve_output_tokens)
+        authenticator = Authenticator(settings.auth, static_key, cache)
+        yield Tenancy(authenticator, accounting, records, cache, limits, ledger)
     finally:
         if following is not None:
             following.cancel()
             with suppress(asyncio.CancelledError):
                 await following
+        await limits.close()
+        await ledger.close()
         await store.close()
 
 
@@ -106,6 +141,19 @@ def warn_if_open(settings: Settings, authenticator: Authenticator) -> None:
             settings.host,
             settings.port,
         )
+
+
+def observe_tenancy(observer: GenAIObserver, tenants: Tenancy) -> None:
+    """Export the store's, the limit counters' and the ledger's health as metrics."""
+    if tenants.cache is None or tenants.limits is None:
+        return  # AUTH=off: no store, no limits, no ledger
+    cache, limits, ledger = tenants.cache, tenants.limits, tenants.ledger
+    observer.watch_tenancy(
+        lambda: cache.failures,
+        lambda: limits.store_errors,
+        (lambda: {"written": ledger.written, "spooled": ledger.spooled}) if ledger else None,
+        (lambda: ledger.pending) if ledger else None,
+    )
 
 
 def begin_draining(app: FastAPI) -> None:
@@ -138,15 +186,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with authentication(settings) as (authenticator, keys):
-            warn_if_open(settings, authenticator)
-            async with _serving(app, authenticator, keys):
+        async with tenancy(settings) as tenants:
+            warn_if_open(settings, tenants.authenticator)
+            observe_tenancy(observer, tenants)
+            async with _serving(app, tenants):
                 yield
 
     @asynccontextmanager
-    async def _serving(
-        app: FastAPI, authenticator: Authenticator, keys: KeyRecords | None
-    ) -> AsyncIterator[None]:
+    async def _serving(app: FastAPI, tenants: Tenancy) -> AsyncIterator[None]:
         client = EngineClient(read_timeout_s=settings.engine_read_timeout_s)
         await client.start()
         registry = EngineRegistry(
@@ -182,12 +229,13 @@ def create_app(
                 max_waiting=settings.admission_queue_max,
                 timeout_s=settings.admission_queue_timeout_s,
             ),
-            authenticator=authenticator,
+            authenticator=tenants.authenticator,
             observer=observer,
+            accounting=tenants.accounting,
         )
         observer.watch_queue_depths(gateway.admission.depths)
         admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
-        app.state.services = Services(client, registry, monitor, gateway, keys, admin_key)
+        app.state.services = Services(client, registry, monitor, gateway, tenants.keys, admin_key)
         try:
             yield
         finally:

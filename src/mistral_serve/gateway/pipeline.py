@@ -1,4 +1,10 @@
-"""The gateway's request pipeline: parse once → validate → admission → route → proxy.
+"""The gateway's request pipeline: parse once → auth → validate → limits → admission → route
+→ proxy → usage.
+
+A caller's key may carry limits (:mod:`mistral_serve.tenancy.limiter`): before admission the
+request reserves its prompt estimate plus max_tokens; when it ends (answered, failed, or left
+by its client, streams included) the reservation settles to the usage the engine reported and
+the request's row goes to the usage ledger. A limited key's answers carry x-ratelimit-*.
 
 A request starts when an engine serving its model is below its concurrency target; otherwise
 it waits in its model's admission line (:mod:`mistral_serve.admission`), and the engine is
@@ -42,6 +48,7 @@ from mistral_serve.errors import (
     ModelNotFoundError,
     NoReadyEngineError,
 )
+from mistral_serve.gateway.accounting import Accounting
 from mistral_serve.gateway.answers import report_answer
 from mistral_serve.gateway.responses import GatewayResponse
 from mistral_serve.gateway.streaming import ProxyStream
@@ -56,6 +63,7 @@ from mistral_serve.routing import RouteKey, RoutingPolicy, route_key
 from mistral_serve.telemetry.genai import GenAIObserver, Generation
 from mistral_serve.telemetry.setup import disabled_telemetry
 from mistral_serve.tenancy.auth import ANYONE, Authenticator, Caller
+from mistral_serve.tenancy.limiter import Reservation
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +103,7 @@ def validate_request(endpoint: Endpoint, document: dict[str, Any]) -> Generation
         raise InvalidRequestError(message, param=param) from None
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Call:
     """One request as every attempt at it sends it."""
 
@@ -107,6 +115,13 @@ class _Call:
     strip_usage: bool
     key: RouteKey
     priority: int  # the admission queue's order: the key's, else the request's
+    #: Its hold on its key's limits, if the key has any.
+    reservation: Reservation | None = None
+
+    @property
+    def limit_headers(self) -> dict[str, str]:
+        """x-ratelimit-* of a limited key, on every answer."""
+        return self.reservation.headers if self.reservation is not None else {}
 
 
 @dataclass(frozen=True)
@@ -126,9 +141,11 @@ class Gateway:
         admission: AdmissionLimits | None = None,
         authenticator: Authenticator | None = None,
         observer: GenAIObserver | None = None,
+        accounting: Accounting | None = None,
         retry: RetryAdvice = RetryAdvice(),
     ) -> None:
         self._registry = registry
+        self._accounting = accounting or Accounting()
         self._authenticator = authenticator
         self._client = client
         self._policy = policy
@@ -187,6 +204,19 @@ class Gateway:
         key = route_key(request.model, document, session=session)
         priority = caller.priority if caller.priority is not None else request.priority or 0
         call = _Call(endpoint, request, body, request_id, generation, strip_usage, key, priority)
+        generation.on_end(  # settles the reservation, writes the ledger row
+            lambda ended: self._accounting.ended(ended, caller, request, key.size, call.reservation)
+        )
+        call.reservation = await self._accounting.reserve(caller, request, request_id, key.size)
+        try:
+            return await self._serve(call)
+        except MistralServeError as error:
+            error.extra_headers.update(call.limit_headers)
+            raise
+
+    async def _serve(self, call: _Call) -> GatewayResponse:
+        """Admit, route and proxy the request, moving it once if its engine fails early."""
+        request, request_id, generation = call.request, call.request_id, call.generation
         tried: set[Engine] = set()  # engines hash by identity
         moved = False
         lease = await self._admit(call)
@@ -227,7 +257,10 @@ class Gateway:
         upstream = await lease.send(self._client, url, call.body, headers)
         generation.upstream_answered(upstream.status)
         if upstream.status != 200:
-            return self._engine_refusal(upstream.status, await upstream.read(), lease, generation)
+            body = await upstream.read()
+            refusal = self._engine_refusal(upstream.status, body, lease, generation)
+            refusal.headers.update(call.limit_headers)
+            return refusal
         if call.request.is_stream and upstream.content_type.startswith(sse.MEDIA_TYPE):
             stream = ProxyStream(
                 upstream,
@@ -237,13 +270,17 @@ class Gateway:
                 request_id=call.request_id,
             )
             await stream.start()
-            headers = {**_STREAM_HEADERS, **timing_headers(generation.timings, streamed=True)}
+            headers = {
+                **_STREAM_HEADERS,
+                **timing_headers(generation.timings, streamed=True),
+                **call.limit_headers,
+            }
             return GatewayResponse(200, sse.MEDIA_TYPE, headers, stream=stream)
         payload = await upstream.read()
         lease.finish()
         report_answer(generation, payload)
         generation.succeeded()
-        headers = timing_headers(generation.timings, streamed=False)
+        headers = {**timing_headers(generation.timings, streamed=False), **call.limit_headers}
         return GatewayResponse(200, upstream.content_type, headers, body=payload)
 
     def _another_candidate(self, model: str, tried: set[Engine]) -> bool:

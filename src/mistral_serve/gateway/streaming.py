@@ -58,6 +58,7 @@ class SSETap:
             return b""
         end += len(_EVENT_END)
         ready, self._pending = (data, b"") if end == len(data) else (data[:end], data[end:])
+        self._generation.timings.events += ready.count(_EVENT_END)
         if not self._seen_first:
             self._seen_first = True
             self._generation.first_chunk()

@@ -16,6 +16,12 @@ class KeySettings(BaseModel):
     models: list[StrictStr] | None = None
     priority: StrictInt | None = None
     expires: StrictStr | None = None
+    #: Limits: a positive number, or null for none.
+    rpm: StrictInt | None = Field(default=None, ge=1)
+    tpm: StrictInt | None = Field(default=None, ge=1)
+    max_concurrent: StrictInt | None = Field(default=None, ge=1)
+    tokens_per_day: StrictInt | None = Field(default=None, ge=1)
+    tokens_per_month: StrictInt | None = Field(default=None, ge=1)
 
 
 class NewKey(KeySettings):

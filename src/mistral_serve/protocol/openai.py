@@ -50,10 +50,19 @@ class GenerationRequest(_Open):
     def is_stream(self) -> bool:
         return bool(self.stream)
 
+    @property
+    def output_limit(self) -> int | None:
+        """The most tokens it may generate per choice, if it says."""
+        return self.max_tokens
+
 
 class ChatCompletionRequest(GenerationRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: StrictInt | None = None
+
+    @property
+    def output_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
 
 
 class CompletionRequest(GenerationRequest):

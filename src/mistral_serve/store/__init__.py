@@ -1,10 +1,11 @@
 """The store: SQLAlchemy 2 (async) models and Alembic migrations, applied when it opens.
 
 SQLite (aiosqlite, WAL) by default, PostgreSQL (asyncpg) for fleets. Nothing above this package
-speaks SQL: it hands out plain records. Built in steps for issue 11; so far API keys.
+speaks SQL: it hands out plain records: API keys, and the usage ledger's rows and totals.
 """
 
 from mistral_serve.store.database import Store
 from mistral_serve.store.keys import KeyRecord, KeyRecords
+from mistral_serve.store.usage import UsageRecords, UsageRow, UsageSummary
 
-__all__ = ["KeyRecord", "KeyRecords", "Store"]
+__all__ = ["KeyRecord", "KeyRecords", "Store", "UsageRecords", "UsageRow", "UsageSummary"]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from mistral_serve.store.database import Store
-from mistral_serve.store.models import ApiKey
+from mistral_serve.store.models import ApiKey, utc
 
 #: What ``update`` may change (the id, the secret and the dates are the store's own).
 SETTABLE = frozenset(
@@ -130,14 +130,7 @@ def _column_values(settings: dict[str, object]) -> dict[str, object]:
 def _record(row: ApiKey) -> KeyRecord:
     values = {field.name: getattr(row, field.name) for field in fields(KeyRecord)}
     for name in ("created_at", "updated_at", "expires_at", "revoked_at"):
-        values[name] = _aware(values[name])
+        values[name] = utc(values[name])
     if values["models"] is not None:
         values["models"] = tuple(values["models"])
     return KeyRecord(**values)
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """SQLite gives back naive datetimes; every stored time is UTC."""
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment

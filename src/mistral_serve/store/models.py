@@ -3,14 +3,21 @@ models are what queries are written against."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import JSON, DateTime, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
     pass
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    """A stored time as an aware UTC datetime (SQLite gives them back naive)."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
 
 
 class ApiKey(Base):
@@ -35,3 +42,41 @@ class ApiKey(Base):
     models: Mapped[list[str] | None] = mapped_column(JSON)
     #: The admission queue's order for its requests (lower first, as vLLM's priority).
     priority: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class UsageEntry(Base):
+    """One request in the usage ledger. ``id`` is the row's own (the client may reuse a
+    request id); writing a row twice keeps one."""
+
+    __tablename__ = "usage"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(128))
+    key_id: Mapped[str] = mapped_column(String(32))  # "" when no key was required
+    model: Mapped[str] = mapped_column(String(200))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    engine: Mapped[str | None] = mapped_column(String(64))
+    streamed: Mapped[bool] = mapped_column(Boolean)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    #: The engine did not report usage (the client left): the counts are the gateway's estimate.
+    usage_estimated: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[int] = mapped_column(Integer)
+    error_type: Mapped[str | None] = mapped_column(String(64))
+    finish_reason: Mapped[str | None] = mapped_column(String(32))
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    ttft_ms: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class UsageTotal(Base):
+    """Running totals per key, model and UTC day, added to once per ledger flush."""
+
+    __tablename__ = "usage_totals"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
+    requests: Mapped[int] = mapped_column(BigInteger)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger)

@@ -37,6 +37,8 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 
 #: error.type for a request whose client left before the answer was complete.
 CLIENT_CLOSED = "client_closed"
+#: nginx's status for "the client closed the connection before the answer".
+CLIENT_CLOSED_STATUS = 499
 
 
 class GatewayMetrics:
@@ -93,6 +95,7 @@ class Timings:
     finished: float | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    events: int = 0  # SSE events forwarded: the output estimate when a stream is cut short
 
     @property
     def queue_s(self) -> float | None:
@@ -144,6 +147,47 @@ class GenAIObserver:
             description="Requests waiting in the gateway for a free engine, per model.",
         )
 
+    def watch_tenancy(
+        self,
+        key_store_errors: Callable[[], int],
+        limits_store_errors: Callable[[], int],
+        ledger_rows: Callable[[], Mapping[str, int]] | None = None,
+        ledger_pending: Callable[[], int] | None = None,
+    ) -> None:
+        """Observe the key store's and limit counters' failures, and the ledger's rows."""
+        meter = self._meter
+        meter.create_observable_counter(
+            semconv.KEY_STORE_ERRORS,
+            [lambda options: [Observation(key_store_errors())]],
+            unit="{error}",
+            description="Failed refreshes of the key cache (known keys kept being served).",
+        )
+        meter.create_observable_counter(
+            semconv.LIMITS_STORE_ERRORS,
+            [lambda options: [Observation(limits_store_errors())]],
+            unit="{error}",
+            description="Failed checks or settlements of per-key limits (LIMITS_ON_STORE_ERROR).",
+        )
+        if ledger_rows is not None:
+            meter.create_observable_counter(
+                semconv.LEDGER_ROWS,
+                [
+                    lambda options: [
+                        Observation(count, {semconv.LEDGER_OUTCOME: outcome})
+                        for outcome, count in ledger_rows().items()
+                    ]
+                ],
+                unit="{row}",
+                description="Usage ledger rows written to the database, or spooled to a file.",
+            )
+        if ledger_pending is not None:
+            meter.create_observable_gauge(
+                semconv.LEDGER_PENDING,
+                [lambda options: [Observation(ledger_pending())]],
+                unit="{row}",
+                description="Usage ledger rows waiting for the next batch.",
+            )
+
     def start(self, operation: str, request_id: str) -> Generation:
         return Generation(self, operation, request_id)
 
@@ -164,6 +208,12 @@ class Generation:
         self._output_text: dict[int, list[str]] = {}
         self._key_id: str | None = None
         self._ended = False
+        self._listeners: list[Callable[[Generation], None]] = []
+        #: How the request ended (set when it does): the HTTP status, and error.type if any.
+        self.status: int | None = None
+        self.error_type: str | None = None
+        #: The engine of the last attempt, if any.
+        self.engine_name: str | None = None
         observer.metrics.active_requests.add(1, self._base_attributes())
         if self._recording:
             self.span.update_name(operation)
@@ -185,9 +235,7 @@ class Generation:
         if not self._recording:
             return
         self.span.update_name(f"{self.operation} {request.model}")
-        max_tokens = request.max_tokens
-        if isinstance(request, ChatCompletionRequest) and request.max_completion_tokens:
-            max_tokens = request.max_completion_tokens
+        max_tokens = request.output_limit
         attributes = {
             semconv.REQUEST_MODEL: request.model,
             semconv.REQUEST_STREAM: request.is_stream,
@@ -270,6 +318,7 @@ class Generation:
             _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
         if self._recording:
             self.span.set_attribute(semconv.ENGINE_NAME, engine_name)
+        self.engine_name = engine_name
         return carrier
 
     def upstream_answered(self, status: int) -> None:
@@ -323,7 +372,7 @@ class Generation:
 
     # -- the end -------------------------------------------------------------------------------
     def succeeded(self) -> None:
-        self._end(error_type=None)
+        self._end(status=200, error_type=None)
 
     def failed(self, error: MistralServeError) -> None:
         """A request that ends in one of our errors (raised here or by the engine)."""
@@ -341,7 +390,7 @@ class Generation:
             metrics.rejections.add(
                 1, {**self._metric_attributes, semconv.REJECTION_REASON: error.label}
             )
-        self._end(error_type=error.label, message=error.message)
+        self._end(status=error.status, error_type=error.label, message=error.message)
 
     def engine_refused(self, status: int) -> None:
         """The engine answered 4xx (bad input it judged): passed through, counted as refused."""
@@ -350,15 +399,24 @@ class Generation:
         self._observer.metrics.rejections.add(
             1, {**self._metric_attributes, semconv.REJECTION_REASON: "engine_rejected"}
         )
-        self._end(error_type=str(status))
+        self._end(status=status, error_type=str(status))
 
     def client_left(self) -> None:
-        self._end(error_type=CLIENT_CLOSED)
+        self._end(status=CLIENT_CLOSED_STATUS, error_type=CLIENT_CLOSED)
 
-    def _end(self, *, error_type: str | None, message: str | None = None) -> None:
+    def on_end(self, listener: Callable[[Generation], None]) -> None:
+        """Call ``listener`` once the request has ended (the ledger and limits settle then)."""
+        self._listeners.append(listener)
+
+    @property
+    def first_finish_reason(self) -> str | None:
+        return self._finish_reasons[min(self._finish_reasons)] if self._finish_reasons else None
+
+    def _end(self, *, status: int, error_type: str | None, message: str | None = None) -> None:
         if self._ended:
             return
         self._ended = True
+        self.status, self.error_type = status, error_type
         timings = self.timings
         timings.finished = time.perf_counter()
         self._end_upstream()
@@ -395,6 +453,11 @@ class Generation:
             timings.input_tokens if timings.input_tokens is not None else "-",
             timings.output_tokens if timings.output_tokens is not None else "-",
         )
+        for listener in self._listeners:
+            try:
+                listener(self)
+            except Exception:  # accounting must never break an answer
+                log.exception("request %s: end listener failed", self.request_id)
 
     def _annotate_span(self, error_type: str | None, message: str | None) -> None:
         span, timings = self.span, self.timings

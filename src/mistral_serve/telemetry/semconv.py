@@ -82,6 +82,13 @@ ENGINE_EJECTIONS: Final = "mistral_serve.engines.ejections"
 ENGINE_RESTARTS: Final = "mistral_serve.engines.restarts"
 QUEUE_DURATION: Final = "mistral_serve.admission.queue.duration"
 QUEUE_DEPTH: Final = "mistral_serve.admission.queue.depth"
+#: Tenancy: failed reads of the key store, failed checks of the limit counters (Redis), and
+#: ledger rows written to the database or spooled to a file while it was down.
+KEY_STORE_ERRORS: Final = "mistral_serve.keys.store_errors"
+LIMITS_STORE_ERRORS: Final = "mistral_serve.limits.store_errors"
+LEDGER_ROWS: Final = "mistral_serve.ledger.rows"
+LEDGER_PENDING: Final = "mistral_serve.ledger.pending"
+LEDGER_OUTCOME: Final = "mistral_serve.ledger.outcome"  # written, spooled
 
 REQUEST_DURATION_BUCKETS: Final = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,

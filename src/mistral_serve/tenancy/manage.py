@@ -1,5 +1,5 @@
-"""Managing keys, for the `keys` command (and, later, the admin API): issue, describe, change,
-revoke. The key's text leaves only through :func:`create_key`'s return value, once."""
+"""Managing keys, for the `keys` command and the admin API: issue, describe, change, revoke.
+The key's text leaves only through :func:`create_key`'s return value, once."""
 
 from __future__ import annotations
 
@@ -30,6 +30,20 @@ def parse_expiry(text: str, now: datetime | None = None) -> datetime | None:
     except ValueError:
         raise ValueError(f"not a duration (30d, 12h) or a date: {text!r}") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+#: The limits a key may have (KeyRecord's fields), as the `keys` flags name them.
+LIMITS = ("rpm", "tpm", "max_concurrent", "tokens_per_day", "tokens_per_month")
+
+
+def parse_limit(text: str) -> int | None:
+    """A positive whole number, or ``none`` for no limit. Raises ValueError."""
+    if text.strip().lower() in ("none", "unlimited"):
+        return None
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"a limit is a positive number or none, not {text!r}")
+    return value
 
 
 def parse_models(text: str) -> tuple[str, ...] | None:
@@ -63,6 +77,7 @@ def describe(record: KeyRecord) -> dict[str, Any]:
         "state": state(record),
         "models": list(record.models) if record.models is not None else None,
         "priority": record.priority,
+        **{name: getattr(record, name) for name in LIMITS},
         "created_at": record.created_at.isoformat(),
         "expires_at": record.expires_at.isoformat() if record.expires_at else None,
         "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
@@ -71,8 +86,9 @@ def describe(record: KeyRecord) -> dict[str, Any]:
 
 def table(records: Sequence[KeyRecord]) -> str:
     """Keys as a fixed-width table for people."""
-    rows = [("ID", "NAME", "STATE", "MODELS", "PRIORITY", "CREATED", "EXPIRES")]
+    rows = [("ID", "NAME", "STATE", "MODELS", "PRIORITY", "LIMITS", "CREATED", "EXPIRES")]
     for record in records:
+        limits = [f"{name}={getattr(record, name)}" for name in LIMITS if getattr(record, name)]
         rows.append(
             (
                 record.id,
@@ -80,12 +96,22 @@ def table(records: Sequence[KeyRecord]) -> str:
                 state(record),
                 ",".join(record.models) if record.models is not None else "all",
                 str(record.priority),
+                " ".join(limits) or "none",
                 record.created_at.strftime("%Y-%m-%d %H:%M"),
                 record.expires_at.strftime("%Y-%m-%d %H:%M") if record.expires_at else "never",
             )
         )
+    return fixed_width(rows)
+
+
+def fixed_width(rows: Sequence[Sequence[str]], numbers: int = 0) -> str:
+    """Rows as aligned columns for people; the last ``numbers`` columns right-aligned."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    first_number = len(widths) - numbers
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        "  ".join(
+            cell.rjust(width) if i >= first_number else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
         for row in rows
     )

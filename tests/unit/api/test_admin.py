@@ -39,10 +39,15 @@ def test_keys_made_listed_changed_and_revoked_over_http(http):
     assert [entry["id"] for entry in listed] == [key_id]
     assert key.split("_")[2] not in str(listed)
     changed = http.patch(
-        f"/admin/keys/{key_id}", json={"priority": 3, "models": None}, headers=ADMIN
+        f"/admin/keys/{key_id}",
+        json={"priority": 3, "models": None, "rpm": 60, "tokens_per_day": 10_000},
+        headers=ADMIN,
     ).json()
     assert changed["priority"] == 3 and changed["models"] is None and changed["name"] == "app"
-    assert http.get(f"/admin/keys/{key_id}", headers=ADMIN).json() == changed
+    assert changed["rpm"] == 60 and changed["tokens_per_day"] == 10_000 and changed["tpm"] is None
+    cleared = http.patch(f"/admin/keys/{key_id}", json={"rpm": None}, headers=ADMIN).json()
+    assert cleared["rpm"] is None and cleared["tokens_per_day"] == 10_000
+    assert http.get(f"/admin/keys/{key_id}", headers=ADMIN).json() == cleared
     assert http.delete(f"/admin/keys/{key_id}", headers=ADMIN).json()["state"] == "revoked"
     time.sleep(0.3)
     assert http.get("/v1/models", headers=caller).status_code == 401
@@ -60,7 +65,9 @@ def test_bad_bodies_and_unknown_keys(http):
     assert http.post("/admin/keys", json={}, headers=ADMIN).status_code == 400
     bad = http.post("/admin/keys", json={"name": "x", "expires": "soon"}, headers=ADMIN)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "expires"
-    assert http.post("/admin/keys", json={"name": "x", "rpm": 5}, headers=ADMIN).status_code == 400
+    zero = http.post("/admin/keys", json={"name": "x", "rpm": 0}, headers=ADMIN)
+    assert zero.status_code == 400 and zero.json()["error"]["param"] == "rpm"
+    assert http.post("/admin/keys", json={"name": "x", "rps": 5}, headers=ADMIN).status_code == 400
     missing = http.get("/admin/keys/nosuchkey", headers=ADMIN)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 

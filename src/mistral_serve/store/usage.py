@@ -1,0 +1,174 @@
+"""The usage ledger's rows and totals, as plain records (no SQL above).
+
+:meth:`UsageRecords.write` is the ledger's one statement per batch: a multi-row insert that
+skips rows already written (idempotent on the row id, so a replayed spool adds nothing twice),
+and the totals of exactly the rows it inserted added to ``usage_totals`` in one upsert, in
+key order (two gateways flushing at once lock totals rows in the same order: no deadlock).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mistral_serve.store.database import Store
+from mistral_serve.store.models import UsageEntry, UsageTotal, utc
+
+GroupBy = Literal["day", "model", "key"]
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """One request as the ledger records it."""
+
+    id: str
+    request_id: str
+    key_id: str  # "" when no key was required
+    model: str
+    endpoint: str
+    engine: str | None
+    streamed: bool
+    prompt_tokens: int
+    completion_tokens: int
+    usage_estimated: bool
+    status: int
+    error_type: str | None
+    finish_reason: str | None
+    duration_ms: int
+    ttft_ms: int | None
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "created_at": self.created_at.isoformat()}
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> UsageRow:
+        return cls(**{**values, "created_at": datetime.fromisoformat(values["created_at"])})
+
+
+@dataclass(frozen=True)
+class UsageSummary:
+    """Totals for one group (a day, a model or a key)."""
+
+    group: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class UsageRecords:
+    def __init__(self, store: Store) -> None:
+        self._sessions = store.sessions
+
+    async def write(self, rows: Sequence[UsageRow]) -> int:
+        """Insert ``rows`` (skipping any already there) and add them to the totals, in one
+        transaction. Returns how many were new."""
+        if not rows:
+            return 0
+        async with self._sessions.begin() as session:
+            insert = _insert_for(session)
+            statement = (
+                insert(UsageEntry)
+                .values([dataclasses.asdict(row) for row in rows])
+                .on_conflict_do_nothing(index_elements=["id"])
+                .returning(UsageEntry.id)
+            )
+            new = set((await session.scalars(statement)).all())
+            totals: dict[tuple[str, str, str], list[int]] = {}
+            for row in rows:
+                if row.id in new:
+                    day = row.created_at.astimezone(UTC).strftime("%Y-%m-%d")
+                    total = totals.setdefault((row.key_id, row.model, day), [0, 0, 0])
+                    total[0] += 1
+                    total[1] += row.prompt_tokens
+                    total[2] += row.completion_tokens
+            if totals:
+                values = [
+                    {
+                        "key_id": key_id,
+                        "model": model,
+                        "day": day,
+                        "requests": requests,
+                        "prompt_tokens": prompt,
+                        "completion_tokens": completion,
+                    }
+                    for (key_id, model, day), (requests, prompt, completion) in sorted(
+                        totals.items()
+                    )
+                ]
+                upsert = insert(UsageTotal).values(values)
+                await session.execute(
+                    upsert.on_conflict_do_update(
+                        index_elements=["key_id", "model", "day"],
+                        set_={
+                            name: getattr(UsageTotal, name) + getattr(upsert.excluded, name)
+                            for name in ("requests", "prompt_tokens", "completion_tokens")
+                        },
+                    )
+                )
+        return len(new)
+
+    async def reachable(self) -> bool:
+        """Whether the database answers now."""
+        try:
+            async with self._sessions() as session:
+                await session.execute(select(1))
+        except Exception:
+            return False
+        return True
+
+    async def totals(
+        self, since: date, *, by: GroupBy = "day", key_id: str | None = None
+    ) -> list[UsageSummary]:
+        """Totals from the UTC day ``since`` on, grouped ``by`` day, model or key."""
+        group = {"day": UsageTotal.day, "model": UsageTotal.model, "key": UsageTotal.key_id}[by]
+        query = (
+            select(
+                group,
+                func.sum(UsageTotal.requests),
+                func.sum(UsageTotal.prompt_tokens),
+                func.sum(UsageTotal.completion_tokens),
+            )
+            .where(UsageTotal.day >= since.isoformat())
+            .group_by(group)
+            .order_by(group)
+        )
+        if key_id is not None:
+            query = query.where(UsageTotal.key_id == key_id)
+        async with self._sessions() as session:
+            result = await session.execute(query)
+            return [
+                UsageSummary(str(name), int(requests), int(prompt), int(completion))
+                for name, requests, prompt, completion in result
+            ]
+
+    async def rows(self, *, key_id: str | None = None) -> list[UsageRow]:
+        """Every row (of one key), oldest first: for tests and exports of small ledgers."""
+        query = select(UsageEntry).order_by(UsageEntry.created_at, UsageEntry.id)
+        if key_id is not None:
+            query = query.where(UsageEntry.key_id == key_id)
+        async with self._sessions() as session:
+            entries = await session.scalars(query)
+            return [_row(entry) for entry in entries]
+
+
+def _insert_for(session: AsyncSession) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT."""
+    return postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+
+
+def _row(entry: UsageEntry) -> UsageRow:
+    values = {field.name: getattr(entry, field.name) for field in dataclasses.fields(UsageRow)}
+    values["created_at"] = utc(values["created_at"])
+    return UsageRow(**values)

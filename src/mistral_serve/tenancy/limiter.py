@@ -1,0 +1,242 @@
+"""Where limit counters live, and what the gateway asks of them.
+
+:class:`Limiter` is a backend: :class:`MemoryLimiter` keeps counters in this process (one
+gateway process); the Redis one (:mod:`mistral_serve.tenancy.redis_limiter`) shares them
+between every process and replica. :class:`KeyLimits` of a key and an :class:`Ask` go in, a
+:class:`Verdict` comes out, and ``settle`` later corrects the reservation to what was used.
+
+:class:`Limits` is what the gateway uses: it skips keys without limits, turns a refusal into
+its 429, applies LIMITS_ON_STORE_ERROR when the backend fails (logged once per outage and
+counted), and hands back a :class:`Reservation` to settle when the request ends, which
+settles in the background; :meth:`Limits.close` waits for those settlements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+from mistral_serve.errors import LimitsUnavailableError
+from mistral_serve.tenancy.auth import Caller
+from mistral_serve.tenancy.limits import (
+    CONCURRENCY_LEASE_S,
+    CONCURRENCY_RETRY_S,
+    Ask,
+    Bucket,
+    KeyLimits,
+    Verdict,
+)
+
+log = logging.getLogger(__name__)
+
+OnStoreError = Literal["open", "closed"]
+
+
+class Limiter(Protocol):
+    async def take(self, limits: KeyLimits, ask: Ask) -> Verdict:
+        """Grant the request (taking from every limit) or refuse it (taking from none)."""
+        ...
+
+    async def settle(self, limits: KeyLimits, ask: Ask, used_tokens: int) -> None:
+        """The request ended having used ``used_tokens``: give back or charge the
+        difference from its reservation, and free its concurrency slot."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class _KeyCounters:
+    requests: Bucket | None = None
+    tokens: Bucket | None = None
+    active: dict[str, float] = field(default_factory=dict)  # request id → lease deadline
+    spent: dict[str, int] = field(default_factory=dict)  # "day:2026-11-25" / "month:…" → tokens
+
+
+class MemoryLimiter:
+    """Counters in this process: exact for one gateway process, not shared."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._keys: dict[str, _KeyCounters] = {}
+
+    async def take(self, limits: KeyLimits, ask: Ask) -> Verdict:
+        now = self._clock()
+        counters = self._keys.setdefault(ask.key_id, _KeyCounters())
+        periods = _periods(limits, ask)
+        counters.spent = {period: counters.spent.get(period, 0) for period, _ in periods}
+        requests = _bucket(counters.requests, limits.rpm, now)
+        tokens = _bucket(counters.tokens, limits.tpm, now)
+        counters.requests, counters.tokens = requests, tokens
+        windows = {
+            "requests": requests.window() if requests else None,
+            "tokens": tokens.window() if tokens else None,
+        }
+        for period, budget in periods:
+            left = budget - counters.spent[period]
+            if ask.tokens > left:
+                refused = period.partition(":")[0]
+                return Verdict(False, **windows, refused=refused, budget_left=max(0, left))
+        counters.active = {rid: end for rid, end in counters.active.items() if end > now}
+        if limits.max_concurrent is not None and len(counters.active) >= limits.max_concurrent:
+            return Verdict(
+                False, **windows, refused="concurrency", retry_after_s=CONCURRENCY_RETRY_S
+            )
+        for name, bucket, cost in (("rpm", requests, 1), ("tpm", tokens, ask.tokens)):
+            if bucket is not None:
+                wait = bucket.wait_for(cost)
+                if wait is None or wait > 0:
+                    return Verdict(False, **windows, refused=name, retry_after_s=wait)
+        # Every limit allows it: take from all of them.
+        for period, _ in periods:
+            counters.spent[period] += ask.tokens
+        if limits.max_concurrent is not None:
+            counters.active[ask.request_id] = now + CONCURRENCY_LEASE_S
+        if requests is not None:
+            requests.level -= 1
+        if tokens is not None:
+            tokens.level -= ask.tokens
+        return Verdict(
+            True,
+            requests.window() if requests else None,
+            tokens.window() if tokens else None,
+        )
+
+    async def settle(self, limits: KeyLimits, ask: Ask, used_tokens: int) -> None:
+        counters = self._keys.get(ask.key_id)
+        if counters is None:
+            return
+        unused = ask.tokens - used_tokens
+        if counters.tokens is not None and limits.tpm is not None:
+            counters.tokens.refill(limits.tpm, self._clock())
+            counters.tokens.level = min(float(limits.tpm), counters.tokens.level + unused)
+        for period, _ in _periods(limits, ask):
+            if period in counters.spent:
+                counters.spent[period] -= unused
+        counters.active.pop(ask.request_id, None)
+
+    async def close(self) -> None:
+        self._keys.clear()
+
+
+def _bucket(bucket: Bucket | None, capacity: int | None, now: float) -> Bucket | None:
+    if capacity is None:
+        return None
+    if bucket is None:
+        return Bucket.full(capacity, now)
+    bucket.refill(capacity, now)
+    return bucket
+
+
+def _periods(limits: KeyLimits, ask: Ask) -> list[tuple[str, int]]:
+    """The budgets the key has, as (counter name, budget)."""
+    periods = []
+    if limits.tokens_per_day is not None:
+        periods.append((f"day:{ask.day}", limits.tokens_per_day))
+    if limits.tokens_per_month is not None:
+        periods.append((f"month:{ask.month}", limits.tokens_per_month))
+    return periods
+
+
+# -- what the gateway uses -------------------------------------------------------------------
+class Reservation:
+    """A granted request's hold on its key's limits; :meth:`end` settles it (once)."""
+
+    def __init__(self, limits: Limits, key_limits: KeyLimits, ask: Ask, headers: dict[str, str]):
+        self._limits = limits
+        self._key_limits = key_limits
+        self.ask = ask
+        #: x-ratelimit-* for the answer (empty when the key has no per-minute limit).
+        self.headers = headers
+        self._ended = False
+
+    def end(self, used_tokens: int) -> None:
+        """The request is over, having used ``used_tokens``: settled in the background."""
+        if self._ended:
+            return
+        self._ended = True
+        self._limits.settle_later(self._key_limits, self.ask, used_tokens)
+
+
+class Limits:
+    def __init__(
+        self,
+        limiter: Limiter,
+        *,
+        on_store_error: OnStoreError = "open",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._limiter = limiter
+        self._on_store_error = on_store_error
+        self._clock = clock
+        self._settling: set[asyncio.Task[None]] = set()
+        self._failing = False
+        #: Backend failures (take or settle), for telemetry.
+        self.store_errors = 0
+
+    async def reserve(self, caller: Caller, request_id: str, tokens: int) -> Reservation | None:
+        """Take ``tokens`` (and one request, and a concurrency slot) from the caller's key.
+        None when the key has no limits (or the backend failed and limits fail open); raises
+        the 429 that names the limit when refused."""
+        if caller.record is None or caller.key_id is None:
+            return None
+        key_limits = KeyLimits.of(caller.record)
+        if not key_limits.any:
+            return None
+        ask = Ask.at(caller.key_id, request_id, tokens, self._clock())
+        try:
+            verdict = await self._limiter.take(key_limits, ask)
+        except Exception as exc:  # the backend is down: LIMITS_ON_STORE_ERROR decides
+            self._store_failed("check", exc)
+            if self._on_store_error == "closed":
+                raise LimitsUnavailableError(
+                    "Per-key limits cannot be checked now; try again shortly.", retry_after_s=1
+                ) from None
+            return None
+        self._store_answered()
+        if not verdict.granted:
+            raise verdict.error(key_limits, ask)
+        return Reservation(self, key_limits, ask, verdict.headers())
+
+    def settle_later(self, key_limits: KeyLimits, ask: Ask, used_tokens: int) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._settle(key_limits, ask, used_tokens), name="limits-settle"
+        )
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, key_limits: KeyLimits, ask: Ask, used_tokens: int) -> None:
+        try:
+            await self._limiter.settle(key_limits, ask, used_tokens)
+        except Exception as exc:
+            self._store_failed("settle", exc)
+        else:
+            self._store_answered()
+
+    async def close(self) -> None:
+        """Wait for the settlements under way, then close the backend."""
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
+        await self._limiter.close()
+
+    def _store_failed(self, what: str, exc: Exception) -> None:
+        self.store_errors += 1
+        if not self._failing:
+            log.error(
+                "limit counters unreachable (%s): limits fail %s until they answer: %s: %s",
+                what,
+                self._on_store_error,
+                type(exc).__name__,
+                exc,
+            )
+        self._failing = True
+
+    def _store_answered(self) -> None:
+        if self._failing:
+            log.info("limit counters reachable again")
+            self._failing = False

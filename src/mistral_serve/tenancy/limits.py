@@ -1,0 +1,218 @@
+"""Per-key limits: what a request asks of its key, the arithmetic that grants or refuses it,
+and the answer's x-ratelimit-* headers. The counters live in a backend
+(:class:`~mistral_serve.tenancy.limiter.MemoryLimiter` in the process,
+:class:`~mistral_serve.tenancy.redis_limiter.RedisLimiter` shared); both run this arithmetic.
+
+- Requests and tokens per minute are token buckets: full at the limit, refilled continuously
+  at limit/60 per second. A request takes 1 request and its reservation (prompt estimate plus
+  max_tokens) at once; when it ends, what it did not use goes back. ``reset`` is the time
+  until the bucket is full again, as OpenAI's headers mean it.
+- Concurrent requests: the request ids in flight, each with a lease (so a crashed gateway's
+  requests do not hold a slot forever).
+- Token budgets per UTC day and month: counters that the reservation is added to, and the
+  settlement corrects. A request the rest of the budget cannot cover is refused before it
+  starts, so concurrent requests can never overshoot it.
+
+A request is granted only if every limit allows it, and then takes from all of them; refused,
+it takes from none.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from mistral_serve.errors import InsufficientQuotaError, MistralServeError, RateLimitExceededError
+from mistral_serve.store import KeyRecord
+
+#: A request in flight holds its concurrency slot at most this long (a crashed gateway's
+#: requests free theirs after it).
+CONCURRENCY_LEASE_S = 900.0
+#: Retry-After for a key at its concurrency limit: a slot frees when a request ends.
+CONCURRENCY_RETRY_S = 1.0
+
+
+#: The prompt estimate: about 4 bytes a token for English with Mistral's tokenizers, plus the
+#: chat template's own tokens (BOS, [INST] …). It is the reservation's prompt part, and what a
+#: request cut short before the engine reported its usage is charged.
+BYTES_PER_TOKEN = 4
+TEMPLATE_TOKENS = 8
+
+
+def prompt_estimate(prompt_bytes: int) -> int:
+    return -(-prompt_bytes // BYTES_PER_TOKEN) + TEMPLATE_TOKENS
+
+
+def reservation(prompt_bytes: int, output_limit: int | None, choices: int, default: int) -> int:
+    """What a request reserves: its prompt estimate, plus ``output_limit`` (max_tokens, or
+    ``default`` when it sets none) for each choice."""
+    return prompt_estimate(prompt_bytes) + (output_limit or default) * max(1, choices)
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    """A key's limits; None is unlimited."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+    tokens_per_day: int | None = None
+    tokens_per_month: int | None = None
+
+    @classmethod
+    def of(cls, record: KeyRecord) -> KeyLimits:
+        return cls(
+            record.rpm,
+            record.tpm,
+            record.max_concurrent,
+            record.tokens_per_day,
+            record.tokens_per_month,
+        )
+
+    @property
+    def any(self) -> bool:
+        return any(
+            limit is not None
+            for limit in (
+                self.rpm,
+                self.tpm,
+                self.max_concurrent,
+                self.tokens_per_day,
+                self.tokens_per_month,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What one request takes from its key's limits; settled with the same Ask."""
+
+    key_id: str
+    request_id: str
+    tokens: int  # the reservation: prompt estimate + max_tokens (or the configured cap)
+    day: str  # the UTC day and month whose budgets it counts against, fixed at the start
+    month: str
+
+    @classmethod
+    def at(cls, key_id: str, request_id: str, tokens: int, now: datetime) -> Ask:
+        now = now.astimezone(UTC)
+        return cls(key_id, request_id, tokens, now.strftime("%Y-%m-%d"), now.strftime("%Y-%m"))
+
+
+@dataclass(frozen=True)
+class Window:
+    """One per-minute bucket after a request: what x-ratelimit-* headers report."""
+
+    limit: int
+    remaining: int
+    reset_s: float  # until the bucket is full again
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A backend's answer: granted (with the windows after taking), or which limit refused."""
+
+    granted: bool
+    requests: Window | None = None
+    tokens: Window | None = None
+    refused: str | None = None  # rpm, tpm, concurrency, day, month
+    retry_after_s: float | None = None
+    budget_left: int | None = None  # for day/month: what remained of the budget
+
+    def headers(self) -> dict[str, str]:
+        """OpenAI's x-ratelimit-* headers, for the per-minute limits the key has."""
+        headers: dict[str, str] = {}
+        for name, window in (("requests", self.requests), ("tokens", self.tokens)):
+            if window is not None:
+                headers[f"x-ratelimit-limit-{name}"] = str(window.limit)
+                headers[f"x-ratelimit-remaining-{name}"] = str(window.remaining)
+                headers[f"x-ratelimit-reset-{name}"] = duration(window.reset_s)
+        return headers
+
+    def error(self, limits: KeyLimits, ask: Ask) -> MistralServeError:
+        """The 429 for a refused request, its headers included."""
+        error: MistralServeError
+        if self.refused in ("day", "month"):
+            budget = limits.tokens_per_day if self.refused == "day" else limits.tokens_per_month
+            period = "today's" if self.refused == "day" else "this month's"
+            error = InsufficientQuotaError(
+                f"This API key's token budget is spent: the request reserves {ask.tokens} "
+                f"tokens (prompt estimate + max_tokens) and {self.budget_left} of {period} "
+                f"{budget} remain. Lower max_tokens, or ask for a larger budget."
+            )
+        elif self.refused == "rpm":
+            error = RateLimitExceededError(
+                f"Rate limit reached for requests: {limits.rpm} per minute on this API key.",
+                kind="requests",
+                retry_after_s=self.retry_after_s,
+            )
+        elif self.refused == "concurrency":
+            error = RateLimitExceededError(
+                f"Rate limit reached for concurrent requests: {limits.max_concurrent} at a "
+                "time on this API key.",
+                kind="requests",
+                retry_after_s=self.retry_after_s,
+            )
+        elif self.retry_after_s is None:  # tpm, and the request could never fit
+            error = RateLimitExceededError(
+                f"Request too large: it reserves {ask.tokens} tokens (prompt estimate + "
+                f"max_tokens) and this API key's limit is {limits.tpm} tokens per minute. "
+                "Lower max_tokens.",
+                kind="tokens",
+                retry_after_s=None,
+            )
+        else:
+            error = RateLimitExceededError(
+                f"Rate limit reached for tokens: {limits.tpm} per minute on this API key; "
+                f"the request reserves {ask.tokens} (prompt estimate + max_tokens).",
+                kind="tokens",
+                retry_after_s=self.retry_after_s,
+            )
+        error.extra_headers = self.headers()
+        return error
+
+
+# -- the arithmetic, in the process (the Redis script does the same in Lua) -------------------
+@dataclass
+class Bucket:
+    """A per-minute token bucket: ``level`` at ``stamp`` (seconds)."""
+
+    capacity: int
+    level: float
+    stamp: float
+
+    @classmethod
+    def full(cls, capacity: int, now: float) -> Bucket:
+        return cls(capacity, float(capacity), now)
+
+    def refill(self, capacity: int, now: float) -> None:
+        """Bring the level to ``now`` (and to a capacity that may have changed)."""
+        rate = capacity / 60.0
+        self.level = min(float(capacity), self.level + max(0.0, now - self.stamp) * rate)
+        self.capacity, self.stamp = capacity, max(self.stamp, now)
+
+    def wait_for(self, cost: int) -> float | None:
+        """Seconds until ``cost`` fits (0: it fits now); None: it never can."""
+        if cost > self.capacity:
+            return None
+        return max(0.0, (cost - self.level) / (self.capacity / 60.0))
+
+    def window(self) -> Window:
+        reset = (self.capacity - self.level) / (self.capacity / 60.0)
+        return Window(self.capacity, max(0, math.floor(self.level)), max(0.0, reset))
+
+
+def duration(seconds: float) -> str:
+    """A duration as OpenAI's headers write it (Go's format): 20ms, 1.5s, 6m0s, 1h0m0s."""
+    milliseconds = max(0, round(seconds * 1000))
+    if milliseconds < 1000:
+        return f"{milliseconds}ms"
+    hours, rest = divmod(milliseconds, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"

@@ -1,0 +1,228 @@
+"""Limit counters in Redis, shared by every gateway process and replica (REDIS_URL).
+
+One Lua script checks every limit of a request and takes from all of them or none; Redis runs
+a script atomically, so any number of gateways enforce one limit exactly. The arithmetic is
+:mod:`mistral_serve.tenancy.limits`' (token buckets in milliseconds, a sorted set of leased
+request ids, period counters). Time is Redis's own clock (``TIME``), so gateways whose clocks
+differ still share one bucket; tests may pass a clock instead.
+
+A key's counters share a hash tag (``{key id}``), so they stay on one node of a cluster. A
+bucket expires once it would be full again (a missing bucket is a full one); budget counters
+expire after their period.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from mistral_serve.tenancy.limits import (
+    CONCURRENCY_LEASE_S,
+    CONCURRENCY_RETRY_S,
+    Ask,
+    KeyLimits,
+    Verdict,
+    Window,
+)
+
+PREFIX = "mistral-serve:limits"
+_DAY_TTL_S = 2 * 86_400
+_MONTH_TTL_S = 32 * 86_400
+
+# Shared by both scripts: the clock and the bucket arithmetic.
+_COMMON = """
+local now = tonumber(ARGV[1])
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- A bucket's level at now (a missing bucket is full); capacity per minute, time in ms.
+local function level_of(key, capacity)
+  local saved = redis.call('HMGET', key, 'l', 't')
+  local level, stamp = tonumber(saved[1]), tonumber(saved[2])
+  if level == nil then return capacity end
+  return math.min(capacity, level + math.max(0, now - stamp) * capacity / 60000)
+end
+local function save(key, capacity, level)
+  redis.call('HSET', key, 'l', tostring(level), 't', tostring(now))
+  redis.call('PEXPIRE', key, math.ceil((capacity - level) * 60000 / capacity) + 1000)
+end
+"""
+
+# KEYS: requests bucket, tokens bucket, active set, day counter, month counter.
+# ARGV: now_ms (0: Redis's clock), rpm, tpm, max_concurrent, per_day, per_month (-1: none),
+#       tokens, request id, lease_ms, day_ttl_s, month_ttl_s.
+# Returns: granted (1/0), refused (''/rpm/tpm/concurrency/day/month), retry_ms (-1: never),
+#          budget_left, then limit, remaining, reset_ms for requests and for tokens (-1: none).
+TAKE = (
+    _COMMON
+    + """
+local rpm, tpm, max_active = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local per_day, per_month = tonumber(ARGV[5]), tonumber(ARGV[6])
+local tokens = tonumber(ARGV[7])
+local requests_level = rpm >= 0 and level_of(KEYS[1], rpm) or 0
+local tokens_level = tpm >= 0 and level_of(KEYS[2], tpm) or 0
+
+local function answer(granted, refused, retry_ms, budget_left)
+  local out = {granted, refused, retry_ms, budget_left}
+  for _, w in ipairs({{rpm, requests_level}, {tpm, tokens_level}}) do
+    local capacity, level = w[1], w[2]
+    if capacity >= 0 then
+      out[#out + 1] = capacity
+      out[#out + 1] = math.max(0, math.floor(level))
+      out[#out + 1] = math.max(0, math.ceil((capacity - level) * 60000 / capacity))
+    else
+      out[#out + 1] = -1; out[#out + 1] = -1; out[#out + 1] = -1
+    end
+  end
+  return out
+end
+
+local budgets = {{'day', KEYS[4], per_day}, {'month', KEYS[5], per_month}}
+for _, b in ipairs(budgets) do
+  if b[3] >= 0 then
+    local left = b[3] - (tonumber(redis.call('GET', b[2])) or 0)
+    if tokens > left then return answer(0, b[1], -1, math.max(0, left)) end
+  end
+end
+if max_active >= 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  if redis.call('ZCARD', KEYS[3]) >= max_active then
+    return answer(0, 'concurrency', tonumber(ARGV[12]), -1)
+  end
+end
+for _, w in ipairs({{'rpm', rpm, requests_level, 1}, {'tpm', tpm, tokens_level, tokens}}) do
+  local name, capacity, level, cost = w[1], w[2], w[3], w[4]
+  if capacity >= 0 then
+    if cost > capacity then return answer(0, name, -1, -1) end
+    if level < cost then
+      return answer(0, name, math.ceil((cost - level) * 60000 / capacity), -1)
+    end
+  end
+end
+
+-- Every limit allows it: take from all of them.
+for _, b in ipairs(budgets) do
+  if b[3] >= 0 then
+    redis.call('SET', b[2], 0, 'EX', b[1] == 'day' and ARGV[10] or ARGV[11], 'NX')
+    redis.call('INCRBY', b[2], tokens)
+  end
+end
+if max_active >= 0 then
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[9]), ARGV[8])
+  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[9]))
+end
+if rpm >= 0 then requests_level = requests_level - 1; save(KEYS[1], rpm, requests_level) end
+if tpm >= 0 then tokens_level = tokens_level - tokens; save(KEYS[2], tpm, tokens_level) end
+return answer(1, '', 0, -1)
+"""
+)
+
+# KEYS: as TAKE. ARGV: now_ms, tpm (-1: none), unused tokens (negative: used more),
+#       request id, has per_day (1/0), has per_month (1/0).
+SETTLE = (
+    _COMMON
+    + """
+local tpm, unused = tonumber(ARGV[2]), tonumber(ARGV[3])
+if tpm >= 0 and redis.call('EXISTS', KEYS[2]) == 1 then
+  save(KEYS[2], tpm, math.min(tpm, level_of(KEYS[2], tpm) + unused))
+end
+for i, has in ipairs({ARGV[5], ARGV[6]}) do
+  if has == '1' and redis.call('EXISTS', KEYS[3 + i]) == 1 then
+    redis.call('DECRBY', KEYS[3 + i], unused)
+  end
+end
+redis.call('ZREM', KEYS[3], ARGV[4])
+return 1
+"""
+)
+
+
+def _keys(ask: Ask) -> list[str]:
+    base = f"{PREFIX}:{{{ask.key_id}}}"
+    return [
+        f"{base}:rpm",
+        f"{base}:tpm",
+        f"{base}:active",
+        f"{base}:day:{ask.day}",
+        f"{base}:month:{ask.month}",
+    ]
+
+
+def _or_none(limit: int | None) -> int:
+    return -1 if limit is None else limit
+
+
+class RedisLimiter:
+    """Counters in Redis at ``url``. ``clock``: seconds, for tests; default Redis's clock."""
+
+    def __init__(self, client: Redis, clock: Callable[[], float] | None = None) -> None:
+        self._redis = client
+        self._clock = clock
+        self._take = client.register_script(TAKE)
+        self._settle = client.register_script(SETTLE)
+
+    @classmethod
+    def from_url(cls, url: str, clock: Callable[[], float] | None = None) -> RedisLimiter:
+        # Short timeouts: the check is on every limited request's path.
+        client = Redis.from_url(
+            url, socket_connect_timeout=1.0, socket_timeout=1.0, health_check_interval=30
+        )
+        return cls(client, clock)
+
+    def _now_ms(self) -> int:
+        return 0 if self._clock is None else round(self._clock() * 1000)
+
+    async def take(self, limits: KeyLimits, ask: Ask) -> Verdict:
+        reply = await self._take(
+            keys=_keys(ask),
+            args=[
+                self._now_ms(),
+                _or_none(limits.rpm),
+                _or_none(limits.tpm),
+                _or_none(limits.max_concurrent),
+                _or_none(limits.tokens_per_day),
+                _or_none(limits.tokens_per_month),
+                ask.tokens,
+                ask.request_id,
+                round(CONCURRENCY_LEASE_S * 1000),
+                _DAY_TTL_S,
+                _MONTH_TTL_S,
+                round(CONCURRENCY_RETRY_S * 1000),
+            ],
+        )
+        granted, refused, retry_ms, budget_left = reply[:4]
+        refused = refused.decode() if isinstance(refused, bytes) else refused
+        return Verdict(
+            granted == 1,
+            _window(reply[4:7]),
+            _window(reply[7:10]),
+            refused=refused or None,
+            retry_after_s=None if retry_ms < 0 else retry_ms / 1000,
+            budget_left=None if budget_left < 0 else budget_left,
+        )
+
+    async def settle(self, limits: KeyLimits, ask: Ask, used_tokens: int) -> None:
+        await self._settle(
+            keys=_keys(ask),
+            args=[
+                self._now_ms(),
+                _or_none(limits.tpm),
+                ask.tokens - used_tokens,
+                ask.request_id,
+                int(limits.tokens_per_day is not None),
+                int(limits.tokens_per_month is not None),
+            ],
+        )
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def _window(values: list[int]) -> Window | None:
+    limit, remaining, reset_ms = values
+    return None if limit < 0 else Window(limit, remaining, reset_ms / 1000)

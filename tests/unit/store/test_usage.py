@@ -1,0 +1,62 @@
+"""The ledger's statement on real SQLite and PostgreSQL: rows land once, totals add up."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+from mistral_serve.store import UsageRecords, UsageRow
+
+NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def row(key_id: str = "k1", model: str = "m", at: datetime = NOON, **values) -> UsageRow:
+    defaults = dict(
+        id=uuid.uuid4().hex,
+        request_id="req",
+        key_id=key_id,
+        model=model,
+        endpoint="/v1/chat/completions",
+        engine="engine-0",
+        streamed=False,
+        prompt_tokens=10,
+        completion_tokens=5,
+        usage_estimated=False,
+        status=200,
+        error_type=None,
+        finish_reason="length",
+        duration_ms=12,
+        ttft_ms=3,
+        created_at=at,
+    )
+    return UsageRow(**{**defaults, **values})
+
+
+async def test_rows_and_totals(store) -> None:
+    records = UsageRecords(store)
+    rows = [row(), row(), row(model="other"), row(key_id="k2", at=NOON + timedelta(days=1))]
+    assert await records.write(rows) == 4
+    assert await records.rows() == sorted(rows, key=lambda r: (r.created_at, r.id))
+    by_day = await records.totals(date(2026, 11, 1))
+    assert [(s.group, s.requests, s.total_tokens) for s in by_day] == [
+        ("2026-11-25", 3, 45),
+        ("2026-11-26", 1, 15),
+    ]
+    by_model = await records.totals(date(2026, 11, 1), by="model", key_id="k1")
+    assert [(s.group, s.requests) for s in by_model] == [("m", 2), ("other", 1)]
+    by_key = await records.totals(date(2026, 11, 26), by="key")
+    assert [(s.group, s.requests) for s in by_key] == [("k2", 1)]
+
+
+async def test_writing_a_row_twice_counts_it_once(store) -> None:
+    records = UsageRecords(store)
+    first = [row(), row()]
+    assert await records.write(first) == 2
+    assert await records.write([*first, row()]) == 1  # a replayed batch, plus one new row
+    (total,) = await records.totals(date(2026, 11, 25))
+    assert total.requests == 3 and total.prompt_tokens == 30
+    assert len(await records.rows()) == 3
+
+
+async def test_reachable(store) -> None:
+    assert await UsageRecords(store).reachable()

@@ -1,0 +1,138 @@
+"""The ledger's writer against a real SQLite store: flush on size, on time and on close; spool
+when the database fails, replay when it answers, adopt the spool of a process that died.
+The database failure is a switch on the records (a real database cannot be made to fail on
+cue in a unit test); the integration tests run the ledger on real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+from collections.abc import AsyncIterator, Sequence
+
+import orjson
+import pytest
+
+from mistral_serve.store import Store, UsageRecords, UsageRow
+from mistral_serve.store.database import sqlite_url
+from mistral_serve.tenancy.ledger import Ledger
+from tests.unit.store.test_usage import row
+
+
+class SwitchableRecords(UsageRecords):
+    """Real records whose database can be switched off."""
+
+    down = False
+
+    async def write(self, rows: Sequence[UsageRow]) -> int:
+        if self.down:
+            raise ConnectionError("database down")
+        return await super().write(rows)
+
+    async def reachable(self) -> bool:
+        return not self.down and await super().reachable()
+
+
+@pytest.fixture
+async def records(tmp_path) -> AsyncIterator[SwitchableRecords]:
+    store = await Store.open(sqlite_url(tmp_path))
+    yield SwitchableRecords(store)
+    await store.close()
+
+
+async def eventually(condition, timeout_s: float = 5.0) -> None:
+    for _ in range(int(timeout_s / 0.02)):
+        if await condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met")
+
+
+async def test_flushes_when_a_batch_is_full(records, tmp_path) -> None:
+    ledger = Ledger(records, tmp_path / "spool", flush_interval_s=60, batch_rows=3)
+    await ledger.start()
+    for _ in range(3):
+        ledger.add(row())
+    await eventually(lambda: _count(records, 3))
+    await ledger.close()
+
+
+async def test_flushes_every_interval(records, tmp_path) -> None:
+    ledger = Ledger(records, tmp_path / "spool", flush_interval_s=0.05, batch_rows=100)
+    await ledger.start()
+    ledger.add(row())
+    await eventually(lambda: _count(records, 1))
+    await ledger.close()
+
+
+async def test_close_writes_everything_waiting(records, tmp_path) -> None:
+    ledger = Ledger(records, tmp_path / "spool", flush_interval_s=60, batch_rows=7)
+    await ledger.start()
+    for _ in range(20):
+        ledger.add(row())
+    await ledger.close()
+    assert await _count(records, 20) and ledger.written == 20 and ledger.pending == 0
+
+
+async def test_spools_while_the_database_is_down_then_replays(records, tmp_path) -> None:
+    ledger = Ledger(records, tmp_path / "spool", flush_interval_s=0.05, batch_rows=2)
+    await ledger.start()
+    records.down = True
+    for _ in range(5):
+        ledger.add(row())
+    await eventually(lambda: _spooled(ledger, 5))
+    assert len(list((tmp_path / "spool").glob("*.jsonl"))) == 1
+    records.down = False
+    await eventually(lambda: _count(records, 5))
+    await eventually(lambda: _no_spool_files(tmp_path / "spool"))
+    await ledger.close()
+
+
+async def test_close_spools_when_the_database_is_down(records, tmp_path) -> None:
+    ledger = Ledger(records, tmp_path / "spool", flush_interval_s=60, batch_rows=10)
+    await ledger.start()
+    records.down = True
+    for _ in range(4):
+        ledger.add(row())
+    await ledger.close()
+    assert ledger.spooled == 4 and await _count(records, 0)
+    records.down = False
+    # The next process adopts the spool of this one (whose lock died with it) and replays it.
+    successor = Ledger(records, tmp_path / "spool", flush_interval_s=60, batch_rows=10)
+    await successor.start()
+    assert await _count(records, 4) and await _no_spool_files(tmp_path / "spool")
+    await successor.close()
+
+
+async def test_a_living_process_keeps_its_spool(records, tmp_path) -> None:
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    held = folder / "ledger-spool-living.jsonl"
+    held.write_bytes(orjson.dumps(row().to_json()) + b"\n")
+    with open(held, "rb") as owner:  # noqa: ASYNC230 (a test holding a lock)
+        fcntl.flock(owner, fcntl.LOCK_EX)
+        ledger = Ledger(records, folder, flush_interval_s=60)
+        await ledger.start()
+        assert held.exists() and await _count(records, 0)
+        await ledger.close()
+
+
+async def test_rows_past_the_bound_go_to_the_spool(records, tmp_path) -> None:
+    ledger = Ledger(records, tmp_path / "spool", flush_interval_s=60, batch_rows=2, max_pending=4)
+    await ledger.start()
+    for _ in range(4):
+        ledger.add(row())
+    assert ledger.pending == 0  # handed to the spool, not held in memory
+    await ledger.close()
+    assert ledger.spooled == 4
+
+
+async def _count(records: UsageRecords, expected: int) -> bool:
+    return len(await UsageRecords.rows(records)) == expected
+
+
+async def _spooled(ledger: Ledger, expected: int) -> bool:
+    return ledger.spooled == expected
+
+
+async def _no_spool_files(folder) -> bool:
+    return not list(folder.glob("*.jsonl"))

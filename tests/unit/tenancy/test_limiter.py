@@ -1,0 +1,252 @@
+"""Limit arithmetic, run the same way against both backends: the counters in this process and
+the Lua script in the real Redis on this machine (TEST_REDIS_URL to point elsewhere; never
+skipped). A test clock drives both, so windows are exact."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from redis.asyncio import Redis
+
+from mistral_serve.errors import (
+    InsufficientQuotaError,
+    LimitsUnavailableError,
+    RateLimitExceededError,
+)
+from mistral_serve.store import KeyRecord
+from mistral_serve.tenancy.auth import Caller
+from mistral_serve.tenancy.limiter import Limiter, Limits, MemoryLimiter
+from mistral_serve.tenancy.limits import Ask, KeyLimits, duration, reservation
+from mistral_serve.tenancy.redis_limiter import PREFIX, RedisLimiter
+from tests.services import REDIS
+
+START = 1_800_000_000.0
+DAY = datetime.fromtimestamp(START, UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def limiter(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[Limiter]:
+    if request.param == "memory":
+        yield MemoryLimiter(clock)
+        return
+    backend = RedisLimiter.from_url(REDIS, clock)
+    await backend.ping()  # a Redis that does not answer fails the test
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture
+def key_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(autouse=True)
+async def _forget_keys(key_id: str) -> AsyncIterator[None]:
+    yield
+    client = Redis.from_url(REDIS)
+    keys = [key async for key in client.scan_iter(f"{PREFIX}:{{{key_id}}}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+def ask(key_id: str, tokens: int = 10, request: str | None = None, at: datetime = DAY) -> Ask:
+    return Ask.at(key_id, request or uuid.uuid4().hex, tokens, at)
+
+
+async def test_requests_per_minute_refill_continuously(limiter, clock, key_id) -> None:
+    limits = KeyLimits(rpm=3)
+    for remaining in (2, 1, 0):
+        verdict = await limiter.take(limits, ask(key_id))
+        assert verdict.granted and verdict.requests.remaining == remaining
+    refused = await limiter.take(limits, ask(key_id))
+    assert not refused.granted and refused.refused == "rpm"
+    assert refused.retry_after_s == pytest.approx(20.0)  # one request refills in 60/3 s
+    assert refused.headers() == {
+        "x-ratelimit-limit-requests": "3",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "1m0s",
+    }
+    clock.now += 20
+    assert (await limiter.take(limits, ask(key_id))).granted
+
+
+async def test_tokens_are_reserved_then_settled_to_what_was_used(limiter, clock, key_id) -> None:
+    limits = KeyLimits(tpm=1000)
+    first = ask(key_id, 600)
+    granted = await limiter.take(limits, first)
+    assert granted.granted and granted.tokens.remaining == 400
+    assert granted.tokens.reset_s == pytest.approx(36.0)  # 600 tokens at 1000/60 per s
+    refused = await limiter.take(limits, ask(key_id, 600))
+    assert refused.refused == "tpm" and refused.retry_after_s == pytest.approx(12.0)
+    await limiter.settle(limits, first, 100)  # 500 unused tokens come back
+    again = await limiter.take(limits, ask(key_id, 600))
+    assert again.granted and again.tokens.remaining == 300
+
+
+async def test_using_more_than_reserved_is_charged(limiter, clock, key_id) -> None:
+    limits = KeyLimits(tpm=1000)
+    first = ask(key_id, 100)
+    await limiter.take(limits, first)
+    await limiter.settle(limits, first, 700)
+    refused = await limiter.take(limits, ask(key_id, 400))
+    assert refused.refused == "tpm" and refused.tokens.remaining == 300
+
+
+async def test_a_request_larger_than_the_whole_tpm_never_fits(limiter, key_id) -> None:
+    limits = KeyLimits(tpm=1000)
+    verdict = await limiter.take(limits, ask(key_id, 1001))
+    assert verdict.refused == "tpm" and verdict.retry_after_s is None
+    error = verdict.error(limits, ask(key_id, 1001))
+    assert isinstance(error, RateLimitExceededError) and "too large" in error.message
+    assert "retry-after" not in error.headers()
+
+
+async def test_all_or_nothing(limiter, key_id) -> None:
+    """Refused by the TPM, the request takes nothing from the RPM, budgets or slots."""
+    limits = KeyLimits(rpm=10, tpm=100, max_concurrent=5, tokens_per_day=10_000)
+    refused = await limiter.take(limits, ask(key_id, 150))
+    assert refused.refused == "tpm"
+    for n in range(5):
+        granted = await limiter.take(limits, ask(key_id, 20))
+        assert granted.granted and granted.requests.remaining == 9 - n
+    assert (await limiter.take(limits, ask(key_id, 1))).refused == "concurrency"
+
+
+async def test_concurrency_frees_on_settlement_and_after_the_lease(limiter, clock, key_id):
+    limits = KeyLimits(max_concurrent=2)
+    first, second = ask(key_id), ask(key_id)
+    assert (await limiter.take(limits, first)).granted
+    assert (await limiter.take(limits, second)).granted
+    refused = await limiter.take(limits, ask(key_id))
+    assert refused.refused == "concurrency" and refused.retry_after_s == pytest.approx(1.0)
+    await limiter.settle(limits, first, 5)
+    assert (await limiter.take(limits, ask(key_id))).granted
+    clock.now += 901  # the lease of requests a crashed gateway never settled
+    assert (await limiter.take(limits, ask(key_id))).granted
+    assert (await limiter.take(limits, ask(key_id))).granted
+
+
+async def test_budgets_cannot_be_overshot(limiter, key_id) -> None:
+    limits = KeyLimits(tokens_per_day=1000)
+    first = ask(key_id, 600)
+    assert (await limiter.take(limits, first)).granted
+    refused = await limiter.take(limits, ask(key_id, 600))
+    assert refused.refused == "day" and refused.budget_left == 400
+    error = refused.error(limits, ask(key_id, 600))
+    assert isinstance(error, InsufficientQuotaError) and error.status == 429
+    assert "retry-after" not in error.headers()
+    await limiter.settle(limits, first, 100)
+    assert (await limiter.take(limits, ask(key_id, 600))).granted
+    tomorrow = datetime.fromtimestamp(START + 86_400, UTC)
+    assert (await limiter.take(limits, ask(key_id, 1000, at=tomorrow))).granted
+
+
+async def test_monthly_budget(limiter, key_id) -> None:
+    limits = KeyLimits(tokens_per_month=100)
+    assert (await limiter.take(limits, ask(key_id, 100))).granted
+    assert (await limiter.take(limits, ask(key_id, 1))).refused == "month"
+
+
+async def test_a_changed_limit_applies_at_once(limiter, key_id) -> None:
+    await limiter.take(KeyLimits(rpm=100), ask(key_id))
+    verdict = await limiter.take(KeyLimits(rpm=2), ask(key_id))
+    assert verdict.granted and verdict.requests.limit == 2 and verdict.requests.remaining == 1
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0ms"),
+        (0.02, "20ms"),
+        (1, "1s"),
+        (1.5, "1.5s"),
+        (59.9994, "59.999s"),
+        (360, "6m0s"),
+        (90, "1m30s"),
+        (3600, "1h0m0s"),
+        (3725.25, "1h2m5.25s"),
+    ],
+)
+def test_durations_read_like_openais(seconds: float, text: str) -> None:
+    assert duration(seconds) == text
+
+
+# -- the gateway's side: skipping, refusing, failing open or closed ----------------------------
+def caller(key_id: str = "k1", **limits: int) -> Caller:
+    now = datetime.now(UTC)
+    return Caller(key_id, KeyRecord(key_id, "test", "hash", now, now, **limits))
+
+
+async def test_keys_without_limits_are_not_counted() -> None:
+    limits = Limits(MemoryLimiter())
+    assert await limits.reserve(caller(), "r1", 10) is None
+    assert await limits.reserve(Caller("static"), "r2", 10) is None
+
+
+async def test_a_refusal_is_its_429_with_headers() -> None:
+    limits = Limits(MemoryLimiter())
+    reservation = await limits.reserve(caller(rpm=1), "r1", 10)
+    assert reservation is not None
+    assert reservation.headers["x-ratelimit-remaining-requests"] == "0"
+    with pytest.raises(RateLimitExceededError) as refused:
+        await limits.reserve(caller(rpm=1), "r2", 10)
+    assert refused.value.headers()["retry-after"] == "60"
+    assert refused.value.headers()["x-ratelimit-limit-requests"] == "1"
+    assert refused.value.to_dict()["error"]["code"] == "rate_limit_exceeded"
+
+
+async def test_settlement_runs_once_in_the_background() -> None:
+    backend = MemoryLimiter()
+    limits = Limits(backend)
+    reservation = await limits.reserve(caller(max_concurrent=1), "r1", 10)
+    reservation.end(5)
+    reservation.end(5)
+    await limits.close()
+    assert await limits.reserve(caller(max_concurrent=1), "r2", 10) is not None
+
+
+class BrokenLimiter(MemoryLimiter):
+    async def take(self, limits: KeyLimits, ask: Ask):
+        raise ConnectionError("counters unreachable")
+
+
+async def test_store_errors_fail_open_or_closed(caplog: pytest.LogCaptureFixture) -> None:
+    open_ = Limits(BrokenLimiter(), on_store_error="open")
+    assert await open_.reserve(caller(rpm=1), "r1", 10) is None
+    assert await open_.reserve(caller(rpm=1), "r2", 10) is None
+    assert open_.store_errors == 2
+    assert len([r for r in caplog.records if "unreachable" in r.message]) == 1  # once an outage
+    closed = Limits(BrokenLimiter(), on_store_error="closed")
+    with pytest.raises(LimitsUnavailableError) as refused:
+        await closed.reserve(caller(rpm=1), "r3", 10)
+    assert refused.value.status == 503 and closed.store_errors == 1
+
+
+async def test_redis_that_does_not_answer_fails_the_check() -> None:
+    backend = RedisLimiter.from_url("redis://127.0.0.1:1/0")
+    limits = Limits(backend, on_store_error="open")
+    assert await limits.reserve(caller(rpm=1), "r1", 10) is None
+    assert limits.store_errors == 1
+    await limits.close()
+
+
+def test_a_reservation_is_the_prompt_estimate_plus_max_tokens_per_choice() -> None:
+    assert reservation(400, 100, 2, default=1024) == 100 + 8 + 200
+    assert reservation(0, None, 1, default=1024) == 8 + 1024  # no max_tokens: the default
