@@ -60,8 +60,15 @@ class Store:
         await self.engine.dispose()
 
 
+#: Held (per transaction) while PostgreSQL is migrated: replicas starting at once on a new
+#: database take turns instead of racing to create the same tables.
+_MIGRATION_LOCK = 0x6D73_7276  # "msrv"
+
+
 def _upgrade(connection: Connection) -> None:
     """Alembic's ``upgrade head`` on this connection (migrations are idempotent by revision)."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection

@@ -36,8 +36,8 @@ class ApiKey(Base):
     rpm: Mapped[int | None] = mapped_column(Integer)
     tpm: Mapped[int | None] = mapped_column(Integer)
     max_concurrent: Mapped[int | None] = mapped_column(Integer)
-    tokens_per_day: Mapped[int | None] = mapped_column(Integer)
-    tokens_per_month: Mapped[int | None] = mapped_column(Integer)
+    tokens_per_day: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_per_month: Mapped[int | None] = mapped_column(BigInteger)
     #: Model names it may use; None is every model.
     models: Mapped[list[str] | None] = mapped_column(JSON)
     #: The admission queue's order for its requests (lower first, as vLLM's priority).

@@ -78,13 +78,15 @@ class UsageRecords:
             return 0
         async with self._sessions.begin() as session:
             insert = _insert_for(session)
+            # One statement, given every row: SQLAlchemy sends it as multi-row INSERTs
+            # ("insertmanyvalues") compiled once and cached, not a statement per batch size.
             statement = (
                 insert(UsageEntry)
-                .values([dataclasses.asdict(row) for row in rows])
                 .on_conflict_do_nothing(index_elements=["id"])
                 .returning(UsageEntry.id)
             )
-            new = set((await session.scalars(statement)).all())
+            parameters = [_columns(row) for row in rows]
+            new = set((await session.scalars(statement, parameters)).all())
             totals: dict[tuple[str, str, str], list[int]] = {}
             for row in rows:
                 if row.id in new:
@@ -161,6 +163,13 @@ class UsageRecords:
         async with self._sessions() as session:
             entries = await session.scalars(query)
             return [_row(entry) for entry in entries]
+
+
+def _columns(row: UsageRow) -> dict[str, Any]:
+    return {field: getattr(row, field) for field in _FIELDS}
+
+
+_FIELDS = tuple(field.name for field in dataclasses.fields(UsageRow))
 
 
 def _insert_for(session: AsyncSession) -> Any:

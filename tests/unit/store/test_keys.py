@@ -83,3 +83,9 @@ async def test_changes_since_a_moment_are_what_a_cache_refresh_reads(store):
         first.key_id,
         second.key_id,
     }
+
+
+async def test_budgets_hold_billions_of_tokens(store) -> None:
+    records = KeyRecords(store)
+    await records.create("big", "batch", "0" * 64, tokens_per_month=50_000_000_000)
+    assert (await records.get("big")).tokens_per_month == 50_000_000_000

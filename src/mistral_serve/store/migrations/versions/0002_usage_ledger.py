@@ -1,4 +1,5 @@
-"""The usage ledger: one row per request, and totals per key, model and day.
+"""The usage ledger: one row per request, and totals per key, model and day. Token budgets
+become 64-bit (a month of a busy GPU is billions of tokens; SQLite's integers already are).
 
 Revision ID: 0002
 Revises: 0001
@@ -16,6 +17,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name != "sqlite":
+        for column in ("tokens_per_day", "tokens_per_month"):
+            op.alter_column("api_keys", column, type_=sa.BigInteger, existing_nullable=True)
     op.create_table(
         "usage",
         sa.Column("id", sa.String(32), primary_key=True),
@@ -52,3 +56,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("usage_totals")
     op.drop_table("usage")
+    if op.get_bind().dialect.name != "sqlite":
+        for column in ("tokens_per_day", "tokens_per_month"):
+            op.alter_column("api_keys", column, type_=sa.Integer, existing_nullable=True)
