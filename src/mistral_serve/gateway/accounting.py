@@ -11,7 +11,6 @@ marked as estimated in the ledger.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -86,17 +85,18 @@ class Accounting:
         if held is not None:
             held.end(usage.total)
         if self.ledger is not None:
-            self.ledger.add(ledger_row(generation, caller, request, usage))
+            row = ledger_row(self.ledger.row_id(), generation, caller, request, usage)
+            self.ledger.add(row)
 
 
 def ledger_row(
-    generation: Generation, caller: Caller, request: GenerationRequest, usage: Usage
+    row_id: str, generation: Generation, caller: Caller, request: GenerationRequest, usage: Usage
 ) -> UsageRow:
     timings = generation.timings
     finished = timings.finished or time.perf_counter()
     ttft = timings.time_to_first_chunk_s
     return UsageRow(
-        id=uuid.uuid4().hex,
+        id=row_id,
         request_id=generation.request_id[:128],
         key_id=caller.key_id or "",
         model=request.model[:200],

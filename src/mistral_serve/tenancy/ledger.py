@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import itertools
 import logging
 import os
 import uuid
@@ -104,6 +105,8 @@ class Ledger:
         self._batch_rows = batch_rows
         self._max_pending = max_pending or batch_rows * 100
         self._pending: list[UsageRow] = []
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._ids = itertools.count()
         self._wake = asyncio.Event()
         self._io = asyncio.Lock()  # one writer at a time: the database and the spool file
         self._task: asyncio.Task[None] | None = None
@@ -114,6 +117,11 @@ class Ledger:
         self.written = 0
         self.spooled = 0
         self.write_errors = 0
+
+    def row_id(self) -> str:
+        """A new row id, unique across processes: this writer's random prefix and a count
+        (cheaper than a uuid4 per request, which reads the OS's random source)."""
+        return f"{self._id_prefix}{next(self._ids):016x}"
 
     @property
     def pending(self) -> int:

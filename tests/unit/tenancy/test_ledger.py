@@ -136,3 +136,10 @@ async def _spooled(ledger: Ledger, expected: int) -> bool:
 
 async def _no_spool_files(folder) -> bool:
     return not list(folder.glob("*.jsonl"))
+
+
+def test_row_ids_are_unique_and_fit_the_column(tmp_path) -> None:
+    first = Ledger(None, tmp_path)  # type: ignore[arg-type]
+    second = Ledger(None, tmp_path)  # type: ignore[arg-type]
+    ids = {first.row_id() for _ in range(1000)} | {second.row_id() for _ in range(1000)}
+    assert len(ids) == 2000 and all(len(row_id) == 32 for row_id in ids)

@@ -4,6 +4,7 @@ skipped). A test clock drives both, so windows are exact."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -250,3 +251,14 @@ async def test_redis_that_does_not_answer_fails_the_check() -> None:
 def test_a_reservation_is_the_prompt_estimate_plus_max_tokens_per_choice() -> None:
     assert reservation(400, 100, 2, default=1024) == 100 + 8 + 200
     assert reservation(0, None, 1, default=1024) == 8 + 1024  # no max_tokens: the default
+
+
+async def test_settlements_at_once_all_apply(limiter, key_id) -> None:
+    """Many requests ending together (Redis sends their settlements in one pipeline)."""
+    limits = KeyLimits(max_concurrent=5, tpm=1000)
+    asks = [ask(key_id, 100) for _ in range(5)]
+    for each in asks:
+        assert (await limiter.take(limits, each)).granted
+    await asyncio.gather(*(limiter.settle(limits, each, 10) for each in asks))
+    verdict = await limiter.take(limits, ask(key_id, 100))
+    assert verdict.granted and verdict.tokens.remaining == 1000 - 50 - 100
