@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from mistralai.client import Mistral
+from mistralai.client.errors import MistralError
 
 from .conftest import Stack, start_gateway, stop_process
 
@@ -92,6 +94,17 @@ def test_the_auth_matrix(secured: Secured):
         model="demo", messages=[{"role": "user", "content": "hi"}], max_tokens=2
     )
     assert reply.usage.completion_tokens == 2
+    # Mistral's SDK sends the same Bearer header.
+    mistral = Mistral(api_key=key, server_url=url)
+    answer = mistral.chat.complete(
+        model="demo", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )
+    assert answer.usage.completion_tokens == 2
+    with pytest.raises(MistralError) as refused:
+        Mistral(api_key="msk_wrong", server_url=url).chat.complete(
+            model="demo", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
+    assert refused.value.status_code == 401
     _, limited = secured.create("--name", "v1 only", "--models", "demo-v1")
     _, expired = secured.create("--name", "old", "--expires", "2020-01-01")
     revoked_id, revoked = secured.create("--name", "leaver")
