@@ -181,6 +181,26 @@ def start_gateway(
     return url, process
 
 
+def mistral_serve(env: dict[str, str], *args: str) -> str:
+    """`mistral-serve ARGS…` (keys, usage…) with ``env`` over this environment, as an operator
+    runs it; its standard output (a failure fails the test)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mistral_serve.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def created_key(output: str) -> tuple[str, str]:
+    """(id, the key's text) from what `mistral-serve keys create` printed."""
+    lines = dict(line.split(":", 1) for line in output.splitlines())
+    return lines["key id"].strip(), lines["key"].strip()
+
+
 @pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")

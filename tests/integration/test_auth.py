@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +15,7 @@ import pytest
 from mistralai.client import Mistral
 from mistralai.client.errors import MistralError
 
-from .conftest import Stack, start_gateway, stop_process
+from .conftest import Stack, created_key, mistral_serve, start_gateway, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -33,21 +30,11 @@ class Secured:
 
     def keys(self, *args: str) -> str:
         """`mistral-serve keys …` on the gateway's store; its standard output."""
-        env = {**os.environ, "MISTRAL_SERVE_DATA_DIR": str(self.data_dir)}
-        done = subprocess.run(
-            [sys.executable, "-m", "mistral_serve.cli", "keys", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        return mistral_serve({"MISTRAL_SERVE_DATA_DIR": str(self.data_dir)}, "keys", *args)
 
     def create(self, *args: str) -> tuple[str, str]:
         """A new key: (id, the key's text)."""
-        lines = dict(line.split(":", 1) for line in self.keys("create", *args).splitlines())
-        return lines["key id"].strip(), lines["key"].strip()
+        return created_key(self.keys("create", *args))
 
 
 @pytest.fixture(scope="module")

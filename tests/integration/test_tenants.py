@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,7 +26,7 @@ import pytest
 from mistral_serve.store import Store, UsageRecords, UsageRow
 from tests.services import REDIS, postgres_database_sync
 
-from .conftest import Stack, start_gateway, stop_process
+from .conftest import Stack, created_key, mistral_serve, start_gateway, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -45,20 +43,10 @@ class Fleet:
     processes: list[subprocess.Popen]
 
     def cli(self, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "mistral_serve.cli", *args],
-            env={**os.environ, **self.env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        return mistral_serve(self.env, *args)
 
     def create_key(self, *args: str) -> tuple[str, str]:
-        out = self.cli("keys", "create", "--name", "test", *args)
-        lines = dict(line.split(":", 1) for line in out.splitlines())
-        key_id, key = lines["key id"].strip(), lines["key"].strip()
+        key_id, key = created_key(self.cli("keys", "create", "--name", "test", *args))
         for url in self.urls:  # every gateway knows it (the cache refreshes every TTL)
             # AUTH=auto: a gateway that knows no key yet lets anyone in; wait until it knows
             # keys (a wrong one is refused) and this one (it is let in).
@@ -147,14 +135,22 @@ async def _burst(urls: list[str], key: str, count: int, max_tokens: int) -> list
         )
 
 
-def test_rpm_holds_exactly_across_two_gateways(shared: Fleet) -> None:
-    _, key = shared.create_key("--rpm", "10")
+def timed_burst(
+    fleet: Fleet, key: str, count: int, max_tokens: int
+) -> tuple[list[httpx.Response], list[httpx.Response], float]:
+    """A burst's answers, granted (200) and refused (429) — nothing else — and its seconds."""
     started = time.monotonic()
-    answers = asyncio.run(_burst(shared.urls, key, 30, 1))
+    answers = asyncio.run(_burst(fleet.urls, key, count, max_tokens))
     took = time.monotonic() - started
     granted = [a for a in answers if a.status_code == 200]
     refused = [a for a in answers if a.status_code == 429]
-    assert len(granted) + len(refused) == 30
+    assert len(granted) + len(refused) == count
+    return granted, refused, took
+
+
+def test_rpm_holds_exactly_across_two_gateways(shared: Fleet) -> None:
+    _, key = shared.create_key("--rpm", "10")
+    granted, refused, took = timed_burst(shared, key, 30, 1)
     # 10 at once, plus what refilled (10 a minute) while the burst was being checked.
     assert 10 <= len(granted) <= 10 + math.floor(took * 10 / 60), (len(granted), took)
     for answer in refused:
@@ -170,12 +166,8 @@ def test_rpm_holds_exactly_across_two_gateways(shared: Fleet) -> None:
 
 def test_tpm_holds_across_two_gateways(shared: Fleet) -> None:
     _, key = shared.create_key("--tpm", "600")
-    started = time.monotonic()
-    answers = asyncio.run(_burst(shared.urls, key, 16, 40))
-    took = time.monotonic() - started
-    granted = [a for a in answers if a.status_code == 200]
-    refused = [a for a in answers if a.status_code == 429]
-    assert granted and refused and len(granted) + len(refused) == 16
+    granted, refused, took = timed_burst(shared, key, 16, 40)
+    assert granted and refused
     used = sum(a.json()["usage"]["total_tokens"] for a in granted)
     # What the granted requests used fits the limit, plus what refilled during the burst.
     assert used <= 600 + took * 600 / 60, (used, took)

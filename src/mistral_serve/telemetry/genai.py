@@ -128,7 +128,7 @@ class GenAIObserver:
         """Observe how many engines are ready at each export."""
         self._meter.create_observable_gauge(
             semconv.READY_ENGINES,
-            [lambda options: [Observation(count())]],
+            _single(count),
             unit="{engine}",
             description="Engines that pass their health check and serve requests.",
         )
@@ -137,12 +137,7 @@ class GenAIObserver:
         """Observe how many requests wait for an engine, per model, at each export."""
         self._meter.create_observable_gauge(
             semconv.QUEUE_DEPTH,
-            [
-                lambda options: [
-                    Observation(depth, {semconv.REQUEST_MODEL: model})
-                    for model, depth in depths().items()
-                ]
-            ],
+            _each(semconv.REQUEST_MODEL, depths),
             unit="{request}",
             description="Requests waiting in the gateway for a free engine, per model.",
         )
@@ -158,38 +153,47 @@ class GenAIObserver:
         meter = self._meter
         meter.create_observable_counter(
             semconv.KEY_STORE_ERRORS,
-            [lambda options: [Observation(key_store_errors())]],
+            _single(key_store_errors),
             unit="{error}",
             description="Failed refreshes of the key cache (known keys kept being served).",
         )
         meter.create_observable_counter(
             semconv.LIMITS_STORE_ERRORS,
-            [lambda options: [Observation(limits_store_errors())]],
+            _single(limits_store_errors),
             unit="{error}",
             description="Failed checks or settlements of per-key limits (LIMITS_ON_STORE_ERROR).",
         )
         if ledger_rows is not None:
             meter.create_observable_counter(
                 semconv.LEDGER_ROWS,
-                [
-                    lambda options: [
-                        Observation(count, {semconv.LEDGER_OUTCOME: outcome})
-                        for outcome, count in ledger_rows().items()
-                    ]
-                ],
+                _each(semconv.LEDGER_OUTCOME, ledger_rows),
                 unit="{row}",
                 description="Usage ledger rows written to the database, or spooled to a file.",
             )
         if ledger_pending is not None:
             meter.create_observable_gauge(
                 semconv.LEDGER_PENDING,
-                [lambda options: [Observation(ledger_pending())]],
+                _single(ledger_pending),
                 unit="{row}",
                 description="Usage ledger rows waiting for the next batch.",
             )
 
     def start(self, operation: str, request_id: str) -> Generation:
         return Generation(self, operation, request_id)
+
+
+def _single(value: Callable[[], int]) -> list[Callable[[Any], list[Observation]]]:
+    """An observable instrument's callback for one value."""
+    return [lambda options: [Observation(value())]]
+
+
+def _each(
+    attribute: str, values: Callable[[], Mapping[str, int]]
+) -> list[Callable[[Any], list[Observation]]]:
+    """An observable instrument's callback for a value per ``attribute`` value."""
+    return [
+        lambda options: [Observation(count, {attribute: name}) for name, count in values().items()]
+    ]
 
 
 class Generation:

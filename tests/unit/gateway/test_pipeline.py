@@ -17,10 +17,18 @@ from mistral_serve.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     NoReadyEngineError,
+    RateLimitExceededError,
     ServerOverloadedError,
 )
+from mistral_serve.gateway.accounting import Accounting
 from mistral_serve.gateway.pipeline import Endpoint, Gateway, decode_body, validate_request
 from mistral_serve.routing import LeastOutstanding, PrefixLoad
+from mistral_serve.store import KeyRecords, Store
+from mistral_serve.store.database import sqlite_url
+from mistral_serve.tenancy.auth import Authenticator
+from mistral_serve.tenancy.cache import KeyCache
+from mistral_serve.tenancy.keys import issue_key
+from mistral_serve.tenancy.limiter import Limits, MemoryLimiter
 
 from ..conftest import probed
 
@@ -262,3 +270,58 @@ async def test_the_user_field_and_prompt_cache_key_name_a_session_too(
             await gateway.generate(Endpoint.CHAT, orjson.dumps(chat), "r")
         after = [len(fake_engine.requests), len(second_fake_engine.requests)]
         assert sorted(a - b for a, b in zip(after, before, strict=True)) == [0, 4]
+
+
+# -- per-key limits --------------------------------------------------------------------------------
+async def limited_gateway(client, engine_url: str, tmp_path, **limits: int):
+    """A gateway whose one stored key (its text returned) has ``limits``, counted in memory."""
+    store = await Store.open(sqlite_url(tmp_path))
+    records = KeyRecords(store)
+    issued = issue_key()
+    await records.create(issued.key_id, "limited", issued.secret_hash, **limits)
+    cache = KeyCache(records, ttl_s=60)
+    await cache.load()
+    registry, _ = await probed(client, engine_url)
+    gateway = Gateway(
+        registry,
+        client,
+        LeastOutstanding(),
+        authenticator=Authenticator("required", None, cache),
+        accounting=Accounting(Limits(MemoryLimiter()), reserve_output_tokens=100),
+    )
+    return gateway, f"Bearer {issued.text}", store
+
+
+async def test_a_limited_keys_answers_all_carry_its_headers(fake_engine, client, tmp_path):
+    gateway, bearer, store = await limited_gateway(
+        client, fake_engine.url, tmp_path, rpm=2, tpm=100_000
+    )
+    ok = await gateway.generate(Endpoint.CHAT, orjson.dumps(CHAT), "r1", authorization=bearer)
+    assert ok.headers["x-ratelimit-limit-requests"] == "2"
+    assert ok.headers["x-ratelimit-remaining-requests"] == "1"
+    assert ok.headers["x-ratelimit-limit-tokens"] == "100000"
+
+    async def boom(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"message": "broken"}}, status=500)
+
+    fake_engine.handlers["/v1/chat/completions"] = boom
+    with pytest.raises(EngineError) as failed:
+        await gateway.generate(Endpoint.CHAT, orjson.dumps(CHAT), "r2", authorization=bearer)
+    assert failed.value.headers()["x-ratelimit-remaining-requests"] == "0"
+    with pytest.raises(RateLimitExceededError) as refused:
+        await gateway.generate(Endpoint.CHAT, orjson.dumps(CHAT), "r3", authorization=bearer)
+    assert refused.value.headers()["retry-after"] == "30"  # 1 request refills in 60/2 s
+    await store.close()
+
+
+async def test_a_concurrency_slot_frees_when_the_request_ends(fake_engine, client, tmp_path):
+    gateway, bearer, store = await limited_gateway(
+        client, fake_engine.url, tmp_path, max_concurrent=1
+    )
+    for n in range(3):  # one at a time: each settles before the next
+        answer = await gateway.generate(
+            Endpoint.CHAT, orjson.dumps(CHAT), f"r{n}", authorization=bearer
+        )
+        assert answer.status == 200
+        await asyncio.sleep(0.01)  # the settlement runs in the background
+    await store.close()

@@ -295,3 +295,17 @@ def test_token_usage_is_counted_by_key_id(captured):
     points = captured.metrics()[semconv.TOKEN_USAGE].data.data_points
     assert {p.attributes[semconv.KEY_ID] for p in points} == {"jfzgivvsehhf"}
     assert {p.attributes[semconv.TOKEN_TYPE]: p.sum for p in points} == {"input": 11, "output": 7}
+
+
+def test_tenancy_health_is_observed(captured) -> None:
+    observer = GenAIObserver(captured.telemetry)
+    observer.watch_tenancy(lambda: 2, lambda: 3, lambda: {"written": 40, "spooled": 5}, lambda: 7)
+    metrics = captured.metrics()
+    assert metrics["mistral_serve.keys.store_errors"].data.data_points[0].value == 2
+    assert metrics["mistral_serve.limits.store_errors"].data.data_points[0].value == 3
+    rows = {
+        point.attributes["mistral_serve.ledger.outcome"]: point.value
+        for point in metrics["mistral_serve.ledger.rows"].data.data_points
+    }
+    assert rows == {"written": 40, "spooled": 5}
+    assert metrics["mistral_serve.ledger.pending"].data.data_points[0].value == 7
