@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -65,6 +66,15 @@ class GatewayServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # What start-up built (imported modules, SQLAlchemy's and Alembic's tables of
+        # everything) lives as long as this process: out of the collector's sight, a full
+        # collection no longer walks it during every busy second (~110 µs less CPU a request,
+        # bench/tenancy_cost.py).
+        gc.collect()
+        gc.freeze()
 
 
 def _uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:

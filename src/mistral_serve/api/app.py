@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -191,11 +190,6 @@ def create_app(
             warn_if_open(settings, tenants.authenticator)
             observe_tenancy(observer, tenants)
             async with _serving(app, tenants):
-                # What start-up built (imported modules, SQLAlchemy's and Alembic's tables of
-                # everything) lives as long as the process: out of the collector's sight, so a
-                # full collection does not walk it again during every busy second.
-                gc.collect()
-                gc.freeze()
                 yield
 
     @asynccontextmanager
