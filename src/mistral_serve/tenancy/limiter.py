@@ -8,12 +8,12 @@ between every process and replica. :class:`KeyLimits` of a key and an :class:`As
 :class:`Limits` is what the gateway uses: it skips keys without limits, turns a refusal into
 its 429, applies LIMITS_ON_STORE_ERROR when the backend fails (logged once per outage and
 counted), and hands back a :class:`Reservation` to settle when the request ends, which
-settles in the background; :meth:`Limits.close` waits for those settlements.
+settles without waiting (the Redis backend sends it with the next pipeline);
+:meth:`Limits.close` waits for those settlements.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -29,6 +29,7 @@ from mistral_serve.tenancy.limits import (
     Ask,
     Bucket,
     KeyLimits,
+    Settled,
     Verdict,
 )
 
@@ -47,7 +48,13 @@ class Limiter(Protocol):
         difference from its reservation, and free its concurrency slot."""
         ...
 
-    async def close(self) -> None: ...
+    def settle_soon(self, limits: KeyLimits, ask: Ask, used_tokens: int, done: Settled) -> None:
+        """The same without waiting (no task per request): ``done`` hears how it went."""
+        ...
+
+    async def close(self) -> None:
+        """Finish the settlements under way, then let go of the counters."""
+        ...
 
 
 @dataclass
@@ -108,6 +115,13 @@ class MemoryLimiter:
         )
 
     async def settle(self, limits: KeyLimits, ask: Ask, used_tokens: int) -> None:
+        self._settle(limits, ask, used_tokens)
+
+    def settle_soon(self, limits: KeyLimits, ask: Ask, used_tokens: int, done: Settled) -> None:
+        self._settle(limits, ask, used_tokens)
+        done(None)
+
+    def _settle(self, limits: KeyLimits, ask: Ask, used_tokens: int) -> None:
         counters = self._keys.get(ask.key_id)
         if counters is None:
             return
@@ -174,7 +188,6 @@ class Limits:
         self._limiter = limiter
         self._on_store_error = on_store_error
         self._clock = clock
-        self._settling: set[asyncio.Task[None]] = set()
         self._failing = False
         #: Backend failures (take or settle), for telemetry.
         self.store_errors = 0
@@ -204,24 +217,16 @@ class Limits:
         return Reservation(self, key_limits, ask, verdict.headers())
 
     def settle_later(self, key_limits: KeyLimits, ask: Ask, used_tokens: int) -> None:
-        task = asyncio.get_running_loop().create_task(
-            self._settle(key_limits, ask, used_tokens), name="limits-settle"
-        )
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        self._limiter.settle_soon(key_limits, ask, used_tokens, self._settled)
 
-    async def _settle(self, key_limits: KeyLimits, ask: Ask, used_tokens: int) -> None:
-        try:
-            await self._limiter.settle(key_limits, ask, used_tokens)
-        except Exception as exc:
-            self._store_failed("settle", exc)
-        else:
+    def _settled(self, failure: Exception | None) -> None:
+        if failure is None:
             self._store_answered()
+        else:
+            self._store_failed("settle", failure)
 
     async def close(self) -> None:
-        """Wait for the settlements under way, then close the backend."""
-        if self._settling:
-            await asyncio.gather(*self._settling, return_exceptions=True)
+        """Finish the settlements under way, then close the backend."""
         await self._limiter.close()
 
     def _store_failed(self, what: str, exc: Exception) -> None:

@@ -20,6 +20,7 @@ it takes from none.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -98,6 +99,10 @@ class Ask:
     def at(cls, key_id: str, request_id: str, tokens: int, now: datetime) -> Ask:
         now = now.astimezone(UTC)
         return cls(key_id, request_id, tokens, now.strftime("%Y-%m-%d"), now.strftime("%Y-%m"))
+
+
+#: Hears how a settlement went: None, or what the backend raised.
+Settled = Callable[[Exception | None], None]
 
 
 @dataclass(frozen=True)

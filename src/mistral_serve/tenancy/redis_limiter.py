@@ -26,6 +26,7 @@ from mistral_serve.tenancy.limits import (
     CONCURRENCY_RETRY_S,
     Ask,
     KeyLimits,
+    Settled,
     Verdict,
     Window,
 )
@@ -160,21 +161,42 @@ def _or_none(limit: int | None) -> int:
     return -1 if limit is None else limit
 
 
+Reply = Callable[[Any], None]  # hears a script's reply, or the Exception it raised
+
+
 class _Pipelined:
     """Script calls made during one turn of the event loop, sent together in one pipeline:
     under load one round trip serves many requests (each script still runs atomically)."""
 
     def __init__(self, client: Redis) -> None:
         self._client = client
-        self._queued: list[tuple[AsyncScript, list[str], list[int | str], asyncio.Future[Any]]] = []
+        self._queued: list[tuple[AsyncScript, list[str], list[int | str], Reply]] = []
         self._sending: asyncio.Task[None] | None = None
 
     async def call(self, script: AsyncScript, keys: list[str], args: list[int | str]) -> Any:
-        answer = asyncio.get_running_loop().create_future()
-        self._queued.append((script, keys, args, answer))
-        if self._sending is None:
-            self._sending = asyncio.create_task(self._send(), name="limits-redis")
+        """The script's reply (raises what it raised)."""
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def reply(outcome: Any) -> None:
+            if answer.done():  # its caller gave up waiting
+                return
+            if isinstance(outcome, Exception):
+                answer.set_exception(outcome)
+            else:
+                answer.set_result(outcome)
+
+        self.call_soon(script, keys, args, reply)
         return await answer
+
+    def call_soon(
+        self, script: AsyncScript, keys: list[str], args: list[int | str], reply: Reply
+    ) -> None:
+        """Queue the call; ``reply`` hears its outcome once the pipeline returns."""
+        self._queued.append((script, keys, args, reply))
+        if self._sending is None:
+            self._sending = asyncio.get_running_loop().create_task(
+                self._send(), name="limits-redis"
+            )
 
     async def _send(self) -> None:
         try:
@@ -188,13 +210,8 @@ class _Pipelined:
                     replies = await pipeline.execute(raise_on_error=False)
                 except Exception as exc:  # the connection: every call in the batch failed
                     replies = [exc] * len(batch)
-                for (*_, answer), reply in zip(batch, replies, strict=True):
-                    if answer.done():  # its caller gave up waiting
-                        continue
-                    if isinstance(reply, Exception):
-                        answer.set_exception(reply)
-                    else:
-                        answer.set_result(reply)
+                for (*_, reply), outcome in zip(batch, replies, strict=True):
+                    reply(outcome)
         finally:
             self._sending = None
 
@@ -248,7 +265,19 @@ class RedisLimiter:
         )
 
     async def settle(self, limits: KeyLimits, ask: Ask, used_tokens: int) -> None:
-        args: list[int | str] = [
+        await self._calls.call(self._settle, _keys(ask), self._settlement(limits, ask, used_tokens))
+
+    def settle_soon(self, limits: KeyLimits, ask: Ask, used_tokens: int, done: Settled) -> None:
+        args = self._settlement(limits, ask, used_tokens)
+        self._calls.call_soon(
+            self._settle,
+            _keys(ask),
+            args,
+            lambda outcome: done(outcome if isinstance(outcome, Exception) else None),
+        )
+
+    def _settlement(self, limits: KeyLimits, ask: Ask, used_tokens: int) -> list[int | str]:
+        return [
             self._now_ms(),
             _or_none(limits.tpm),
             ask.tokens - used_tokens,
@@ -256,7 +285,6 @@ class RedisLimiter:
             int(limits.tokens_per_day is not None),
             int(limits.tokens_per_month is not None),
         ]
-        await self._calls.call(self._settle, _keys(ask), args)
 
     async def ping(self) -> None:
         await self._redis.ping()

@@ -262,3 +262,16 @@ async def test_settlements_at_once_all_apply(limiter, key_id) -> None:
     await asyncio.gather(*(limiter.settle(limits, each, 10) for each in asks))
     verdict = await limiter.take(limits, ask(key_id, 100))
     assert verdict.granted and verdict.tokens.remaining == 1000 - 50 - 100
+
+
+class UnsettlingLimiter(MemoryLimiter):
+    def settle_soon(self, limits, ask, used_tokens, done) -> None:
+        done(ConnectionError("counters unreachable"))
+
+
+async def test_a_failed_settlement_is_counted() -> None:
+    limits = Limits(UnsettlingLimiter())
+    reservation = await limits.reserve(caller(rpm=5), "r1", 10)
+    reservation.end(3)
+    await limits.close()
+    assert limits.store_errors == 1
