@@ -123,13 +123,18 @@ async def tenancy(settings: Settings) -> AsyncIterator[Tenancy]:
         authenticator = Authenticator(settings.auth, static_key, cache)
         yield Tenancy(authenticator, accounting, records, cache, limits, ledger)
     finally:
-        if following is not None:
-            following.cancel()
-            with suppress(asyncio.CancelledError):
-                await following
+        await _stopped(following)
         await limits.close()
         await ledger.close()
         await store.close()
+
+
+async def _stopped(task: asyncio.Task[None] | None) -> None:
+    """Cancel a background task (if any) and wait until it is gone."""
+    if task is not None:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
 
 
 def warn_if_open(settings: Settings, authenticator: Authenticator) -> None:
@@ -239,10 +244,7 @@ def create_app(
         try:
             yield
         finally:
-            if following is not None:
-                following.cancel()
-                with suppress(asyncio.CancelledError):
-                    await following
+            await _stopped(following)
             await monitor.stop()
             await client.close()
 

@@ -61,6 +61,11 @@ class Accounting:
     #: Output tokens reserved for a request without max_tokens (LIMITS_RESERVE_OUTPUT_TOKENS).
     reserve_output_tokens: int = 1024
 
+    @property
+    def active(self) -> bool:
+        """Whether a request's end has anything to settle or record (not with AUTH=off)."""
+        return self.limits is not None or self.ledger is not None
+
     async def reserve(
         self, caller: Caller, request: GenerationRequest, request_id: str, prompt_bytes: int
     ) -> Reservation | None:

@@ -204,10 +204,12 @@ class Gateway:
         key = route_key(request.model, document, session=session)
         priority = caller.priority if caller.priority is not None else request.priority or 0
         call = _Call(endpoint, request, body, request_id, generation, strip_usage, key, priority)
-        generation.on_end(  # settles the reservation, writes the ledger row
-            lambda ended: self._accounting.ended(ended, caller, request, key.size, call.reservation)
-        )
-        call.reservation = await self._accounting.reserve(caller, request, request_id, key.size)
+        accounting = self._accounting
+        if accounting.active:
+            generation.on_end(  # settles the reservation, writes the ledger row
+                lambda ended: accounting.ended(ended, caller, request, key.size, call.reservation)
+            )
+            call.reservation = await accounting.reserve(caller, request, request_id, key.size)
         try:
             return await self._serve(call)
         except MistralServeError as error:

@@ -9,7 +9,7 @@ key order (two gateways flushing at once lock totals rows in the same order: no 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal
@@ -87,35 +87,15 @@ class UsageRecords:
             )
             parameters = [_columns(row) for row in rows]
             new = set((await session.scalars(statement, parameters)).all())
-            totals: dict[tuple[str, str, str], list[int]] = {}
-            for row in rows:
-                if row.id in new:
-                    day = row.created_at.astimezone(UTC).strftime("%Y-%m-%d")
-                    total = totals.setdefault((row.key_id, row.model, day), [0, 0, 0])
-                    total[0] += 1
-                    total[1] += row.prompt_tokens
-                    total[2] += row.completion_tokens
+            totals = _day_totals(row for row in rows if row.id in new)
             if totals:
-                values = [
-                    {
-                        "key_id": key_id,
-                        "model": model,
-                        "day": day,
-                        "requests": requests,
-                        "prompt_tokens": prompt,
-                        "completion_tokens": completion,
-                    }
-                    for (key_id, model, day), (requests, prompt, completion) in sorted(
-                        totals.items()
-                    )
-                ]
-                upsert = insert(UsageTotal).values(values)
+                upsert = insert(UsageTotal).values(totals)
                 await session.execute(
                     upsert.on_conflict_do_update(
                         index_elements=["key_id", "model", "day"],
                         set_={
                             name: getattr(UsageTotal, name) + getattr(upsert.excluded, name)
-                            for name in ("requests", "prompt_tokens", "completion_tokens")
+                            for name in _COUNTS
                         },
                     )
                 )
@@ -165,11 +145,29 @@ class UsageRecords:
             return [_row(entry) for entry in entries]
 
 
+_FIELDS = tuple(field.name for field in dataclasses.fields(UsageRow))
+#: What usage_totals adds up per key, model and day.
+_COUNTS = ("requests", "prompt_tokens", "completion_tokens")
+
+
 def _columns(row: UsageRow) -> dict[str, Any]:
     return {field: getattr(row, field) for field in _FIELDS}
 
 
-_FIELDS = tuple(field.name for field in dataclasses.fields(UsageRow))
+def _day_totals(rows: Iterable[UsageRow]) -> list[dict[str, Any]]:
+    """``rows`` added up per key, model and UTC day, in key order (the order every gateway
+    locks totals rows in: no deadlock)."""
+    totals: dict[tuple[str, str, str], list[int]] = {}
+    for row in rows:
+        day = row.created_at.astimezone(UTC).strftime("%Y-%m-%d")
+        total = totals.setdefault((row.key_id, row.model, day), [0, 0, 0])
+        total[0] += 1
+        total[1] += row.prompt_tokens
+        total[2] += row.completion_tokens
+    return [
+        {"key_id": key_id, "model": model, "day": day, **dict(zip(_COUNTS, counts, strict=True))}
+        for (key_id, model, day), counts in sorted(totals.items())
+    ]
 
 
 def _insert_for(session: AsyncSession) -> Any:
@@ -178,6 +176,6 @@ def _insert_for(session: AsyncSession) -> Any:
 
 
 def _row(entry: UsageEntry) -> UsageRow:
-    values = {field.name: getattr(entry, field.name) for field in dataclasses.fields(UsageRow)}
+    values = {field: getattr(entry, field) for field in _FIELDS}
     values["created_at"] = utc(values["created_at"])
     return UsageRow(**values)

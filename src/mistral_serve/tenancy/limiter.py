@@ -31,6 +31,7 @@ from mistral_serve.tenancy.limits import (
     KeyLimits,
     Settled,
     Verdict,
+    Window,
 )
 
 log = logging.getLogger(__name__)
@@ -80,10 +81,7 @@ class MemoryLimiter:
         requests = _bucket(counters.requests, limits.rpm, now)
         tokens = _bucket(counters.tokens, limits.tpm, now)
         counters.requests, counters.tokens = requests, tokens
-        windows = {
-            "requests": requests.window() if requests else None,
-            "tokens": tokens.window() if tokens else None,
-        }
+        windows = _windows(requests, tokens)
         for period, budget in periods:
             left = budget - counters.spent[period]
             if ask.tokens > left:
@@ -108,11 +106,7 @@ class MemoryLimiter:
             requests.level -= 1
         if tokens is not None:
             tokens.level -= ask.tokens
-        return Verdict(
-            True,
-            requests.window() if requests else None,
-            tokens.window() if tokens else None,
-        )
+        return Verdict(True, **_windows(requests, tokens))
 
     async def settle(self, limits: KeyLimits, ask: Ask, used_tokens: int) -> None:
         self._settle(limits, ask, used_tokens)
@@ -145,6 +139,14 @@ def _bucket(bucket: Bucket | None, capacity: int | None, now: float) -> Bucket |
         return Bucket.full(capacity, now)
     bucket.refill(capacity, now)
     return bucket
+
+
+def _windows(requests: Bucket | None, tokens: Bucket | None) -> dict[str, Window | None]:
+    """The per-minute buckets as a Verdict reports them."""
+    return {
+        "requests": requests.window() if requests else None,
+        "tokens": tokens.window() if tokens else None,
+    }
 
 
 def _periods(limits: KeyLimits, ask: Ask) -> list[tuple[str, int]]:

@@ -15,6 +15,12 @@ _DURATION = re.compile(r"^(\d+)\s*([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+def parse_duration(text: str) -> timedelta | None:
+    """``30d``, ``12h``, ``90m``, ``2w`` as a timedelta; None for anything else."""
+    found = _DURATION.match(text.strip().lower())
+    return timedelta(**{_UNITS[found.group(2)]: int(found.group(1))}) if found else None
+
+
 def parse_expiry(text: str, now: datetime | None = None) -> datetime | None:
     """``30d``, ``12h``, ``90m``, ``2w`` from now; an ISO date or time (UTC unless it says);
     ``never`` for no expiry. Raises ValueError."""
@@ -22,9 +28,9 @@ def parse_expiry(text: str, now: datetime | None = None) -> datetime | None:
     if text == "never":
         return None
     now = now or datetime.now(UTC)
-    found = _DURATION.match(text)
-    if found:
-        return now + timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+    span = parse_duration(text)
+    if span is not None:
+        return now + span
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

@@ -11,21 +11,18 @@ from typing import Literal
 
 from mistral_serve.store import UsageSummary
 from mistral_serve.store.usage import GroupBy
-from mistral_serve.tenancy.manage import fixed_width, parse_expiry
+from mistral_serve.tenancy.manage import fixed_width, parse_duration
 
 Format = Literal["table", "csv", "json"]
 
 
 def parse_since(text: str, now: datetime | None = None) -> date:
     """``7d``, ``24h``, ``2w`` back from now, or an ISO date: the first UTC day reported."""
-    now = now or datetime.now(UTC)
-    text = text.strip()
-    if text and text[-1].lower() in "mhdw" and text[:-1].strip().isdigit():
-        ahead = parse_expiry(text, now)  # the same durations, counted forwards
-        assert ahead is not None
-        return (now - (ahead - now)).astimezone(UTC).date()
+    span = parse_duration(text)
+    if span is not None:
+        return ((now or datetime.now(UTC)) - span).astimezone(UTC).date()
     try:
-        return date.fromisoformat(text)
+        return date.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(f"not a duration (7d, 24h) or a date: {text!r}") from None
 
