@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 from mistral_serve.errors import LimitsUnavailableError
+from mistral_serve.store import KeyRecord
 from mistral_serve.tenancy.auth import Caller
 from mistral_serve.tenancy.limits import (
     CONCURRENCY_LEASE_S,
@@ -75,28 +76,37 @@ class MemoryLimiter:
 
     async def take(self, limits: KeyLimits, ask: Ask) -> Verdict:
         now = self._clock()
-        counters = self._keys.setdefault(ask.key_id, _KeyCounters())
+        counters = self._keys.get(ask.key_id)
+        if counters is None:
+            counters = self._keys[ask.key_id] = _KeyCounters()
         periods = _periods(limits, ask)
-        counters.spent = {period: counters.spent.get(period, 0) for period, _ in periods}
-        requests = _bucket(counters.requests, limits.rpm, now)
-        tokens = _bucket(counters.tokens, limits.tpm, now)
-        counters.requests, counters.tokens = requests, tokens
-        windows = _windows(requests, tokens)
+        if counters.spent.keys() != {period for period, _ in periods}:  # a new day or month
+            counters.spent = {period: counters.spent.get(period, 0) for period, _ in periods}
+        requests = counters.requests = _bucket(counters.requests, limits.rpm, now)
+        tokens = counters.tokens = _bucket(counters.tokens, limits.tpm, now)
         for period, budget in periods:
             left = budget - counters.spent[period]
             if ask.tokens > left:
                 refused = period.partition(":")[0]
-                return Verdict(False, **windows, refused=refused, budget_left=max(0, left))
-        counters.active = {rid: end for rid, end in counters.active.items() if end > now}
-        if limits.max_concurrent is not None and len(counters.active) >= limits.max_concurrent:
+                return Verdict(
+                    False, **_windows(requests, tokens), refused=refused, budget_left=max(0, left)
+                )
+        if limits.max_concurrent is not None and not _slot_free(
+            counters.active, limits.max_concurrent, now
+        ):
             return Verdict(
-                False, **windows, refused="concurrency", retry_after_s=CONCURRENCY_RETRY_S
+                False,
+                **_windows(requests, tokens),
+                refused="concurrency",
+                retry_after_s=CONCURRENCY_RETRY_S,
             )
         for name, bucket, cost in (("rpm", requests, 1), ("tpm", tokens, ask.tokens)):
             if bucket is not None:
                 wait = bucket.wait_for(cost)
                 if wait is None or wait > 0:
-                    return Verdict(False, **windows, refused=name, retry_after_s=wait)
+                    return Verdict(
+                        False, **_windows(requests, tokens), refused=name, retry_after_s=wait
+                    )
         # Every limit allows it: take from all of them.
         for period, _ in periods:
             counters.spent[period] += ask.tokens
@@ -139,6 +149,16 @@ def _bucket(bucket: Bucket | None, capacity: int | None, now: float) -> Bucket |
         return Bucket.full(capacity, now)
     bucket.refill(capacity, now)
     return bucket
+
+
+def _slot_free(active: dict[str, float], max_concurrent: int, now: float) -> bool:
+    """Whether a key may start one more request; expired leases (requests of a gateway that
+    died) are dropped only when the key is at its limit, not on every request."""
+    if len(active) < max_concurrent:
+        return True
+    for request_id in [rid for rid, deadline in active.items() if deadline <= now]:
+        del active[request_id]
+    return len(active) < max_concurrent
 
 
 def _windows(requests: Bucket | None, tokens: Bucket | None) -> dict[str, Window | None]:
@@ -193,6 +213,8 @@ class Limits:
         self._failing = False
         #: Backend failures (take or settle), for telemetry.
         self.store_errors = 0
+        #: Each key's limits, read from its cached record once (until the record changes).
+        self._key_limits: dict[str, tuple[KeyRecord, KeyLimits]] = {}
 
     async def reserve(self, caller: Caller, request_id: str, tokens: int) -> Reservation | None:
         """Take ``tokens`` (and one request, and a concurrency slot) from the caller's key.
@@ -200,7 +222,7 @@ class Limits:
         the 429 that names the limit when refused."""
         if caller.record is None or caller.key_id is None:
             return None
-        key_limits = KeyLimits.of(caller.record)
+        key_limits = self._limits_of(caller.key_id, caller.record)
         if not key_limits.any:
             return None
         ask = Ask.at(caller.key_id, request_id, tokens, self._clock())
@@ -217,6 +239,14 @@ class Limits:
         if not verdict.granted:
             raise verdict.error(key_limits, ask)
         return Reservation(self, key_limits, ask, verdict.headers())
+
+    def _limits_of(self, key_id: str, record: KeyRecord) -> KeyLimits:
+        known = self._key_limits.get(key_id)
+        if known is not None and known[0] is record:
+            return known[1]
+        key_limits = KeyLimits.of(record)
+        self._key_limits[key_id] = (record, key_limits)
+        return key_limits
 
     def settle_later(self, key_limits: KeyLimits, ask: Ask, used_tokens: int) -> None:
         self._limiter.settle_soon(key_limits, ask, used_tokens, self._settled)

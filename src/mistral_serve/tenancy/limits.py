@@ -19,6 +19,7 @@ it takes from none.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,7 +99,14 @@ class Ask:
     @classmethod
     def at(cls, key_id: str, request_id: str, tokens: int, now: datetime) -> Ask:
         now = now.astimezone(UTC)
-        return cls(key_id, request_id, tokens, now.strftime("%Y-%m-%d"), now.strftime("%Y-%m"))
+        return cls(key_id, request_id, tokens, *_period_names(now.year, now.month, now.day))
+
+
+@functools.lru_cache(maxsize=4)
+def _period_names(year: int, month: int, day: int) -> tuple[str, str]:
+    """A UTC day and its month as budgets name them (2026-11-25, 2026-11): formatted once a
+    day, not per request."""
+    return f"{year:04d}-{month:02d}-{day:02d}", f"{year:04d}-{month:02d}"
 
 
 #: Hears how a settlement went: None, or what the backend raised.

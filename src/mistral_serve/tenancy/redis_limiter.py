@@ -20,6 +20,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from mistral_serve.tenancy.limits import (
     CONCURRENCY_LEASE_S,
@@ -162,6 +163,7 @@ def _or_none(limit: int | None) -> int:
 
 
 Reply = Callable[[Any], None]  # hears a script's reply, or the Exception it raised
+_Call = tuple[AsyncScript, list[str], list[int | str], Reply]
 
 
 class _Pipelined:
@@ -170,7 +172,7 @@ class _Pipelined:
 
     def __init__(self, client: Redis) -> None:
         self._client = client
-        self._queued: list[tuple[AsyncScript, list[str], list[int | str], Reply]] = []
+        self._queued: list[_Call] = []
         self._sending: asyncio.Task[None] | None = None
 
     async def call(self, script: AsyncScript, keys: list[str], args: list[int | str]) -> Any:
@@ -203,17 +205,35 @@ class _Pipelined:
             await asyncio.sleep(0)  # let this turn's other requests queue theirs
             while self._queued:
                 batch, self._queued = self._queued, []
-                pipeline = self._client.pipeline(transaction=False)
-                for script, keys, args, _ in batch:
-                    await script(keys=keys, args=args, client=pipeline)
-                try:
-                    replies = await pipeline.execute(raise_on_error=False)
-                except Exception as exc:  # the connection: every call in the batch failed
-                    replies = [exc] * len(batch)
+                replies = await self._run(batch)
                 for (*_, reply), outcome in zip(batch, replies, strict=True):
                     reply(outcome)
         finally:
             self._sending = None
+
+    async def _run(self, batch: list[_Call]) -> list[Any]:
+        """The batch's replies. Scripts go by their SHA alone: redis-py's pipelined scripts
+        would ask Redis which scripts it knows (SCRIPT EXISTS) before every pipeline, one more
+        round trip each time. A Redis that does not know one (first use, or it restarted)
+        answers NOSCRIPT: the script is loaded and those calls are sent again."""
+        try:
+            replies = await self._pipeline(batch)
+            unknown = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if unknown:
+                for script in {batch[n][0] for n in unknown}:
+                    await self._client.script_load(script.script)
+                again = await self._pipeline([batch[n] for n in unknown])
+                for n, reply in zip(unknown, again, strict=True):
+                    replies[n] = reply
+            return replies
+        except Exception as exc:  # the connection: every call in the batch failed
+            return [exc] * len(batch)
+
+    async def _pipeline(self, batch: list[_Call]) -> list[Any]:
+        pipeline = self._client.pipeline(transaction=False)
+        for script, keys, args, _ in batch:
+            pipeline.evalsha(script.sha, len(keys), *keys, *args)
+        return await pipeline.execute(raise_on_error=False)
 
     async def close(self) -> None:
         if self._sending is not None:

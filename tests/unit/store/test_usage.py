@@ -60,3 +60,25 @@ async def test_writing_a_row_twice_counts_it_once(store) -> None:
 
 async def test_reachable(store) -> None:
     assert await UsageRecords(store).reachable()
+
+
+async def test_any_text_and_missing_values_round_trip(store) -> None:
+    """The PostgreSQL write sends a batch as one JSON document: quotes, backslashes, non-ASCII
+    and nulls come back as they went in, and a row a microsecond before midnight UTC counts
+    on its own day."""
+    records = UsageRecords(store)
+    odd = row(
+        model='mistral "7b" \\ ünïcode ✓',
+        request_id="it's; DROP TABLE usage; --",
+        engine=None,
+        error_type=None,
+        finish_reason=None,
+        ttft_ms=None,
+        usage_estimated=True,
+        streamed=True,
+        at=datetime(2026, 11, 25, 23, 59, 59, 999999, tzinfo=UTC),
+    )
+    assert await records.write([odd]) == 1
+    assert await records.rows() == [odd]
+    (total,) = await records.totals(date(2026, 11, 25), by="day")
+    assert (total.group, total.requests) == ("2026-11-25", 1)

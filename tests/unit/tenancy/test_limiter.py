@@ -213,6 +213,17 @@ async def test_a_refusal_is_its_429_with_headers() -> None:
     assert refused.value.to_dict()["error"]["code"] == "rate_limit_exceeded"
 
 
+async def test_a_key_record_changed_in_the_cache_brings_its_new_limits() -> None:
+    limits = Limits(MemoryLimiter())
+    first = await limits.reserve(caller(rpm=5), "r1", 10)
+    assert first is not None and first.headers["x-ratelimit-limit-requests"] == "5"
+    again = await limits.reserve(caller(rpm=5), "r2", 10)  # the same limits
+    assert again is not None and again.headers["x-ratelimit-remaining-requests"] == "3"
+    raised = await limits.reserve(caller(rpm=100), "r3", 10)  # the key cache read a new record
+    assert raised is not None and raised.headers["x-ratelimit-limit-requests"] == "100"
+    assert await limits.reserve(caller(), "r4", 10) is None  # its limits were removed
+
+
 async def test_settlement_runs_once_in_the_background() -> None:
     backend = MemoryLimiter()
     limits = Limits(backend)
@@ -246,6 +257,24 @@ async def test_redis_that_does_not_answer_fails_the_check() -> None:
     assert await limits.reserve(caller(rpm=1), "r1", 10) is None
     assert limits.store_errors == 1
     await limits.close()
+
+
+async def test_a_redis_that_forgot_the_scripts_is_taught_them_again(clock, key_id) -> None:
+    """A restarted Redis knows no scripts: the calls are answered NOSCRIPT, and the limiter
+    loads the scripts and sends them again."""
+    backend = RedisLimiter.from_url(REDIS, clock)
+    limits = KeyLimits(rpm=10, max_concurrent=3)
+    first = ask(key_id)
+    assert (await backend.take(limits, first)).granted
+    client = Redis.from_url(REDIS)
+    await client.script_flush()
+    await client.aclose()
+    second, third = ask(key_id), ask(key_id)
+    verdicts = await asyncio.gather(backend.take(limits, second), backend.take(limits, third))
+    assert [verdict.requests.remaining for verdict in verdicts] == [8, 7]
+    await backend.settle(limits, first, 5)
+    assert (await backend.take(limits, ask(key_id))).granted  # first's slot was freed
+    await backend.close()
 
 
 def test_a_reservation_is_the_prompt_estimate_plus_max_tokens_per_choice() -> None:
