@@ -50,6 +50,8 @@ from mistral_serve.errors import (
 )
 from mistral_serve.gateway.accounting import Accounting
 from mistral_serve.gateway.answers import report_answer
+from mistral_serve.gateway.cards import CardMaker
+from mistral_serve.gateway.dialect import for_engine
 from mistral_serve.gateway.responses import GatewayResponse
 from mistral_serve.gateway.streaming import ProxyStream
 from mistral_serve.gateway.timing import timing_headers
@@ -151,6 +153,7 @@ class Gateway:
         self._policy = policy
         self._observer = observer or GenAIObserver(disabled_telemetry())
         self._retry = retry
+        self._cards = CardMaker()
         limits = admission or AdmissionLimits()
         self.admission: Admission[Lease] = Admission(limits, release=Lease.release)
         registry.on_capacity(self._capacity_changed)
@@ -193,6 +196,9 @@ class Gateway:
     ) -> GatewayResponse:
         document = decode_body(body)
         request = validate_request(endpoint, document)
+        if endpoint is Endpoint.CHAT and (translated := for_engine(document)) is not None:
+            document, body = translated, orjson.dumps(translated)  # Mistral's dialect
+            request = validate_request(endpoint, document)
         generation.request(request)
         Authenticator.check_model(caller, request.model)
         strip_usage = request.is_stream and not (
@@ -370,9 +376,18 @@ class Gateway:
 
     def models(self, authorization: str | None = None) -> dict[str, Any]:
         """The models of the ready engines that the caller may use."""
-        caller = self.authenticate(authorization)
-        cards = [card for card in self._registry.model_cards() if caller.may_use(card["id"])]
-        return {"object": "list", "data": cards}
+        return {"object": "list", "data": self._cards_for(self.authenticate(authorization))}
+
+    def model(self, model_id: str, authorization: str | None = None) -> dict[str, Any]:
+        """One model's card (a 404 when no ready engine serves it for this caller)."""
+        for card in self._cards_for(self.authenticate(authorization)):
+            if card["id"] == model_id:
+                return card
+        raise ModelNotFoundError(model_id)
+
+    def _cards_for(self, caller: Caller) -> list[dict[str, Any]]:
+        cards = self._cards.cards(self._registry.model_cards())
+        return [card for card in cards if caller.may_use(card["id"])]
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         engines = self._registry.readiness()

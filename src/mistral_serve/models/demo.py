@@ -103,11 +103,21 @@ TOKENIZER_FILES: dict[Variant, str] = {
 
 def is_built(directory: Path, variant: Variant) -> bool:
     """True when ``directory`` holds a complete demo model of this variant and build version."""
+    return _marker(directory) == {"variant": variant, "build_version": BUILD_VERSION}
+
+
+def demo_variant(directory: Path) -> Variant | None:
+    """The variant of the demo model built in ``directory``; None when it holds another model."""
+    variant = (_marker(directory) or {}).get("variant")
+    return variant if variant in VARIANTS else None
+
+
+def _marker(directory: Path) -> dict | None:
     try:
         marker = json.loads((directory / _MARKER).read_text())
     except (OSError, ValueError):
-        return False
-    return marker == {"variant": variant, "build_version": BUILD_VERSION}
+        return None
+    return marker if isinstance(marker, dict) else None
 
 
 def ensure_demo_model(directory: Path, variant: Variant) -> Path:

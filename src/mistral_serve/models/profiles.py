@@ -85,7 +85,7 @@ def resolve_model(settings: Settings, *, has_gpu: bool) -> ServedModel:
     path = Path(model_id).expanduser()
     if path.is_dir():
         return ServedModel(str(path.resolve()), names, is_mistral_format_dir(path))
-    return ServedModel(model_id, names, bool(_MISTRAL_FORMAT_REPOS.match(model_id)))
+    return ServedModel(model_id, names, is_mistral_format_repo(model_id))
 
 
 def _demo(settings: Settings, model_id: str) -> ServedModel:
@@ -98,6 +98,11 @@ def _demo(settings: Settings, model_id: str) -> ServedModel:
         engine_args=DEMO_ENGINE_ARGS,
         is_demo=True,
     )
+
+
+def is_mistral_format_repo(repo_id: str) -> bool:
+    """An official hub repo that ships Mistral-format weights and tokenizer."""
+    return bool(_MISTRAL_FORMAT_REPOS.match(repo_id))
 
 
 def is_mistral_format_dir(path: Path) -> bool:

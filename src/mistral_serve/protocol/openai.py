@@ -1,16 +1,25 @@
 """The parts of OpenAI's request bodies the gateway checks before it spends an engine on them.
 
-Only types are checked here (strictly: a string where a number belongs is a 400, as OpenAI
-does); value ranges and everything vLLM adds (``top_k``, ``min_p``, ``ignore_eos``,
-``structured_outputs``…) are the engine's to judge, and unknown fields pass through untouched:
-the gateway forwards the client's original bytes, never a re-encoding of these models.
+Types are checked strictly (a string where a number belongs is a 400, as OpenAI does), and
+every sampling field that OpenAI or Mistral documents a range for is held to it: an
+out-of-range value is a 400 naming the field and never reaches an engine. Where the two APIs
+document different ranges, the wider one holds (temperature: Mistral's 0–1.5 within OpenAI's
+0–2). What only vLLM adds (``top_k``, ``min_p``, ``ignore_eos``, ``structured_outputs``…) is
+the engine's to judge, and unknown fields pass through untouched: the gateway forwards the
+client's original bytes, not a re-encoding of these models (Mistral's dialect aside).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from mistral_serve.protocol.mistral import MAX_SEED, MistralChatFields
+
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
+#: A token's logit bias, as OpenAI bounds it.
+Bias = Annotated[float, Field(ge=-100.0, le=100.0)]
 
 
 class _Open(BaseModel):
@@ -32,14 +41,16 @@ class GenerationRequest(_Open):
     model: StrictStr = Field(min_length=1)
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
-    n: StrictInt | None = None
-    max_tokens: StrictInt | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: StrictInt | None = None
+    n: StrictInt | None = Field(None, ge=1, le=128)
+    max_tokens: StrictInt | None = Field(None, ge=0)
+    min_tokens: StrictInt | None = Field(None, ge=0)  # vLLM's and Mistral's
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    seed: StrictInt | None = Field(None, ge=-MAX_SEED - 1, le=MAX_SEED)
     stop: StrictStr | list[StrictStr] | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    logit_bias: dict[StrictStr, Bias] | None = None
     user: StrictStr | None = None
     #: vLLM's request priority (lower first): the admission queue's order, and the engine's.
     priority: StrictInt | None = None
@@ -56,9 +67,13 @@ class GenerationRequest(_Open):
         return self.max_tokens
 
 
-class ChatCompletionRequest(GenerationRequest):
+class ChatCompletionRequest(GenerationRequest, MistralChatFields):
+    """OpenAI's chat request, with Mistral's fields (both SDKs post to the same path)."""
+
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: StrictInt | None = None
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
+    logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = Field(None, ge=0, le=20)
 
     @property
     def output_limit(self) -> int | None:
@@ -67,3 +82,7 @@ class ChatCompletionRequest(GenerationRequest):
 
 class CompletionRequest(GenerationRequest):
     prompt: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+    #: OpenAI documents at most 5; vLLM serves up to its max_logprobs (20 by default), and
+    #: clients of vLLM use that.
+    logprobs: StrictInt | None = Field(None, ge=0, le=20)
+    best_of: StrictInt | None = Field(None, ge=1, le=20)

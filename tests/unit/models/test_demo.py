@@ -16,12 +16,6 @@ def digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    return {variant: demo.ensure_demo_model(root / variant, variant) for variant in demo.VARIANTS}
-
-
 def test_v3_is_a_small_mistral_format_checkpoint(built):
     folder = built["v3"]
     params = json.loads((folder / "params.json").read_text())
