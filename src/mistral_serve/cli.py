@@ -21,6 +21,7 @@ import gc
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -36,7 +37,7 @@ from mistral_serve import __version__
 from mistral_serve.api.app import begin_draining, create_app
 from mistral_serve.config import Settings, describe_validation_error
 from mistral_serve.engines.client import EngineClient
-from mistral_serve.engines.gpus import replica_count, slice_gpus, visible_gpus
+from mistral_serve.engines.gpus import gpu_memory_gib, replica_count, slice_gpus, visible_gpus
 from mistral_serve.engines.supervisor import EngineSpec, Supervisor, free_port
 from mistral_serve.engines.vllm_args import (
     build_vllm_args,
@@ -44,6 +45,7 @@ from mistral_serve.engines.vllm_args import (
     engine_telemetry_env,
 )
 from mistral_serve.errors import ConfigError, EngineStartError
+from mistral_serve.models import planner
 from mistral_serve.models.demo import VARIANTS, ensure_demo_model
 from mistral_serve.models.profiles import ServedModel, resolve_model
 from mistral_serve.store import KeyRecords, Store, UsageRecords
@@ -177,6 +179,8 @@ def plan_up(settings: Settings) -> list[EngineSpec]:
     model = resolve_model(settings, has_gpu=bool(gpus))
     if model.note:
         log.warning("%s", model.note)
+    if gpus:
+        check_fits(settings, model, gpus)
     where = (
         f"{replicas} engine(s) x {settings.tensor_parallel_size} GPU(s) on GPUs {','.join(gpus)}"
         if gpus
@@ -184,6 +188,36 @@ def plan_up(settings: Settings) -> list[EngineSpec]:
     )
     log.info("serving %s as %s: %s", model.source, ", ".join(model.served_names), where)
     return engine_specs(settings, model, slices, replicas)
+
+
+def check_fits(settings: Settings, model: ServedModel, gpus: list[str]) -> None:
+    """Refuse at once a layout whose engines cannot hold the model (the planner's arithmetic),
+    instead of failing after minutes of loading. A model the planner cannot size, or GPUs
+    whose memory nvidia-smi does not tell, are left to vLLM."""
+    memory = gpu_memory_gib(gpus)
+    try:
+        architecture = planner.architecture_of(model.source)
+    except planner.PlanError as exc:
+        log.info("not sizing the model before loading it: %s", exc)
+        return
+    if memory is None:
+        return
+    refusal = planner.check_layout(
+        architecture,
+        planner.Gpus(len(gpus), planner.Gpu("GPU", memory)),
+        settings.tensor_parallel_size,
+        dtype=_weights_dtype(settings),
+        max_model_len=settings.max_model_len,
+        utilization=settings.gpu_memory_utilization or planner.DEFAULT_UTILIZATION,
+    )
+    if refusal is not None:
+        raise ConfigError(refusal)
+
+
+def _weights_dtype(settings: Settings) -> planner.Dtype:
+    if re.search(r"--quantization[= ]fp8", settings.engine_extra_args):
+        return "fp8"
+    return {"float16": "fp16", "float32": "fp32"}.get(settings.dtype, "bf16")
 
 
 async def run_up(settings: Settings, specs: list[EngineSpec], telemetry: Telemetry) -> int:
@@ -404,6 +438,48 @@ def _add_usage_parser(commands: argparse._SubParsersAction) -> None:
     usage.set_defaults(handler=cmd_usage)
 
 
+# -- plan --------------------------------------------------------------------------------------
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Will MODEL fit on these GPUs, and how should they be split between engines?"""
+    try:
+        architecture = planner.architecture_of(args.model)
+        gpus = planner.Gpus.parse(args.gpus)
+        result = planner.plan(
+            architecture,
+            gpus,
+            dtype=args.dtype,
+            max_model_len=args.max_model_len,
+            utilization=args.gpu_memory_utilization,
+        )
+    except planner.PlanError as exc:
+        raise ConfigError(str(exc)) from None
+    print(json.dumps(result.to_json(), indent=2) if args.json else planner.render(result))
+    return 0 if result.recommended is not None else 1
+
+
+def _add_plan_parser(commands: argparse._SubParsersAction) -> None:
+    plan = commands.add_parser(
+        "plan", help="size MODEL for GPUs: layouts that fit, KV cache, the recommended one"
+    )
+    plan.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a local folder, a Hugging Face id in the local cache, or a published Mistral "
+        "model by name (mistralai/Mixtral-8x7B-Instruct-v0.1, mixtral-8x7b …)",
+    )
+    plan.add_argument("--gpus", default="2xH100", help="COUNTxNAME (default 2xH100)")
+    plan.add_argument("--max-model-len", type=int, help="default: the model's context length")
+    plan.add_argument("--dtype", choices=("bf16", "fp8"), default="bf16")
+    plan.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        default=planner.DEFAULT_UTILIZATION,
+        help=f"the share of each GPU's memory vLLM may use (default {planner.DEFAULT_UTILIZATION})",
+    )
+    plan.add_argument("--json", action="store_true", help="the plan as JSON")
+    plan.set_defaults(handler=cmd_plan)
+
+
 # -- healthcheck ---------------------------------------------------------------------------------
 def cmd_healthcheck(args: argparse.Namespace) -> int:
     """A container's HEALTHCHECK: is the gateway on HOST:PORT ready (GET /ready → 200)?"""
@@ -471,6 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo_model)
     _add_keys_parser(commands)
     _add_usage_parser(commands)
+    _add_plan_parser(commands)
     health = commands.add_parser(
         "healthcheck", help="exit 0 if the gateway on HOST:PORT is ready (for containers)"
     )

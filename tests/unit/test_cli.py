@@ -190,3 +190,57 @@ def test_usage_reports_the_ledger(capsys, tmp_path):
     assert capsys.readouterr().out.splitlines()[1] == "m,2,20,10,30"
     assert main(["usage", "--since", "soon"]) == 2
     assert "--since" in capsys.readouterr().err
+
+
+def fake_nvidia_smi(folder, mib: int = 81559) -> str:
+    """A PATH on which `nvidia-smi` reports two GPUs of ``mib`` MiB (an H100 80 GB: 81559)."""
+    folder.mkdir(exist_ok=True)
+    script = folder / "nvidia-smi"
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        f"  *memory.total*) printf '0, {mib}\\n1, {mib}\\n' ;;\n"
+        "  *) printf '0\\n1\\n' ;;\n"
+        "esac\n"
+    )
+    script.chmod(0o755)
+    return f"{folder}{os.pathsep}{os.environ['PATH']}"
+
+
+def test_up_refuses_a_layout_that_cannot_hold_the_model_before_loading_it(tmp_path):
+    result = run_cli(
+        "up",
+        PATH=fake_nvidia_smi(tmp_path / "bin"),
+        HOST="127.0.0.1",
+        PORT=str(free_port()),
+        MODEL_ID="mistralai/Mixtral-8x7B-Instruct-v0.1",
+        TENSOR_PARALLEL_SIZE="1",
+        HF_HUB_CACHE=str(tmp_path / "hub"),
+        MISTRAL_SERVE_CACHE_DIR=str(tmp_path),
+    )
+    assert result.returncode == 2, result.stderr
+    assert "configuration error: Mixtral 8x7B needs 94 GiB per engine" in result.stderr
+    assert result.stderr.rstrip().endswith("set TENSOR_PARALLEL_SIZE=2")
+
+
+def test_plan_prints_the_layouts_and_the_recommendation(capsys):
+    assert main(["plan", "mixtral-8x7b", "--gpus", "2xH100", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["kv_bytes_per_token"] == 131072 and result["gpus"] == "2xH100"
+    assert [(each["tensor_parallel"], each["fits"]) for each in result["layouts"]] == [
+        (1, False),
+        (2, True),
+    ]
+    assert result["recommended"]["tensor_parallel"] == 2
+    assert main(["plan", "mistralai/Mistral-7B-Instruct-v0.3", "--max-model-len", "8192"]) == 0
+    text = capsys.readouterr().out
+    assert "KV cache per token: 128 KiB" in text
+    assert "recommended: ENGINE_REPLICAS=2 TENSOR_PARALLEL_SIZE=1" in text
+
+
+def test_plan_says_when_nothing_fits_and_refuses_what_it_cannot_size(capsys):
+    assert main(["plan", "mistral-large", "--gpus", "2xH100"]) == 1
+    assert "does not fit" in capsys.readouterr().out
+    assert main(["plan", "acme/unknown-model"]) == 2
+    assert main(["plan", "mistral-7b", "--gpus", "3xTPU"]) == 2
+    assert "unknown GPU" in capsys.readouterr().err

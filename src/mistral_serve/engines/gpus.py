@@ -28,12 +28,29 @@ def visible_gpus(env: Mapping[str, str] | None = None) -> list[str]:
 
 
 def _nvidia_smi_indexes() -> list[str]:
+    return [row[0] for row in _nvidia_smi("index")]
+
+
+def gpu_memory_gib(gpu_ids: list[str]) -> float | None:
+    """The smallest total memory among ``gpu_ids`` (GiB), as nvidia-smi reports it; None when
+    it cannot be read. (An H100 80GB HBM3 answers ``0, 81559``: 79.6 GiB; checked on one.)"""
+    rows = _nvidia_smi("index,memory.total", "--format=csv,noheader,nounits")
+    sizes = [
+        int(row[1]) / 1024
+        for row in rows
+        if len(row) == 2 and row[0] in gpu_ids and row[1].isdigit()
+    ]
+    return min(sizes) if sizes else None
+
+
+def _nvidia_smi(fields: str, form: str = "--format=csv,noheader") -> list[list[str]]:
+    """nvidia-smi's answer to ``--query-gpu=fields``, one list of values per GPU."""
     binary = shutil.which("nvidia-smi")
     if binary is None:
         return []
     try:
         result = subprocess.run(
-            [binary, "--query-gpu=index", "--format=csv,noheader"],
+            [binary, f"--query-gpu={fields}", form],
             capture_output=True,
             text=True,
             timeout=10,
@@ -41,7 +58,11 @@ def _nvidia_smi_indexes() -> list[str]:
         )
     except (OSError, subprocess.SubprocessError):
         return []
-    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    return [
+        [value.strip() for value in line.split(",")]
+        for line in result.stdout.splitlines()
+        if line.strip()
+    ]
 
 
 def replica_count(settings: Settings, gpu_ids: list[str]) -> int:

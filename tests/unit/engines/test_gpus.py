@@ -52,3 +52,15 @@ def test_visible_gpus_honours_cuda_visible_devices(monkeypatch):
     assert gpus.visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
     monkeypatch.setattr(gpus, "_nvidia_smi_indexes", lambda: [])
     assert gpus.visible_gpus({"CUDA_VISIBLE_DEVICES": "0"}) == []  # no driver, no GPU
+
+
+def test_gpu_memory_is_the_smallest_visible_gpus(tmp_path, monkeypatch):
+    script = tmp_path / "nvidia-smi"
+    script.write_text("#!/bin/sh\nprintf '0, 81559\\n1, 40960\\n2, 81559\\n'\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert gpus.gpu_memory_gib(["0", "2"]) == 81559 / 1024
+    assert gpus.gpu_memory_gib(["0", "1"]) == 40
+    assert gpus.gpu_memory_gib(["7"]) is None
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert gpus.gpu_memory_gib(["0"]) is None

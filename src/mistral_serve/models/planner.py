@@ -1,0 +1,561 @@
+"""Will a model fit, and how should the GPUs be split: the arithmetic behind `mistral-serve plan`
+and the check `up` makes before it loads anything.
+
+For each layout (engines × tensor parallel size) that the GPUs allow:
+
+- weights per GPU: parameters × bytes per parameter (2 in bf16, 1 in fp8) / TP;
+- KV cache bytes per token: layers × KV heads × head size × 2 (K and V) × 2 bytes (the cache
+  stays bf16 here), of which each GPU holds 1/TP (KV heads are split between the GPUs, or
+  repeated when there are fewer heads than GPUs);
+- what a GPU gives the KV cache: its memory × GPU_MEMORY_UTILIZATION, less its share of the
+  weights and :data:`RUNTIME_RESERVE_GIB` for the CUDA context, activations and CUDA graphs;
+- KV tokens per engine, and the most sequences of MAX_MODEL_LEN it holds at once.
+
+A layout fits when every GPU holds its weights and the engine holds at least one sequence of
+MAX_MODEL_LEN. The recommendation is the smallest TP that holds :data:`BATCH_TARGET` sequences
+at once: more engines of fewer GPUs each serve more requests (no all-reduce between GPUs on
+every layer), and a model too big for that gets as many GPUs per engine as it needs.
+Reference: Mistral 7B in bf16 keeps 32 × 8 × 128 × 2 × 2 = 128 KiB per token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+GIB = 1024**3
+#: Per GPU, outside the weights and the KV cache: CUDA context, activations at the engine's
+#: batch size, CUDA graphs, NCCL buffers (vLLM profiles the real figure at start).
+RUNTIME_RESERVE_GIB = 3.0
+#: Sequences of MAX_MODEL_LEN an engine should hold at once. Each one as long as allowed is the
+#: worst case: a chat of a few thousand tokens takes a small part of one.
+BATCH_TARGET = 4
+DEFAULT_UTILIZATION = 0.9
+
+Dtype = Literal["bf16", "fp16", "fp32", "fp8"]
+WEIGHT_BYTES: dict[str, float] = {"bf16": 2.0, "fp16": 2.0, "fp32": 4.0, "fp8": 1.0}
+KV_BYTES = 2  # the KV cache in bf16
+
+
+class PlanError(ValueError):
+    """A model or GPU the planner cannot size; the message says what to give instead."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The facts of a checkpoint that size it."""
+
+    name: str
+    parameters: float  # all of them (every expert of a mixture)
+    layers: int
+    hidden_size: int
+    attention_heads: int
+    kv_heads: int
+    head_dim: int
+    max_context: int
+    experts: int = 0  # 0: dense
+
+    def kv_bytes_per_token(self) -> int:
+        return self.layers * self.kv_heads * self.head_dim * 2 * KV_BYTES
+
+
+#: Mistral's published models, by the facts in their config.json / params.json.
+KNOWN: tuple[tuple[str, Architecture], ...] = (
+    (r"mistral-7b", Architecture("Mistral 7B", 7.25e9, 32, 4096, 32, 8, 128, 32768)),
+    (r"mixtral-8x7b", Architecture("Mixtral 8x7B", 46.7e9, 32, 4096, 32, 8, 128, 32768, 8)),
+    (r"mixtral-8x22b", Architecture("Mixtral 8x22B", 140.6e9, 56, 6144, 48, 8, 128, 65536, 8)),
+    (r"mistral-nemo", Architecture("Mistral Nemo 12B", 12.2e9, 40, 5120, 32, 8, 128, 131072)),
+    (
+        r"mistral-small-3\.[1-9]",
+        Architecture("Mistral Small 3.1 24B", 24.0e9, 40, 5120, 32, 8, 128, 131072),
+    ),
+    (
+        r"mistral-small-(24b|3\b)",
+        Architecture("Mistral Small 3 24B", 23.6e9, 40, 5120, 32, 8, 128, 32768),
+    ),
+    (r"mistral-small", Architecture("Mistral Small 22B", 22.2e9, 56, 6144, 48, 8, 128, 32768)),
+    (r"codestral", Architecture("Codestral 22B", 22.2e9, 56, 6144, 48, 8, 128, 32768)),
+    (r"ministral", Architecture("Ministral 8B", 8.02e9, 36, 4096, 32, 8, 128, 131072)),
+    (r"pixtral-large", Architecture("Pixtral Large", 124e9, 88, 12288, 96, 8, 128, 131072)),
+    (r"pixtral", Architecture("Pixtral 12B", 12.4e9, 40, 5120, 32, 8, 128, 131072)),
+    (r"mistral-large", Architecture("Mistral Large 2", 122.6e9, 88, 12288, 96, 8, 128, 131072)),
+)
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    memory_gib: float  # as nvidia-smi reports the total
+
+
+#: GPUs by the names `--gpus` takes (memory.total as nvidia-smi reports it).
+GPUS: dict[str, Gpu] = {
+    gpu.name.lower(): gpu
+    for gpu in (
+        Gpu("H100", 79.6),
+        Gpu("H200", 140.4),
+        Gpu("B200", 179.1),
+        Gpu("A100-80GB", 80.0),
+        Gpu("A100-40GB", 40.0),
+        Gpu("L40S", 45.0),
+        Gpu("L4", 22.5),
+        Gpu("A10G", 22.5),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Gpus:
+    count: int
+    gpu: Gpu
+
+    @classmethod
+    def parse(cls, text: str) -> Gpus:
+        """``2xH100``, ``4xA100-80GB``, ``L40S`` (one)."""
+        found = re.fullmatch(r"(?:(\d+)\s*[x×]\s*)?(.+)", text.strip(), re.IGNORECASE)
+        name = found.group(2).lower() if found else ""
+        if name not in GPUS:
+            known = ", ".join(gpu.name for gpu in GPUS.values())
+            raise PlanError(f"unknown GPU {text!r}: give COUNTxNAME, NAME one of {known}")
+        count = int(found.group(1) or 1) if found else 1
+        if count < 1:
+            raise PlanError("the GPU count must be at least 1")
+        return cls(count, GPUS[name])
+
+    def __str__(self) -> str:
+        return f"{self.count}x{self.gpu.name}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    engines: int
+    tensor_parallel: int
+    weights_gib_per_gpu: float
+    kv_gib_per_engine: float
+    kv_tokens_per_engine: int
+    sequences_per_engine: int  # of MAX_MODEL_LEN, at once
+
+    @property
+    def fits(self) -> bool:
+        return self.sequences_per_engine >= 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: Architecture
+    gpus: Gpus
+    dtype: Dtype
+    max_model_len: int
+    utilization: float
+    kv_bytes_per_token: int
+    layouts: tuple[Layout, ...]  # every TP the GPUs allow, fitting or not
+    recommended: Layout | None
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": asdict(self.model),
+            "gpus": str(self.gpus),
+            "dtype": self.dtype,
+            "max_model_len": self.max_model_len,
+            "gpu_memory_utilization": self.utilization,
+            "kv_bytes_per_token": self.kv_bytes_per_token,
+            "layouts": [{**asdict(layout), "fits": layout.fits} for layout in self.layouts],
+            "recommended": asdict(self.recommended) if self.recommended else None,
+            "reason": self.reason,
+        }
+
+
+def layout(
+    model: Architecture,
+    gpu: Gpu,
+    tensor_parallel: int,
+    engines: int,
+    *,
+    dtype: Dtype,
+    max_model_len: int,
+    utilization: float,
+) -> Layout:
+    """One layout's arithmetic."""
+    weights = model.parameters * WEIGHT_BYTES[dtype] / tensor_parallel
+    free_per_gpu = gpu.memory_gib * GIB * utilization - weights - RUNTIME_RESERVE_GIB * GIB
+    # Each GPU holds its share of the KV heads (all of a head when there are fewer heads).
+    heads_per_gpu = max(1.0, model.kv_heads / tensor_parallel)
+    kv_per_token_per_gpu = model.layers * heads_per_gpu * model.head_dim * 2 * KV_BYTES
+    tokens = max(0, int(free_per_gpu // kv_per_token_per_gpu))
+    return Layout(
+        engines=engines,
+        tensor_parallel=tensor_parallel,
+        weights_gib_per_gpu=round(weights / GIB, 1),
+        kv_gib_per_engine=round(max(0.0, free_per_gpu) * tensor_parallel / GIB, 1),
+        kv_tokens_per_engine=tokens,
+        sequences_per_engine=tokens // max_model_len,
+    )
+
+
+def plan(
+    model: Architecture,
+    gpus: Gpus,
+    *,
+    dtype: Dtype = "bf16",
+    max_model_len: int | None = None,
+    utilization: float = DEFAULT_UTILIZATION,
+) -> Plan:
+    length = max_model_len or model.max_context
+    if length > model.max_context:
+        raise PlanError(f"MAX_MODEL_LEN {length} is over {model.name}'s {model.max_context}")
+    sizes = [tp for tp in (1, 2, 4, 8) if tp <= gpus.count and model.attention_heads % tp == 0]
+    layouts = tuple(
+        layout(
+            model,
+            gpus.gpu,
+            tp,
+            gpus.count // tp,
+            dtype=dtype,
+            max_model_len=length,
+            utilization=utilization,
+        )
+        for tp in sizes
+    )
+    fitting = [each for each in layouts if each.fits]
+    recommended, reason = _recommend(model, gpus, fitting, length)
+    if recommended is None:
+        reason += _what_would_fit(model, gpus, layouts, dtype, length, utilization)
+    return Plan(
+        model=model,
+        gpus=gpus,
+        dtype=dtype,
+        max_model_len=length,
+        utilization=utilization,
+        kv_bytes_per_token=model.kv_bytes_per_token(),
+        layouts=layouts,
+        recommended=recommended,
+        reason=reason,
+    )
+
+
+def _recommend(
+    model: Architecture, gpus: Gpus, fitting: list[Layout], length: int
+) -> tuple[Layout | None, str]:
+    if not fitting:
+        return None, (
+            f"{model.name} does not fit on {gpus}: even with all {gpus.count} GPU(s) in one "
+            f"engine, there is no room for one sequence of {length} tokens."
+        )
+    for candidate in fitting:  # smallest TP first
+        if candidate.sequences_per_engine >= BATCH_TARGET:
+            spare = gpus.count - candidate.engines * candidate.tensor_parallel
+            note = f" ({spare} GPU(s) left over)" if spare else ""
+            return candidate, (
+                f"the smallest tensor parallel size whose engines hold at least {BATCH_TARGET} "
+                f"sequences of {length} tokens at once: {candidate.engines} engine(s) × "
+                f"TP={candidate.tensor_parallel}{note}; more engines of fewer GPUs each serve "
+                "more requests than one engine over all of them"
+            )
+    best = max(fitting, key=lambda each: each.sequences_per_engine * each.engines)
+    return best, (
+        f"no layout holds {BATCH_TARGET} sequences of {length} tokens per engine; "
+        f"{best.engines} engine(s) × TP={best.tensor_parallel} hold the most in all "
+        f"({best.sequences_per_engine * best.engines}). A smaller MAX_MODEL_LEN holds more."
+    )
+
+
+def check_layout(
+    model: Architecture,
+    gpus: Gpus,
+    tensor_parallel: int,
+    *,
+    dtype: Dtype,
+    max_model_len: int | None,
+    utilization: float,
+) -> str | None:
+    """Why engines of ``tensor_parallel`` GPUs cannot hold ``model`` (None when they can):
+    what `up` says at once instead of failing after minutes of loading."""
+    length = max_model_len or model.max_context
+    engines = gpus.count // tensor_parallel
+    chosen = layout(
+        model,
+        gpus.gpu,
+        tensor_parallel,
+        engines,
+        dtype=dtype,
+        max_model_len=length,
+        utilization=utilization,
+    )
+    if chosen.fits:
+        return None
+    weights = model.parameters * WEIGHT_BYTES[dtype] / GIB
+    sequence = model.kv_bytes_per_token() * length / GIB
+    need = weights + sequence + RUNTIME_RESERVE_GIB * tensor_parallel
+    have = gpus.gpu.memory_gib * utilization * tensor_parallel
+    gpus_text = "one" if tensor_parallel == 1 else str(tensor_parallel)
+    message = (
+        f"{model.name} needs {need:.0f} GiB per engine ({dtype} weights {weights:.0f} GiB, one "
+        f"sequence of {length} tokens {sequence:.1f} GiB, {RUNTIME_RESERVE_GIB:g} GiB per GPU "
+        f"for the runtime); {gpus_text} {gpus.gpu.memory_gib:.0f} GiB GPU(s) at "
+        f"GPU_MEMORY_UTILIZATION {utilization:g} hold {have:.0f}"
+    )
+    wider = plan(model, gpus, dtype=dtype, max_model_len=length, utilization=utilization)
+    if wider.recommended is not None:
+        return f"{message}: set TENSOR_PARALLEL_SIZE={wider.recommended.tensor_parallel}"
+    return f"{message}. {wider.reason}"
+
+
+def render(plan: Plan) -> str:
+    """The plan as `mistral-serve plan` prints it."""
+    model = plan.model
+    experts = f", {model.experts} experts" if model.experts else ""
+    lines = [
+        f"{model.name}: {model.parameters / 1e9:.1f}B parameters{experts}, {model.layers} "
+        f"layers, {model.kv_heads} KV heads × {model.head_dim}",
+        f"on {plan.gpus} ({plan.gpus.gpu.memory_gib:g} GiB each), {plan.dtype} weights, "
+        f"MAX_MODEL_LEN {plan.max_model_len}, GPU_MEMORY_UTILIZATION {plan.utilization:g}",
+        f"KV cache per token: {plan.kv_bytes_per_token / 1024:g} KiB "
+        f"({model.layers} layers × {model.kv_heads} KV heads × {model.head_dim} × 2 × "
+        f"{KV_BYTES} bytes)",
+        "",
+        "| engines × TP | weights per GPU | KV cache per engine | KV tokens per engine "
+        "| sequences of MAX_MODEL_LEN per engine | fits |",
+        "|---|---|---|---|---|---|",
+    ]
+    for each in plan.layouts:
+        lines.append(
+            f"| {each.engines} × {each.tensor_parallel} | {each.weights_gib_per_gpu:g} GiB "
+            f"| {each.kv_gib_per_engine:g} GiB | {each.kv_tokens_per_engine:,} "
+            f"| {each.sequences_per_engine:,} | {'yes' if each.fits else 'no'} |"
+        )
+    lines.append("")
+    if plan.recommended is None:
+        lines.append(f"does not fit: {plan.reason}")
+    else:
+        chosen = plan.recommended
+        lines.append(
+            f"recommended: ENGINE_REPLICAS={chosen.engines} "
+            f"TENSOR_PARALLEL_SIZE={chosen.tensor_parallel}: {plan.reason}"
+        )
+    return "\n".join(lines)
+
+
+def _what_would_fit(
+    model: Architecture,
+    gpus: Gpus,
+    layouts: tuple[Layout, ...],
+    dtype: Dtype,
+    length: int,
+    utilization: float,
+) -> str:
+    """A hint for a model that does not fit: a shorter MAX_MODEL_LEN, fp8 weights, or both."""
+    shorter = _longest_that_fits(layouts)
+    if shorter:
+        return f" {shorter} fits."
+    if dtype == "fp8":
+        return ""
+    fp8 = plan(model, gpus, dtype="fp8", max_model_len=length, utilization=utilization)
+    if fp8.recommended is not None:
+        chosen = fp8.recommended
+        return f" fp8 weights fit: {chosen.engines} engine(s) × TP={chosen.tensor_parallel}."
+    shorter = _longest_that_fits(fp8.layouts)
+    return f" With fp8 weights, {shorter} fits." if shorter else ""
+
+
+def _longest_that_fits(layouts: tuple[Layout, ...]) -> str | None:
+    roomiest = max(layouts, key=lambda each: each.kv_tokens_per_engine, default=None)
+    if roomiest is None or roomiest.kv_tokens_per_engine < 1024:
+        return None
+    return f"MAX_MODEL_LEN up to {roomiest.kv_tokens_per_engine} with TP={roomiest.tensor_parallel}"
+
+
+# -- what a model is ---------------------------------------------------------------------------
+def architecture_of(model: str, hf_cache: Path | None = None) -> Architecture:
+    """A local folder (config.json or params.json), a Hugging Face id in the local cache, or
+    one of Mistral's published models by name (``mistralai/Mixtral-8x7B-Instruct-v0.1``,
+    ``mixtral-8x7b``)."""
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return _from_folder(folder, folder.name)
+    cached = _cached_snapshot(model, hf_cache or _hf_cache())
+    if cached is not None:
+        return _from_folder(cached, model)
+    known = known_architecture(model)
+    if known is None:
+        names = ", ".join(arch.name for _, arch in KNOWN)
+        raise PlanError(
+            f"{model!r} is not a local folder, not in the Hugging Face cache, and not one of "
+            f"Mistral's published models known by name ({names})"
+        )
+    return known
+
+
+def known_architecture(name: str) -> Architecture | None:
+    short = name.rsplit("/", 1)[-1]
+    for pattern, architecture in KNOWN:
+        if re.search(pattern, short, re.IGNORECASE):
+            return architecture
+    return None
+
+
+def _from_folder(folder: Path, name: str) -> Architecture:
+    for reader in (_from_params_json, _from_config_json):
+        found = reader(folder, name)
+        if found is not None:
+            return found
+    known = known_architecture(name)
+    if known is None:
+        raise PlanError(f"{folder} has neither config.json nor params.json")
+    return known
+
+
+def _from_config_json(folder: Path, name: str) -> Architecture | None:
+    """Hugging Face's config.json (MistralForCausalLM, MixtralForCausalLM …)."""
+    config = _read_json(folder / "config.json")
+    if config is None:
+        return None
+    config = config.get("text_config", config)  # vision models keep the decoder's here
+    hidden, heads = config["hidden_size"], config["num_attention_heads"]
+    return _architecture(
+        name,
+        layers=config["num_hidden_layers"],
+        hidden=hidden,
+        heads=heads,
+        kv_heads=config.get("num_key_value_heads", heads),
+        head_dim=config.get("head_dim") or hidden // heads,
+        intermediate=config["intermediate_size"],
+        vocab=config["vocab_size"],
+        experts=config.get("num_local_experts", 0),
+        context=config.get("max_position_embeddings", 32768),
+        tied=bool(config.get("tie_word_embeddings", False)),
+    )
+
+
+def _from_params_json(folder: Path, name: str) -> Architecture | None:
+    """Mistral's params.json (consolidated checkpoints)."""
+    params = _read_json(folder / "params.json")
+    if params is None:
+        return None
+    hidden, heads = params["dim"], params["n_heads"]
+    moe = params.get("moe") or {}
+    return _architecture(
+        name,
+        layers=params["n_layers"],
+        hidden=hidden,
+        heads=heads,
+        kv_heads=params.get("n_kv_heads", heads),
+        head_dim=params.get("head_dim") or hidden // heads,
+        intermediate=params["hidden_dim"],
+        vocab=params["vocab_size"],
+        experts=moe.get("num_experts", 0),
+        context=params.get("max_position_embeddings") or params.get("max_seq_len") or 32768,
+        tied=bool(params.get("tied_embeddings", False)),
+    )
+
+
+def _architecture(
+    name: str,
+    *,
+    layers: int,
+    hidden: int,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    intermediate: int,
+    vocab: int,
+    experts: int,
+    context: int,
+    tied: bool,
+) -> Architecture:
+    """Parameters counted from the shapes: embeddings (and an untied output layer), attention,
+    the feed-forward (every expert, and the router), norms."""
+    attention = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2
+    feed_forward = 3 * hidden * intermediate * max(1, experts) + hidden * experts
+    per_layer = attention + feed_forward + 2 * hidden
+    parameters = vocab * hidden * (1 if tied else 2) + layers * per_layer + hidden
+    return Architecture(
+        name, float(parameters), layers, hidden, heads, kv_heads, head_dim, context, experts
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _hf_cache() -> Path:
+    home = os.environ.get("HF_HOME")
+    hub = os.environ.get("HF_HUB_CACHE") or (Path(home) / "hub" if home else None)
+    return Path(hub) if hub else Path.home() / ".cache" / "huggingface" / "hub"
+
+
+def _cached_snapshot(repo_id: str, cache: Path) -> Path | None:
+    """The newest snapshot of ``repo_id`` in the Hugging Face cache that has a config."""
+    if "/" not in repo_id:
+        return None
+    snapshots = cache / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    found = [
+        snapshot
+        for snapshot in snapshots.glob("*")
+        if (snapshot / "config.json").exists() or (snapshot / "params.json").exists()
+    ]
+    return max(found, key=lambda snapshot: snapshot.stat().st_mtime) if found else None
+
+
+# -- the sizing table in docs/deploy.md ---------------------------------------------------------
+#: The models docs/deploy.md sizes, on the reference box.
+TABLE_MODELS = (
+    "Mistral-7B-Instruct-v0.3",
+    "Ministral-8B-Instruct-2410",
+    "Mistral-Nemo-Instruct-2407",
+    "Pixtral-12B-2409",
+    "Codestral-22B-v0.1",
+    "Mistral-Small-3.1-24B-Instruct-2503",
+    "Mixtral-8x7B-Instruct-v0.1",
+    "Mixtral-8x22B-Instruct-v0.1",
+    "Mistral-Large-Instruct-2411",
+)
+TABLE_GPUS = "2xH100"
+TABLE_LENGTH = 32768
+
+
+def sizing_table() -> str:
+    """docs/deploy.md's sizing table (`python -m mistral_serve.models.planner` prints it; a
+    unit test keeps the page equal to it)."""
+    gpus = Gpus.parse(TABLE_GPUS)
+    lines = [
+        f"| model | parameters | weights, bf16 | KV cache per token | on {gpus}, "
+        f"MAX_MODEL_LEN {TABLE_LENGTH}: layout | KV tokens per engine | sequences of "
+        f"{TABLE_LENGTH} per engine |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in TABLE_MODELS:
+        model = known_architecture(name)
+        assert model is not None, name
+        length = min(TABLE_LENGTH, model.max_context)
+        result = plan(model, gpus, max_model_len=length)
+        dtype = "bf16"
+        if result.recommended is None:
+            result, dtype = plan(model, gpus, dtype="fp8", max_model_len=length), "fp8"
+        weights = model.parameters * WEIGHT_BYTES["bf16"] / GIB
+        chosen = result.recommended
+        row = f"| {name} | {model.parameters / 1e9:.1f} B | {weights:.1f} GiB "
+        row += f"| {model.kv_bytes_per_token() // 1024} KiB "
+        if chosen is None:
+            lines.append(row + "| does not fit, even in fp8 | | |")
+            continue
+        layout_text = f"{chosen.engines} × TP={chosen.tensor_parallel}"
+        if dtype == "fp8":
+            layout_text += ", fp8 weights (bf16 does not fit)"
+        lines.append(
+            row + f"| {layout_text} | {chosen.kv_tokens_per_engine:,} "
+            f"| {chosen.sequences_per_engine} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(sizing_table())
