@@ -8,6 +8,7 @@ import json
 
 import httpx
 import pytest
+from mistral_common.protocol.fim.request import FIMRequest
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 from mistralai.client import Mistral
 from mistralai.client.errors import MistralError
@@ -145,15 +146,90 @@ def test_json_schema_output(mistral):
 
 
 def test_a_prefixed_assistant_message_is_continued(mistral):
+    prefix = "Once upon a time"
+    messages = [*HELLO, {"role": "assistant", "content": prefix, "prefix": True}]
     plain = mistral.chat.complete(model="demo", messages=HELLO, max_tokens=3)
-    prefixed = mistral.chat.complete(
-        model="demo",
-        messages=[*HELLO, {"role": "assistant", "content": "Once upon a time", "prefix": True}],
-        max_tokens=3,
-    )
-    # The prefix is in the prompt, continued rather than answered after an end of turn.
+    prefixed = mistral.chat.complete(model="demo", messages=messages, max_tokens=3)
+    # The prefix is in the prompt, continued rather than answered after an end of turn, and
+    # the answer starts with it, as Mistral's API answers.
     assert prefixed.usage.prompt_tokens > plain.usage.prompt_tokens
     assert prefixed.usage.completion_tokens == 3
+    content = prefixed.choices[0].message.content
+    assert content.startswith(prefix) and len(content) > len(prefix)
+    events = list(mistral.chat.stream(model="demo", messages=messages, max_tokens=3))
+    streamed = "".join(e.data.choices[0].delta.content or "" for e in events if e.data.choices)
+    assert streamed.startswith(prefix) and len(streamed) > len(prefix)
+
+
+# -- fill-in-the-middle ----------------------------------------------------------------------
+CODE_BEFORE, CODE_AFTER = "def add(a, b):\n    return ", "\n\nprint(add(1, 2))"
+
+
+def test_fim_complete_fills_the_gap(mistral):
+    answer = mistral.fim.complete(
+        model="demo",
+        prompt=CODE_BEFORE,
+        suffix=CODE_AFTER,
+        max_tokens=5,
+        min_tokens=5,
+        random_seed=3,
+        temperature=1.0,
+    )
+    assert answer.object == "chat.completion" and answer.model == "demo"
+    assert answer.usage.completion_tokens == 5  # min_tokens and max_tokens both honoured
+    choice = answer.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content
+    assert choice.finish_reason == "length"
+    # The prompt is [BOS] [SUFFIX] suffix [PREFIX] prompt, in the served tokenizer's ids.
+    tokenizer = MistralTokenizer.v3()
+    expected = tokenizer.encode_fim(FIMRequest(prompt=CODE_BEFORE, suffix=CODE_AFTER)).tokens
+    assert answer.usage.prompt_tokens == len(expected)
+    again = mistral.fim.complete(
+        model="demo",
+        prompt=CODE_BEFORE,
+        suffix=CODE_AFTER,
+        max_tokens=5,
+        min_tokens=5,
+        random_seed=3,
+        temperature=1.0,
+    )
+    assert again.choices[0].message.content == choice.message.content  # random_seed
+
+
+def test_fim_stream(mistral):
+    events = list(
+        mistral.fim.stream(model="demo", prompt=CODE_BEFORE, suffix=CODE_AFTER, max_tokens=6)
+    )
+    chunks = [event.data for event in events]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    finished = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finished[-1] == "length" and all(reason is None for reason in finished[:-1])
+    assert chunks[-1].usage.completion_tokens == 6  # Mistral's streams end with their usage
+
+
+def test_fim_stop_sequences_are_honoured(mistral):
+    def fill(**fields: object):
+        return mistral.fim.complete(
+            model="demo", prompt=CODE_BEFORE, max_tokens=12, temperature=0.0, **fields
+        )
+
+    text = fill().choices[0].message.content  # greedy: the same text every time
+    stop = text[len(text) // 2 :][:2] or text
+    cut = fill(stop=[stop])
+    assert cut.choices[0].finish_reason == "stop" and stop not in cut.choices[0].message.content
+
+
+def test_fim_on_a_model_without_fim_tokens_is_a_400_naming_it(mistral):
+    with pytest.raises(MistralError) as refused:
+        mistral.fim.complete(model="demo-v1", prompt=CODE_BEFORE, suffix=CODE_AFTER)
+    assert refused.value.status_code == 400
+    error = json.loads(refused.value.body)["error"]
+    assert "`demo-v1` does not support fill-in-the-middle" in error["message"]
+    assert error["param"] == "model"
+    with pytest.raises(MistralError) as unknown:
+        mistral.fim.complete(model="no-such-model", prompt="x")
+    assert unknown.value.status_code == 404
 
 
 def test_errors_surface_as_the_sdks_exceptions(mistral):

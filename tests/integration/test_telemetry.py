@@ -182,3 +182,25 @@ def test_the_dashboards_engine_metrics_exist_on_a_real_engine(stack):
         for suffix in HISTOGRAM_SERIES:
             name = name.removesuffix(suffix)
         assert f"\n# TYPE {name} " in exposition, f"{metric} is not on vLLM's /metrics"
+
+
+def test_fill_in_the_middle_is_a_text_completion_operation(stack, otlp):
+    header, trace_id, _ = traceparent()
+    answer = httpx.post(
+        stack.gateway_url + "/v1/fim/completions",
+        json={
+            "model": "demo",
+            "prompt": "def f(",
+            "suffix": "return x",
+            "max_tokens": 3,
+            "random_seed": 11,
+        },
+        headers={"traceparent": header},
+        timeout=60,
+    ).json()
+    server = gateway_span(spans_of(otlp, trace_id, 3))
+    assert server.name == "text_completion demo"
+    assert server.attributes[semconv.OPERATION_NAME] == "text_completion"
+    assert server.attributes[semconv.HTTP_ROUTE] == "/v1/fim/completions"
+    assert server.attributes[semconv.REQUEST_SEED] == 11  # random_seed, as the engine's seed
+    assert server.attributes[semconv.USAGE_OUTPUT_TOKENS] == answer["usage"]["completion_tokens"]

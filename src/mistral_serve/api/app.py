@@ -48,7 +48,7 @@ from mistral_serve.tenancy.redis_limiter import RedisLimiter
 
 log = logging.getLogger(__name__)
 
-TRACED_ROUTES = frozenset({endpoint.path for endpoint in Endpoint} | {"/v1/models"})
+TRACED_ROUTES = frozenset({endpoint.route for endpoint in Endpoint} | {"/v1/models"})
 
 
 @dataclass

@@ -67,6 +67,12 @@ async def completions(request: Request) -> Response:
     return await _generate(request, Endpoint.COMPLETIONS)
 
 
+@router.post("/v1/fim/completions", response_model=None)
+async def fim_completions(request: Request) -> Response:
+    """Mistral's fill-in-the-middle (``prompt`` + ``suffix``), answered as a chat completion."""
+    return await _generate(request, Endpoint.FIM)
+
+
 async def _generate(request: Request, endpoint: Endpoint) -> Response:
     body = await request.body()
     work = _gateway(request).generate(

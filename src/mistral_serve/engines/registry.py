@@ -244,6 +244,15 @@ class EngineRegistry:
         """Whether any engine, ready or not, present or gone, has ever listed ``model``."""
         return model in self._known_models
 
+    def model_root(self, model: str) -> str:
+        """What an engine serves ``model`` from (its card's ``root``: the checkpoint's folder or
+        repo id); the name itself when no engine has said."""
+        for engine in self.engines:
+            for card in engine.model_cards:
+                if card.get("id") == model and isinstance(card.get("root"), str):
+                    return card["root"]
+        return model
+
     def model_cards(self) -> list[dict[str, Any]]:
         """The model cards of the ready engines, one per model id."""
         return _unique_cards(engine.model_cards for engine in self.ready_engines())

@@ -1,8 +1,9 @@
 """Mistral's chat dialect, spoken to engines that know OpenAI's (vLLM).
 
 The official ``mistralai`` SDK posts to /v1/chat/completions as the ``openai`` SDK does, with
-fields and habits of its own. :func:`for_engine` returns the body an engine understands, or
-None when there is nothing to translate (then the client's bytes go as they are):
+fields and habits of its own. :func:`translate` returns the body an engine understands (and
+how to reshape its answer), or None when there is nothing to translate (then the client's bytes
+go as they are):
 
 - ``random_seed`` is vLLM's ``seed`` (both at once is a 400: which one was meant?);
 - ``safe_prompt: true`` puts Mistral's guardrail prompt (:data:`SAFE_PROMPT`) before the
@@ -10,8 +11,9 @@ None when there is nothing to translate (then the client's bytes go as they are)
   as the system prompt when there is none;
 - ``tool_choice: "any"`` is ``"required"``;
 - a last assistant message with ``prefix: true`` is continued, not answered
-  (``continue_final_message``); ``prefix: false``, which the SDK puts on every assistant
-  message, is dropped, and ``prefix: true`` anywhere else is a 400;
+  (``continue_final_message``), and the answer starts with that prefix, as Mistral's does
+  (:class:`~mistral_serve.gateway.reshape.Prefixed`); ``prefix: false``, which the SDK puts on
+  every assistant message, is dropped, and ``prefix: true`` anywhere else is a 400;
 - the SDK's tool calls: ``function.arguments`` given as a JSON object becomes JSON text, and
   an id of ``"null"`` (its default) becomes a real one, given in order to the tool answers
   that say ``"null"`` too (Mistral's tokenizers accept only 9 letters or digits);
@@ -21,11 +23,13 @@ None when there is nothing to translate (then the client's bytes go as they are)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from mistral_serve.errors import InvalidRequestError
+from mistral_serve.gateway.reshape import Prefixed, Reshape
 from mistral_serve.protocol.mistral import SAFE_PROMPT
 
 #: Accepted and not sent: they mean nothing to a self-hosted engine.
@@ -33,7 +37,13 @@ IGNORED_FIELDS = ("prompt_mode", "guardrails", "prediction")
 _TOP_LEVEL = ("random_seed", "safe_prompt", *IGNORED_FIELDS)
 
 
-def for_engine(document: dict[str, Any]) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class Translation:
+    document: dict[str, Any]  # the request as the engine takes it
+    answer: Reshape | None = None  # how its answer becomes Mistral's
+
+
+def translate(document: dict[str, Any]) -> Translation | None:
     """The request ``document`` as an engine takes it; None when it already is."""
     if not _needs_translation(document):
         return None
@@ -47,10 +57,24 @@ def for_engine(document: dict[str, Any]) -> dict[str, Any] | None:
     if engine.get("tool_choice") == "any":
         engine["tool_choice"] = "required"
     messages = _messages(document["messages"], engine)
+    prefix = _text(messages[-1].get("content")) if engine.get("continue_final_message") else None
     if document.get("safe_prompt"):
         messages = _with_safe_prompt(messages)
     engine["messages"] = messages
-    return engine
+    return Translation(engine, Prefixed(prefix) if prefix else None)
+
+
+def _text(content: Any) -> str:
+    """A message's text: a string, or the text parts of a list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "")
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
 
 
 def _needs_translation(document: dict[str, Any]) -> bool:

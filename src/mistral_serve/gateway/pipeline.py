@@ -51,11 +51,14 @@ from mistral_serve.errors import (
 from mistral_serve.gateway.accounting import Accounting
 from mistral_serve.gateway.answers import report_answer
 from mistral_serve.gateway.cards import CardMaker
-from mistral_serve.gateway.dialect import for_engine
+from mistral_serve.gateway.dialect import Translation, translate
+from mistral_serve.gateway.fim import FimEncoder
+from mistral_serve.gateway.reshape import Reshape, reshaped
 from mistral_serve.gateway.responses import GatewayResponse
 from mistral_serve.gateway.streaming import ProxyStream
 from mistral_serve.gateway.timing import timing_headers
 from mistral_serve.protocol import sse
+from mistral_serve.protocol.fim import FIMCompletionRequest
 from mistral_serve.protocol.openai import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -74,13 +77,23 @@ _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 class Endpoint(Enum):
-    CHAT = ("/v1/chat/completions", ChatCompletionRequest, "chat")
-    COMPLETIONS = ("/v1/completions", CompletionRequest, "text_completion")
+    CHAT = ("/v1/chat/completions", "/v1/chat/completions", ChatCompletionRequest, "chat")
+    COMPLETIONS = ("/v1/completions", "/v1/completions", CompletionRequest, "text_completion")
+    #: Mistral's fill-in-the-middle: encoded here, sent to the engine as a text completion.
+    FIM = ("/v1/fim/completions", "/v1/completions", FIMCompletionRequest, "text_completion")
 
-    def __init__(self, path: str, schema: type[GenerationRequest], operation: str) -> None:
-        self.path = path
+    def __init__(
+        self, route: str, path: str, schema: type[GenerationRequest], operation: str
+    ) -> None:
+        self.route = route  # the gateway's
+        self.path = path  # the engine's
         self.schema = schema
         self.operation = operation  # gen_ai.operation.name
+
+    @property
+    def engine_schema(self) -> type[GenerationRequest]:
+        """The request as the engine receives it (after Mistral's dialect is translated)."""
+        return CompletionRequest if self is Endpoint.FIM else self.schema
 
 
 def decode_body(body: bytes) -> dict[str, Any]:
@@ -96,8 +109,12 @@ def decode_body(body: bytes) -> dict[str, Any]:
 
 def validate_request(endpoint: Endpoint, document: dict[str, Any]) -> GenerationRequest:
     """Type-check a decoded body; any problem is a 400 naming the field."""
+    return _validated(endpoint.schema, document)
+
+
+def _validated(schema: type[GenerationRequest], document: dict[str, Any]) -> GenerationRequest:
     try:
-        return endpoint.schema.model_validate(document)
+        return schema.model_validate(document)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         param = ".".join(str(part) for part in first["loc"]) or None
@@ -119,6 +136,8 @@ class _Call:
     priority: int  # the admission queue's order: the key's, else the request's
     #: Its hold on its key's limits, if the key has any.
     reservation: Reservation | None = None
+    #: How the engine's answer becomes the one the client's API promises (Mistral's dialect).
+    reshape: Reshape | None = None
 
     @property
     def limit_headers(self) -> dict[str, str]:
@@ -154,6 +173,7 @@ class Gateway:
         self._observer = observer or GenAIObserver(disabled_telemetry())
         self._retry = retry
         self._cards = CardMaker()
+        self._fim = FimEncoder()
         limits = admission or AdmissionLimits()
         self.admission: Admission[Lease] = Admission(limits, release=Lease.release)
         registry.on_capacity(self._capacity_changed)
@@ -196,11 +216,17 @@ class Gateway:
     ) -> GatewayResponse:
         document = decode_body(body)
         request = validate_request(endpoint, document)
-        if endpoint is Endpoint.CHAT and (translated := for_engine(document)) is not None:
-            document, body = translated, orjson.dumps(translated)  # Mistral's dialect
-            request = validate_request(endpoint, document)
-        generation.request(request)
         Authenticator.check_model(caller, request.model)
+        reshape: Reshape | None = None
+        translation = await self._translate(endpoint, request, document)
+        if translation is not None:  # Mistral's dialect: the engine gets OpenAI's
+            document, body, reshape = (
+                translation.document,
+                orjson.dumps(translation.document),
+                translation.answer,
+            )
+            request = _validated(endpoint.engine_schema, document)
+        generation.request(request)
         strip_usage = request.is_stream and not (
             request.stream_options and request.stream_options.include_usage
         )
@@ -210,6 +236,7 @@ class Gateway:
         key = route_key(request.model, document, session=session)
         priority = caller.priority if caller.priority is not None else request.priority or 0
         call = _Call(endpoint, request, body, request_id, generation, strip_usage, key, priority)
+        call.reshape = reshape
         accounting = self._accounting
         if accounting.active:
             generation.on_end(  # settles the reservation, writes the ledger row
@@ -221,6 +248,17 @@ class Gateway:
         except MistralServeError as error:
             error.extra_headers.update(call.limit_headers)
             raise
+
+    async def _translate(
+        self, endpoint: Endpoint, request: GenerationRequest, document: dict[str, Any]
+    ) -> Translation | None:
+        if endpoint is Endpoint.CHAT:
+            return translate(document)
+        if endpoint is Endpoint.FIM:
+            if not self._registry.is_known(request.model):
+                raise self._no_engine(request.model)
+            return await self._fim.translate(document, self._registry.model_root(request.model))
+        return None
 
     async def _serve(self, call: _Call) -> GatewayResponse:
         """Admit, route and proxy the request, moving it once if its engine fails early."""
@@ -276,6 +314,7 @@ class Gateway:
                 strip_usage=call.strip_usage,
                 lease=lease,
                 request_id=call.request_id,
+                reshape=call.reshape,
             )
             await stream.start()
             headers = {
@@ -288,6 +327,8 @@ class Gateway:
         lease.finish()
         report_answer(generation, payload)
         generation.succeeded()
+        if call.reshape is not None:
+            payload = reshaped(call.reshape, payload)
         headers = {**timing_headers(generation.timings, streamed=False), **call.limit_headers}
         return GatewayResponse(200, upstream.content_type, headers, body=payload)
 

@@ -4,7 +4,9 @@ Upstream bytes are forwarded event by event, unchanged: no re-encoding, no timer
 (:class:`SSETap`) holds back only the tail of a chunk that ends mid-event (the client could not
 use half an event anyway), notes the first event's time, and parses just the few events that
 carry a finish reason or usage. When the gateway itself asked the engine for usage (the client
-did not), the tap drops that usage event, so the client sees the stream it asked for.
+did not), the tap drops that usage event, so the client sees the stream it asked for. A request
+in Mistral's dialect whose answer has another shape (:mod:`mistral_serve.gateway.reshape`) has
+every event parsed and re-encoded.
 
 If the engine fails after the first byte, the client gets an OpenAI-shaped SSE error event and
 ``data: [DONE]``, so SDKs stop cleanly instead of hanging. Closing the stream early (the client
@@ -22,6 +24,7 @@ from mistral_serve.engines.client import UpstreamResponse
 from mistral_serve.engines.registry import Lease
 from mistral_serve.errors import MistralServeError
 from mistral_serve.gateway.answers import report_choices, report_usage
+from mistral_serve.gateway.reshape import Reshape
 from mistral_serve.protocol import sse
 from mistral_serve.telemetry.genai import Generation
 
@@ -42,10 +45,14 @@ def stream_error_event(error: MistralServeError) -> bytes:
 class SSETap:
     """Reads facts off an SSE stream as it passes; returns the bytes to forward."""
 
-    def __init__(self, generation: Generation, *, strip_usage: bool) -> None:
+    def __init__(
+        self, generation: Generation, *, strip_usage: bool, reshape: Reshape | None = None
+    ) -> None:
         self._generation = generation
         self._strip_usage = strip_usage
-        self._every_event = generation.wants_output_text  # content capture reads every delta
+        self._reshape = reshape
+        # Content capture reads every delta; a reshaped stream rewrites every event.
+        self._every_event = generation.wants_output_text or reshape is not None
         self._pending = b""
         self._seen_first = False
 
@@ -74,7 +81,7 @@ class SSETap:
 
     def _inspect(self, ready: bytes, *, first: bool) -> bytes:
         kept: list[bytes] = []
-        dropped = False
+        changed = False
         for event in ready.split(_EVENT_END)[:-1]:
             document = _decode(event) if (first or self._worth_parsing(event)) else None
             if document is not None:
@@ -85,10 +92,14 @@ class SSETap:
                 if isinstance(document.get("usage"), dict):
                     report_usage(self._generation, document["usage"])
                     if self._strip_usage and not document.get("choices"):
-                        dropped = True
+                        changed = True
                         continue
+                if self._reshape is not None:
+                    kept.append(sse.event(orjson.dumps(self._reshape.event(document))))
+                    changed = True
+                    continue
             kept.append(event + _EVENT_END)
-        return b"".join(kept) if dropped else ready
+        return b"".join(kept) if changed else ready
 
     def _worth_parsing(self, events: bytes) -> bool:
         return self._every_event or _FINISHED in events or _USAGE in events
@@ -121,11 +132,12 @@ class ProxyStream:
         strip_usage: bool,
         lease: Lease,
         request_id: str,
+        reshape: Reshape | None = None,
     ) -> None:
         self._upstream = upstream
         self._chunks = upstream.chunks()
         self._generation = generation
-        self._tap = SSETap(generation, strip_usage=strip_usage)
+        self._tap = SSETap(generation, strip_usage=strip_usage, reshape=reshape)
         self._lease = lease
         self._request_id = request_id
         self._head = b""

@@ -21,11 +21,12 @@ Reference: Mistral 7B in bf16 keeps 32 × 8 × 128 × 2 × 2 = 128 KiB per token
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from mistral_serve.models.hub import local_folder
 
 GIB = 1024**3
 #: Per GPU, outside the weights and the KV cache: CUDA context, activations at the engine's
@@ -374,12 +375,10 @@ def architecture_of(model: str, hf_cache: Path | None = None) -> Architecture:
     """A local folder (config.json or params.json), a Hugging Face id in the local cache, or
     one of Mistral's published models by name (``mistralai/Mixtral-8x7B-Instruct-v0.1``,
     ``mixtral-8x7b``)."""
-    folder = Path(model).expanduser()
-    if folder.is_dir():
-        return _from_folder(folder, folder.name)
-    cached = _cached_snapshot(model, hf_cache or _hf_cache())
-    if cached is not None:
-        return _from_folder(cached, model)
+    folder = local_folder(model, hf_cache)
+    if folder is not None:
+        local = folder == Path(model).expanduser()
+        return _from_folder(folder, folder.name if local else model)
     known = known_architecture(model)
     if known is None:
         names = ", ".join(arch.name for _, arch in KNOWN)
@@ -484,25 +483,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return document if isinstance(document, dict) else None
-
-
-def _hf_cache() -> Path:
-    home = os.environ.get("HF_HOME")
-    hub = os.environ.get("HF_HUB_CACHE") or (Path(home) / "hub" if home else None)
-    return Path(hub) if hub else Path.home() / ".cache" / "huggingface" / "hub"
-
-
-def _cached_snapshot(repo_id: str, cache: Path) -> Path | None:
-    """The newest snapshot of ``repo_id`` in the Hugging Face cache that has a config."""
-    if "/" not in repo_id:
-        return None
-    snapshots = cache / f"models--{repo_id.replace('/', '--')}" / "snapshots"
-    found = [
-        snapshot
-        for snapshot in snapshots.glob("*")
-        if (snapshot / "config.json").exists() or (snapshot / "params.json").exists()
-    ]
-    return max(found, key=lambda snapshot: snapshot.stat().st_mtime) if found else None
 
 
 # -- the sizing table in docs/deploy.md ---------------------------------------------------------

@@ -7,10 +7,17 @@ import pytest
 from mistralai.client.models import AssistantMessage, ChatCompletionRequest, ToolCall, ToolMessage
 
 from mistral_serve.errors import InvalidRequestError
-from mistral_serve.gateway.dialect import for_engine
+from mistral_serve.gateway.dialect import translate
+from mistral_serve.gateway.reshape import Prefixed
 from mistral_serve.protocol.mistral import SAFE_PROMPT
 
 USER = {"role": "user", "content": "Hello"}
+
+
+def for_engine(document: dict) -> dict | None:
+    """The body the engine is sent (None: the client's own)."""
+    translation = translate(document)
+    return None if translation is None else translation.document
 
 
 def chat(*messages: dict, **fields) -> dict:
@@ -54,11 +61,25 @@ def test_safe_prompt_comes_first_merged_with_a_system_prompt_as_mistral_joins_th
     assert merged == [{"type": "text", "text": SAFE_PROMPT + "\n\n"}, parts["content"][0]]
 
 
-def test_a_prefixed_last_assistant_message_is_continued():
+def test_a_prefixed_last_assistant_message_is_continued_and_answered_after_its_prefix():
     start = {"role": "assistant", "content": "Once upon", "prefix": True}
-    engine = for_engine(chat(USER, start))
+    translation = translate(chat(USER, start))
+    engine = translation.document
     assert engine["messages"] == [USER, {"role": "assistant", "content": "Once upon"}]
     assert engine["continue_final_message"] is True and engine["add_generation_prompt"] is False
+    answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": " a time"}}]}
+    assert isinstance(translation.answer, Prefixed)
+    assert (
+        translation.answer.whole(answer)["choices"][0]["message"]["content"] == "Once upon a time"
+    )
+    parts = {"role": "assistant", "content": [{"type": "text", "text": "Once"}], "prefix": True}
+    assert (
+        translate(chat(USER, parts)).answer.whole({"choices": [{"message": {"content": "!"}}]})[
+            "choices"
+        ][0]["message"]["content"]
+        == "Once!"
+    )
+    assert translate(chat(random_seed=1)).answer is None
 
 
 def test_prefix_anywhere_else_is_a_400_and_prefix_false_is_dropped():

@@ -1,0 +1,68 @@
+"""Fill-in-the-middle, which vLLM's OpenAI server has no endpoint for.
+
+The gateway encodes ``prompt`` and ``suffix`` with the served model's own Mistral tokenizer
+(:mod:`mistral_serve.models.tokenizers`, mistral_common's FIM encoding) and sends the token ids
+to the engine's ``/v1/completions``; the answer comes back as Mistral's API gives it, a chat
+completion (:class:`~mistral_serve.gateway.reshape.ChatFromCompletion`). ``random_seed`` is
+the engine's ``seed``; every other field (``max_tokens``, ``min_tokens``, ``stop``,
+``temperature``, ``top_p``, vLLM's own) goes as sent. A model whose tokenizer has no FIM tokens,
+or is not on the gateway's machine, is a 400 naming the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+from mistral_serve.errors import InvalidRequestError
+from mistral_serve.gateway.dialect import Translation
+from mistral_serve.gateway.reshape import ChatFromCompletion
+from mistral_serve.models.tokenizers import encode_fim, fim_tokenizer
+
+#: Fields of Mistral's FIM request that are not the engine's.
+_NOT_SENT = ("prompt", "suffix", "random_seed", "metadata")
+
+
+class FimEncoder:
+    def __init__(self) -> None:
+        # A model's tokenizer is read once (off the event loop); None: it has no FIM tokens.
+        self._tokenizers: dict[str, asyncio.Future[MistralTokenizer | None]] = {}
+
+    async def translate(self, document: dict[str, Any], root: str) -> Translation:
+        """The engine's text completion request for a FIM request to the model at ``root``."""
+        tokenizer = await self._tokenizer(root)
+        model = document["model"]
+        if tokenizer is None:
+            raise InvalidRequestError(
+                f"The model `{model}` does not support fill-in-the-middle: its tokenizer has no "
+                "FIM tokens (Mistral's tokenizers from v2 on, e.g. Codestral's), or it is not on "
+                "the gateway's machine.",
+                param="model",
+            )
+        engine = {key: value for key, value in document.items() if key not in _NOT_SENT}
+        engine["prompt"] = encode_fim(tokenizer, document["prompt"], document.get("suffix"))
+        if document.get("random_seed") is not None:
+            if document.get("seed") is not None:
+                raise InvalidRequestError(
+                    "Set `random_seed` (Mistral) or `seed`, not both.", param="random_seed"
+                )
+            engine["seed"] = document["random_seed"]
+        if engine.get("stream"):  # Mistral's streams end with their usage
+            engine["stream_options"] = {
+                **(engine.get("stream_options") or {}),
+                "include_usage": True,
+            }
+        return Translation(engine, ChatFromCompletion())
+
+    async def _tokenizer(self, root: str) -> MistralTokenizer | None:
+        loading = self._tokenizers.get(root)
+        if loading is None:
+            loading = asyncio.ensure_future(asyncio.to_thread(fim_tokenizer, root))
+            self._tokenizers[root] = loading
+        try:
+            return await asyncio.shield(loading)
+        except Exception:
+            self._tokenizers.pop(root, None)  # a broken file: try again next time
+            raise
