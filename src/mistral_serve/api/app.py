@@ -19,6 +19,7 @@ from mistral_serve.api.middleware import (
     TracingMiddleware,
     UnexpectedErrorMiddleware,
 )
+from mistral_serve.api.openapi import install_openapi
 from mistral_serve.api.routes import router
 from mistral_serve.config import Settings
 from mistral_serve.engines.client import EngineClient
@@ -252,9 +253,10 @@ def create_app(
         title="mistral-serve",
         version=__version__,
         lifespan=lifespan,
-        docs_url=None,
+        docs_url="/docs",  # Swagger UI over /openapi.json, as vLLM's server has
         redoc_url=None,
     )
+    install_openapi(app)
     app.include_router(router)
     app.include_router(admin_router)
     install_error_handlers(app)

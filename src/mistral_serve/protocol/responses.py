@@ -1,0 +1,116 @@
+"""The answers the gateway documents (``/openapi.json``): OpenAI's shapes as vLLM writes them,
+Mistral's model cards and FIM answer, and the one error shape.
+
+The gateway forwards the engine's answers rather than re-encoding them through these models;
+they say what a client can rely on. Each allows more fields than it names, because vLLM adds
+its own (``stop_reason``, ``prompt_logprobs``, ``kv_transfer_params`` …).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | int | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error, the gateway's or an engine's 4xx passed through: OpenAI's shape."""
+
+    error: ErrorDetail
+
+
+class Usage(_Open):
+    prompt_tokens: int
+    completion_tokens: int | None = None
+    total_tokens: int
+
+
+class AssistantMessage(_Open):
+    role: str
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class ChatChoice(_Open):
+    index: int
+    message: AssistantMessage
+    finish_reason: str | None = None
+    logprobs: dict[str, Any] | None = None
+
+
+class ChatCompletion(_Open):
+    """A chat completion; also Mistral's fill-in-the-middle answer."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage | None = None
+
+
+class CompletionChoice(_Open):
+    index: int
+    text: str
+    finish_reason: str | None = None
+    logprobs: dict[str, Any] | None = None
+
+
+class Completion(_Open):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class ModelCapabilities(_Open):
+    completion_chat: bool
+    function_calling: bool
+    completion_fim: bool
+    vision: bool
+
+
+class ModelCard(_Open):
+    """The engine's OpenAI card plus Mistral's fields."""
+
+    id: str
+    object: Literal["model"]
+    owned_by: str | None = None
+    created: int | None = None
+    root: str | None = None
+    max_model_len: int | None = None
+    type: Literal["base"]
+    capabilities: ModelCapabilities
+    max_context_length: int | None = None
+    aliases: list[str]
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(_Open):
+    """GET /ready: each engine's state; 503 when none is ready."""
+
+    status: Literal["ready", "not ready"]
+    routing_policy: str
+    engines: list[dict[str, Any]]
+    waiting: dict[str, int]
