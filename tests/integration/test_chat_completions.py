@@ -10,6 +10,20 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
+#: A tool the demo model can call in a few tokens (random weights write strings of any length;
+#: an enum keeps the call short).
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "enum": ["Paris", "Lyon"]}},
+            "required": ["city"],
+        },
+    },
+}
 USER = [{"role": "user", "content": "Write a short poem about machine learning."}]
 
 
@@ -217,23 +231,10 @@ def test_vllm_structured_outputs_field_passes_through(stack):
 
 
 def test_forced_tool_call_on_the_mistral_tokenizer_model(stack):
-    weather = {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Weather in a city",
-            "parameters": {
-                "type": "object",
-                # random weights write strings of any length; an enum keeps the call short
-                "properties": {"city": {"type": "string", "enum": ["Paris", "Lyon"]}},
-                "required": ["city"],
-            },
-        },
-    }
     response = stack.client().chat.completions.create(
         model="demo",
         messages=[{"role": "user", "content": "Weather in Paris?"}],
-        tools=[weather],
+        tools=[WEATHER],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
         max_tokens=60,
     )

@@ -15,20 +15,9 @@ from mistralai.client.errors import MistralError
 
 from mistral_serve.protocol.mistral import SAFE_PROMPT
 
+from .test_chat_completions import WEATHER
+
 HELLO = [{"role": "user", "content": "Hello there"}]
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather in a city",
-        "parameters": {
-            "type": "object",
-            # random weights write strings of any length; an enum keeps the call short
-            "properties": {"city": {"type": "string", "enum": ["Paris", "Lyon"]}},
-            "required": ["city"],
-        },
-    },
-}
 
 
 @pytest.fixture(scope="module")
@@ -166,15 +155,18 @@ CODE_BEFORE, CODE_AFTER = "def add(a, b):\n    return ", "\n\nprint(add(1, 2))"
 
 
 def test_fim_complete_fills_the_gap(mistral):
-    answer = mistral.fim.complete(
-        model="demo",
-        prompt=CODE_BEFORE,
-        suffix=CODE_AFTER,
-        max_tokens=5,
-        min_tokens=5,
-        random_seed=3,
-        temperature=1.0,
-    )
+    def fill():
+        return mistral.fim.complete(
+            model="demo",
+            prompt=CODE_BEFORE,
+            suffix=CODE_AFTER,
+            max_tokens=5,
+            min_tokens=5,
+            random_seed=3,
+            temperature=1.0,
+        )
+
+    answer = fill()
     assert answer.object == "chat.completion" and answer.model == "demo"
     assert answer.usage.completion_tokens == 5  # min_tokens and max_tokens both honoured
     choice = answer.choices[0]
@@ -184,16 +176,7 @@ def test_fim_complete_fills_the_gap(mistral):
     tokenizer = MistralTokenizer.v3()
     expected = tokenizer.encode_fim(FIMRequest(prompt=CODE_BEFORE, suffix=CODE_AFTER)).tokens
     assert answer.usage.prompt_tokens == len(expected)
-    again = mistral.fim.complete(
-        model="demo",
-        prompt=CODE_BEFORE,
-        suffix=CODE_AFTER,
-        max_tokens=5,
-        min_tokens=5,
-        random_seed=3,
-        temperature=1.0,
-    )
-    assert again.choices[0].message.content == choice.message.content  # random_seed
+    assert fill().choices[0].message.content == choice.message.content  # random_seed
 
 
 def test_fim_stream(mistral):

@@ -216,6 +216,7 @@ class Gateway:
     ) -> GatewayResponse:
         document = decode_body(body)
         request = validate_request(endpoint, document)
+        generation.request(request)
         Authenticator.check_model(caller, request.model)
         reshape: Reshape | None = None
         translation = await self._translate(endpoint, request, document)
@@ -226,7 +227,7 @@ class Gateway:
                 translation.answer,
             )
             request = _validated(endpoint.engine_schema, document)
-        generation.request(request)
+            generation.request(request)  # as the engine has it (random_seed is its seed)
         strip_usage = request.is_stream and not (
             request.stream_options and request.stream_options.include_usage
         )

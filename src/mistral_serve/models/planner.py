@@ -293,12 +293,16 @@ def check_layout(
     sequence = model.kv_bytes_per_token() * length / GIB
     need = weights + sequence + RUNTIME_RESERVE_GIB * tensor_parallel
     have = gpus.gpu.memory_gib * utilization * tensor_parallel
-    gpus_text = "one" if tensor_parallel == 1 else str(tensor_parallel)
+    memory = f"{gpus.gpu.memory_gib:.0f} GiB"
+    given = (
+        f"one {memory} GPU holds"
+        if tensor_parallel == 1
+        else f"{tensor_parallel} GPUs of {memory} hold"
+    )
     message = (
         f"{model.name} needs {need:.0f} GiB per engine ({dtype} weights {weights:.0f} GiB, one "
         f"sequence of {length} tokens {sequence:.1f} GiB, {RUNTIME_RESERVE_GIB:g} GiB per GPU "
-        f"for the runtime); {gpus_text} {gpus.gpu.memory_gib:.0f} GiB GPU(s) at "
-        f"GPU_MEMORY_UTILIZATION {utilization:g} hold {have:.0f}"
+        f"for the runtime); at GPU_MEMORY_UTILIZATION {utilization:g}, {given} {have:.0f}"
     )
     wider = plan(model, gpus, dtype=dtype, max_model_len=length, utilization=utilization)
     if wider.recommended is not None:

@@ -102,7 +102,7 @@ def test_up_is_told_the_tensor_parallel_size_that_fits():
         MIXTRAL, Gpus(2, H100), 1, dtype="bf16", max_model_len=None, utilization=0.9
     )
     assert refusal.startswith("Mixtral 8x7B needs 94 GiB per engine")
-    assert "one 80 GiB GPU(s) at GPU_MEMORY_UTILIZATION 0.9 hold 72" in refusal
+    assert "at GPU_MEMORY_UTILIZATION 0.9, one 80 GiB GPU holds 72" in refusal
     assert refusal.endswith("set TENSOR_PARALLEL_SIZE=2")
     assert (
         check_layout(MIXTRAL, Gpus(2, H100), 2, dtype="bf16", max_model_len=None, utilization=0.9)
