@@ -108,6 +108,7 @@ class Ledger:
         self._id_prefix = uuid.uuid4().hex[:16]
         self._ids = itertools.count()
         self._wake = asyncio.Event()
+        self._closing = False
         self._io = asyncio.Lock()  # one writer at a time: the database and the spool file
         self._task: asyncio.Task[None] | None = None
         self._spooling: set[asyncio.Task[None]] = set()
@@ -142,11 +143,12 @@ class Ledger:
         self._task = asyncio.create_task(self._run(), name="usage-ledger")
 
     async def close(self) -> None:
-        """Stop, and write every row still waiting (to the spool if the database is down)."""
+        """Stop, and write every row still waiting (to the spool if the database is down).
+        The writer is asked to stop, not cancelled: a batch it is writing is finished first."""
         if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+            self._closing = True
+            self._wake.set()
+            await self._task
             self._task = None
         if self._spooling:
             await asyncio.gather(*self._spooling, return_exceptions=True)
@@ -162,10 +164,12 @@ class Ledger:
             await self._write(batch)
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
+            if self._closing:
+                return
             try:
                 await self.flush()
                 if self._spooled and await self._records.reachable():
@@ -177,6 +181,11 @@ class Ledger:
         async with self._io:
             try:
                 self.written += await self._records.write(batch)
+            except asyncio.CancelledError:
+                # Not written, or written and not known to be: it waits again (a second write
+                # of a row adds nothing, the ids are unique), and the next flush takes it.
+                self._pending[:0] = batch
+                raise
             except Exception as exc:
                 self.write_errors += 1
                 if not self._failing:

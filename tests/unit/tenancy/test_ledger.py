@@ -73,6 +73,29 @@ async def test_close_writes_everything_waiting(records, tmp_path) -> None:
     assert await _count(records, 20) and ledger.written == 20 and ledger.pending == 0
 
 
+class SlowRecords(SwitchableRecords):
+    """Real records whose writes take a while (a busy database), so a close can come mid-write."""
+
+    async def write(self, rows: Sequence[UsageRow]) -> int:
+        await asyncio.sleep(0.2)
+        return await super().write(rows)
+
+
+async def test_a_close_during_a_write_loses_no_row(tmp_path) -> None:
+    """SIGTERM while a batch is being written: the batch is not dropped with its write."""
+    store = await Store.open(sqlite_url(tmp_path))
+    records = SlowRecords(store)
+    ledger = Ledger(records, tmp_path / "spool", flush_interval_s=0.05, batch_rows=100)
+    await ledger.start()
+    for _ in range(30):
+        ledger.add(row())
+    await asyncio.sleep(0.1)  # the writer has taken the rows and is writing them
+    assert ledger.pending == 0
+    await ledger.close()
+    assert await _count(records, 30) and ledger.spooled == 0
+    await store.close()
+
+
 async def test_spools_while_the_database_is_down_then_replays(records, tmp_path) -> None:
     ledger = Ledger(records, tmp_path / "spool", flush_interval_s=0.05, batch_rows=2)
     await ledger.start()
