@@ -56,8 +56,8 @@ def translate(document: dict[str, Any]) -> Translation | None:
         engine["seed"] = document["random_seed"]
     if engine.get("tool_choice") == "any":
         engine["tool_choice"] = "required"
-    messages = _messages(document["messages"], engine)
-    prefix = _text(messages[-1].get("content")) if engine.get("continue_final_message") else None
+    messages, continued = _messages(document["messages"], engine)
+    prefix = _text(messages[-1].get("content")) if continued else None
     if document.get("safe_prompt"):
         messages = _with_safe_prompt(messages)
     engine["messages"] = messages
@@ -95,9 +95,13 @@ def _odd_tool_call(call: dict[str, Any]) -> bool:
     return call.get("id") == "null" or isinstance(arguments, dict)
 
 
-def _messages(messages: list[dict[str, Any]], engine: dict[str, Any]) -> list[dict[str, Any]]:
-    """The messages without the SDK's habits; a prefixed last message is continued."""
+def _messages(
+    messages: list[dict[str, Any]], engine: dict[str, Any]
+) -> tuple[list[dict[str, Any]], bool]:
+    """The messages without the SDK's habits, and whether the last one is continued (it had
+    ``prefix: true``)."""
     translated = []
+    continued = False
     null_ids = _NullIds()
     last = len(messages) - 1
     for index, message in enumerate(messages):
@@ -110,12 +114,13 @@ def _messages(messages: list[dict[str, Any]], engine: dict[str, Any]) -> list[di
                 )
             engine["continue_final_message"] = True
             engine["add_generation_prompt"] = False
+            continued = True
         if message.get("tool_calls"):
             message["tool_calls"] = [null_ids.call(call) for call in message["tool_calls"]]
         if message.get("role") == "tool" and message.get("tool_call_id") == "null":
             message["tool_call_id"] = null_ids.answer()
         translated.append(message)
-    return translated
+    return translated, continued
 
 
 class _NullIds:

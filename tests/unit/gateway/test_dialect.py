@@ -126,3 +126,12 @@ def test_real_tool_call_ids_are_kept():
     call = {"id": "abcDEF123", "type": "function", "function": {"name": "f", "arguments": {}}}
     engine = for_engine(chat(USER, {"role": "assistant", "tool_calls": [call]}))
     assert engine["messages"][1]["tool_calls"][0]["id"] == "abcDEF123"
+
+
+def test_vllms_own_continue_final_message_gets_no_prefix_in_front():
+    """Only Mistral's `prefix: true` promises the prefix in the answer; vLLM's own field
+    answers as vLLM does, even when something else in the request is translated."""
+    start = {"role": "assistant", "content": "Once"}
+    translation = translate(chat(USER, start, continue_final_message=True, random_seed=1))
+    assert translation.document["continue_final_message"] is True
+    assert translation.answer is None
