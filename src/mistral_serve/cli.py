@@ -194,12 +194,12 @@ def check_fits(settings: Settings, model: ServedModel, gpus: list[str]) -> None:
     """Refuse at once a layout whose engines cannot hold the model (the planner's arithmetic),
     instead of failing after minutes of loading. A model the planner cannot size, or GPUs
     whose memory nvidia-smi does not tell, are left to vLLM."""
-    memory = gpu_memory_gib(gpus)
     try:
         architecture = planner.architecture_of(model.source)
     except planner.PlanError as exc:
         log.info("not sizing the model before loading it: %s", exc)
         return
+    memory = gpu_memory_gib(gpus)
     if memory is None:
         return
     refusal = planner.check_layout(

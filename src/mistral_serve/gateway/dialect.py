@@ -48,12 +48,7 @@ def translate(document: dict[str, Any]) -> Translation | None:
     if not _needs_translation(document):
         return None
     engine = {key: value for key, value in document.items() if key not in _TOP_LEVEL}
-    if document.get("random_seed") is not None:
-        if document.get("seed") is not None:
-            raise InvalidRequestError(
-                "Set `random_seed` (Mistral) or `seed` (OpenAI), not both.", param="random_seed"
-            )
-        engine["seed"] = document["random_seed"]
+    seed_from_random_seed(document, engine)
     if engine.get("tool_choice") == "any":
         engine["tool_choice"] = "required"
     messages, continued = _messages(document["messages"], engine)
@@ -62,6 +57,17 @@ def translate(document: dict[str, Any]) -> Translation | None:
         messages = _with_safe_prompt(messages)
     engine["messages"] = messages
     return Translation(engine, Prefixed(prefix) if prefix else None)
+
+
+def seed_from_random_seed(document: dict[str, Any], engine: dict[str, Any]) -> None:
+    """Mistral's ``random_seed`` as the engine's ``seed`` (both at once is a 400)."""
+    if document.get("random_seed") is None:
+        return
+    if document.get("seed") is not None:
+        raise InvalidRequestError(
+            "Set `random_seed` (Mistral) or `seed` (OpenAI), not both.", param="random_seed"
+        )
+    engine["seed"] = document["random_seed"]
 
 
 def _text(content: Any) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
 from mistral_serve.errors import InvalidRequestError
-from mistral_serve.gateway.dialect import Translation
+from mistral_serve.gateway.dialect import Translation, seed_from_random_seed
 from mistral_serve.gateway.reshape import ChatFromCompletion
 from mistral_serve.models.tokenizers import encode_fim, fim_tokenizer
 
@@ -43,12 +43,7 @@ class FimEncoder:
             )
         engine = {key: value for key, value in document.items() if key not in _NOT_SENT}
         engine["prompt"] = encode_fim(tokenizer, document["prompt"], document.get("suffix"))
-        if document.get("random_seed") is not None:
-            if document.get("seed") is not None:
-                raise InvalidRequestError(
-                    "Set `random_seed` (Mistral) or `seed`, not both.", param="random_seed"
-                )
-            engine["seed"] = document["random_seed"]
+        seed_from_random_seed(document, engine)
         if engine.get("stream"):  # Mistral's streams end with their usage
             engine["stream_options"] = {
                 **(engine.get("stream_options") or {}),

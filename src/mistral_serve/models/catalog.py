@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mistral_serve.models.demo import demo_variant
 from mistral_serve.models.profiles import is_mistral_format_dir, is_mistral_format_repo
+from mistral_serve.models.tokenizers import has_fim_tokens
 from mistral_serve.protocol.mistral import Capabilities
 
 
@@ -85,19 +86,10 @@ def capabilities_of(root: str) -> Capabilities:
         family.capabilities,
         function_calling=family.capabilities.function_calling and mistral_format,
         completion_fim=family.capabilities.completion_fim
-        and (_fim_tokenizer(path) if local else mistral_format),
+        and (has_fim_tokens(path) if local else mistral_format),
     )
 
 
 def family_of(name: str) -> Family | None:
     """The family whose pattern the checkpoint's name matches first."""
     return next((family for family in FAMILIES if family.pattern.search(name)), None)
-
-
-def _fim_tokenizer(folder: Path) -> bool:
-    """Whether a local checkpoint has a Mistral tokenizer with the FIM control tokens (v2 and
-    later, and every tekken tokenizer). The gateway encodes FIM with that tokenizer."""
-    if (folder / "tekken.json").exists():
-        return True
-    versions = (re.search(r"\.v(\d+)$", path.name) for path in folder.glob("tokenizer.model.v*"))
-    return any(int(found.group(1)) >= 2 for found in versions if found)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mistral_common.exceptions import TokenizerException
 from mistral_common.protocol.fim.request import FIMRequest
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
@@ -24,26 +23,32 @@ def tokenizer_file(folder: Path) -> Path | None:
     if (folder / "tekken.json").is_file():
         return folder / "tekken.json"
     versioned = [
-        (int(found.group(1)), path)
+        (version, path)
         for path in folder.glob("tokenizer.model.v*")
-        if (found := re.search(r"\.v(\d+)$", path.name))
+        if (version := _version(path)) is not None
     ]
     return max(versioned)[1] if versioned else None
+
+
+def has_fim_tokens(folder: Path) -> bool:
+    """Whether a checkpoint folder's Mistral tokenizer has the FIM control tokens (every
+    tekken tokenizer, and the SentencePiece ones from v2 on), judged by the file's name."""
+    path = tokenizer_file(folder)
+    return path is not None and (path.name == "tekken.json" or (_version(path) or 0) >= 2)
+
+
+def _version(path: Path) -> int | None:
+    found = re.search(r"\.v(\d+)$", path.name)
+    return int(found.group(1)) if found else None
 
 
 def fim_tokenizer(root: str) -> MistralTokenizer | None:
     """The tokenizer of the model served from ``root`` (an engine's --model), when it is on
     this machine and has FIM tokens; None otherwise. Reads files: call it off the event loop."""
     folder = local_folder(root)
-    path = tokenizer_file(folder) if folder is not None else None
-    if path is None:
+    if folder is None or not has_fim_tokens(folder):
         return None
-    tokenizer = MistralTokenizer.from_file(str(path))
-    try:
-        encode_fim(tokenizer, "", "")
-    except TokenizerException:  # v1: no [PREFIX]/[SUFFIX] tokens
-        return None
-    return tokenizer
+    return MistralTokenizer.from_file(str(tokenizer_file(folder)))
 
 
 def encode_fim(tokenizer: MistralTokenizer, prompt: str, suffix: str | None) -> list[int]:
