@@ -172,7 +172,10 @@ def test_usage_reports_the_ledger(capsys, tmp_path):
         try:
             now = datetime.now(UTC)
             await UsageRecords(store).write(
-                [usage_row(key_id="k1", created_at=now), usage_row(key_id="k2", created_at=now)]
+                [
+                    usage_row(key_id="k1", created_at=now).encode(),
+                    usage_row(key_id="k2", created_at=now).encode(),
+                ]
             )
         finally:
             await store.close()

@@ -6,6 +6,14 @@ speaks SQL: it hands out plain records: API keys, and the usage ledger's rows an
 
 from mistral_serve.store.database import Store
 from mistral_serve.store.keys import KeyRecord, KeyRecords
-from mistral_serve.store.usage import UsageRecords, UsageRow, UsageSummary
+from mistral_serve.store.usage import EncodedRow, UsageRecords, UsageRow, UsageSummary
 
-__all__ = ["KeyRecord", "KeyRecords", "Store", "UsageRecords", "UsageRow", "UsageSummary"]
+__all__ = [
+    "EncodedRow",
+    "KeyRecord",
+    "KeyRecords",
+    "Store",
+    "UsageRecords",
+    "UsageRow",
+    "UsageSummary",
+]

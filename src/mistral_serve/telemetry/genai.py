@@ -457,7 +457,10 @@ class Generation:
             timings.input_tokens if timings.input_tokens is not None else "-",
             timings.output_tokens if timings.output_tokens is not None else "-",
         )
-        for listener in self._listeners:
+        # Handed over, not kept: a listener's closure holds this request's objects, and a
+        # reference back to them from here would leave a cycle for the garbage collector.
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
             try:
                 listener(self)
             except Exception:  # accounting must never break an answer

@@ -1,6 +1,7 @@
 """The usage ledger's writer: one row per request, written off the request path.
 
-``add`` only appends to a list. A background task writes the rows in batches (every
+``add`` encodes the row (its JSON object, the form the database and the spool file take)
+and appends it to a list. A background task writes the rows in batches (every
 LEDGER_FLUSH_INTERVAL_S, or as soon as LEDGER_BATCH_ROWS wait), one multi-row insert each
 (:meth:`~mistral_serve.store.usage.UsageRecords.write`). ``close`` writes what is left, so a
 SIGTERM loses nothing.
@@ -26,9 +27,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import IO
 
-import orjson
-
-from mistral_serve.store import UsageRecords, UsageRow
+from mistral_serve.store import EncodedRow, UsageRecords, UsageRow
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +42,13 @@ class Spool:
         self.path = folder / f"ledger-spool-{uuid.uuid4().hex}{SPOOL_SUFFIX}"
         self._file: IO[bytes] | None = None
 
-    def append(self, rows: Iterable[UsageRow]) -> None:
-        """Write rows durably (blocking: call it in a thread)."""
+    def append(self, rows: Iterable[EncodedRow]) -> None:
+        """Write rows durably, one JSON object a line (blocking: call it in a thread)."""
         if self._file is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "ab")  # held open (and locked) while it lives
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._file.write(b"".join(orjson.dumps(row.to_json()) + b"\n" for row in rows))
+        self._file.write(b"".join(row + b"\n" for row in rows))
         self._file.flush()
         os.fsync(self._file.fileno())
 
@@ -69,11 +68,12 @@ class Spool:
         return claimed
 
     @staticmethod
-    def read(path: Path) -> list[UsageRow]:
+    def read(path: Path) -> list[EncodedRow]:
         rows = []
         for line in path.read_bytes().splitlines():
             with suppress(ValueError, TypeError):  # a line cut short by a crash
-                rows.append(UsageRow.from_json(orjson.loads(line)))
+                UsageRow.decode(line)
+                rows.append(line)
         return rows
 
     def done(self, path: Path) -> None:
@@ -104,7 +104,7 @@ class Ledger:
         self._interval = flush_interval_s
         self._batch_rows = batch_rows
         self._max_pending = max_pending or batch_rows * 100
-        self._pending: list[UsageRow] = []
+        self._pending: list[EncodedRow] = []
         self._id_prefix = uuid.uuid4().hex[:16]
         self._ids = itertools.count()
         self._wake = asyncio.Event()
@@ -130,7 +130,7 @@ class Ledger:
 
     def add(self, row: UsageRow) -> None:
         """Record one request (never blocks, never fails the request)."""
-        self._pending.append(row)
+        self._pending.append(row.encode())
         if len(self._pending) >= self._max_pending:  # the database cannot keep up: spool
             rows, self._pending = self._pending, []
             self._spawn_spool(rows)
@@ -157,11 +157,23 @@ class Ledger:
             await asyncio.to_thread(self._spool.close)
 
     async def flush(self) -> None:
-        """Write every row waiting now, batch by batch."""
+        """Write every row waiting, batch by batch, until none waits."""
         while self._pending:
-            batch = self._pending[: self._batch_rows]
-            del self._pending[: self._batch_rows]
-            await self._write(batch)
+            await self._write_batch()
+
+    async def _write_waiting(self) -> None:
+        """Write the rows waiting now. Rows that arrive meanwhile wait for the next turn: a
+        writer that drained them too would, under load, write one small batch after another
+        (a batch costs the gateway as much as hundreds of rows)."""
+        waiting = len(self._pending)
+        while waiting > 0 and self._pending:
+            waiting -= await self._write_batch()
+
+    async def _write_batch(self) -> int:
+        batch = self._pending[: self._batch_rows]
+        del self._pending[: self._batch_rows]
+        await self._write(batch)
+        return len(batch)
 
     async def _run(self) -> None:
         while not self._closing:
@@ -171,13 +183,13 @@ class Ledger:
             if self._closing:
                 return
             try:
-                await self.flush()
+                await self._write_waiting()
                 if self._spooled and await self._records.reachable():
                     await self._replay()
             except Exception:  # never let the writer die: the next interval tries again
                 log.exception("usage ledger: flush failed")
 
-    async def _write(self, batch: list[UsageRow]) -> None:
+    async def _write(self, batch: list[EncodedRow]) -> None:
         async with self._io:
             try:
                 self.written += await self._records.write(batch)
@@ -201,7 +213,7 @@ class Ledger:
             log.info("usage ledger: database writable again; replaying the spool")
             self._failing = False
 
-    def _spawn_spool(self, rows: list[UsageRow]) -> None:
+    def _spawn_spool(self, rows: list[EncodedRow]) -> None:
         async def spool() -> None:
             async with self._io:
                 await self._append_to_spool(rows)
@@ -210,7 +222,7 @@ class Ledger:
         self._spooling.add(task)
         task.add_done_callback(self._spooling.discard)
 
-    async def _append_to_spool(self, rows: list[UsageRow]) -> None:
+    async def _append_to_spool(self, rows: list[EncodedRow]) -> None:
         try:
             await asyncio.to_thread(self._spool.append, rows)
         except OSError:

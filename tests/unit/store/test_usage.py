@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, date, datetime, timedelta
+
+import orjson
 
 from mistral_serve.store import UsageRecords, UsageRow
 
@@ -32,10 +35,22 @@ def row(key_id: str = "k1", model: str = "m", at: datetime = NOON, **values) -> 
     return UsageRow(**{**defaults, **values})
 
 
+def encoded(rows: list[UsageRow]) -> list[bytes]:
+    return [each.encode() for each in rows]
+
+
+def test_a_row_round_trips_through_its_encoding() -> None:
+    """The encoding is the row's JSON object, as spool files written before it hold them."""
+    original = row(engine=None, ttft_ms=None)
+    assert UsageRow.decode(original.encode()) == original
+    earlier = orjson.dumps({**dataclasses.asdict(original), "created_at": NOON.isoformat()})
+    assert UsageRow.decode(earlier) == original
+
+
 async def test_rows_and_totals(store) -> None:
     records = UsageRecords(store)
     rows = [row(), row(), row(model="other"), row(key_id="k2", at=NOON + timedelta(days=1))]
-    assert await records.write(rows) == 4
+    assert await records.write(encoded(rows)) == 4
     assert await records.rows() == sorted(rows, key=lambda r: (r.created_at, r.id))
     by_day = await records.totals(date(2026, 11, 1))
     assert [(s.group, s.requests, s.total_tokens) for s in by_day] == [
@@ -51,8 +66,8 @@ async def test_rows_and_totals(store) -> None:
 async def test_writing_a_row_twice_counts_it_once(store) -> None:
     records = UsageRecords(store)
     first = [row(), row()]
-    assert await records.write(first) == 2
-    assert await records.write([*first, row()]) == 1  # a replayed batch, plus one new row
+    assert await records.write(encoded(first)) == 2
+    assert await records.write(encoded([*first, row()])) == 1  # a replayed batch, plus one new row
     (total,) = await records.totals(date(2026, 11, 25))
     assert total.requests == 3 and total.prompt_tokens == 30
     assert len(await records.rows()) == 3
@@ -78,7 +93,7 @@ async def test_any_text_and_missing_values_round_trip(store) -> None:
         streamed=True,
         at=datetime(2026, 11, 25, 23, 59, 59, 999999, tzinfo=UTC),
     )
-    assert await records.write([odd]) == 1
+    assert await records.write([odd.encode()]) == 1
     assert await records.rows() == [odd]
     (total,) = await records.totals(date(2026, 11, 25), by="day")
     assert (total.group, total.requests) == ("2026-11-25", 1)

@@ -9,10 +9,9 @@ import asyncio
 import fcntl
 from collections.abc import AsyncIterator, Sequence
 
-import orjson
 import pytest
 
-from mistral_serve.store import Store, UsageRecords, UsageRow
+from mistral_serve.store import EncodedRow, Store, UsageRecords
 from mistral_serve.store.database import sqlite_url
 from mistral_serve.tenancy.ledger import Ledger
 from tests.unit.store.test_usage import row
@@ -23,7 +22,7 @@ class SwitchableRecords(UsageRecords):
 
     down = False
 
-    async def write(self, rows: Sequence[UsageRow]) -> int:
+    async def write(self, rows: Sequence[EncodedRow]) -> int:
         if self.down:
             raise ConnectionError("database down")
         return await super().write(rows)
@@ -76,7 +75,7 @@ async def test_close_writes_everything_waiting(records, tmp_path) -> None:
 class SlowRecords(SwitchableRecords):
     """Real records whose writes take a while (a busy database), so a close can come mid-write."""
 
-    async def write(self, rows: Sequence[UsageRow]) -> int:
+    async def write(self, rows: Sequence[EncodedRow]) -> int:
         await asyncio.sleep(0.2)
         return await super().write(rows)
 
@@ -93,6 +92,37 @@ async def test_a_close_during_a_write_loses_no_row(tmp_path) -> None:
     assert ledger.pending == 0
     await ledger.close()
     assert await _count(records, 30) and ledger.spooled == 0
+    await store.close()
+
+
+class CountingRecords(SlowRecords):
+    """Slow real records that remember the size of every batch."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.batches: list[int] = []
+
+    async def write(self, rows: Sequence[EncodedRow]) -> int:
+        self.batches.append(len(rows))
+        return await super().write(rows)
+
+
+async def test_rows_arriving_during_a_write_wait_for_a_full_batch(tmp_path) -> None:
+    """Under load the writer writes full batches: rows that arrive while one is written are
+    not sent at once as a small batch of their own (a batch costs as much as many rows)."""
+    store = await Store.open(sqlite_url(tmp_path))
+    records = CountingRecords(store)
+    ledger = Ledger(records, tmp_path / "spool", flush_interval_s=60, batch_rows=10)
+    await ledger.start()
+    for _ in range(10):
+        ledger.add(row())
+    await asyncio.sleep(0.05)  # the full batch is being written
+    for _ in range(4):
+        ledger.add(row())
+    await asyncio.sleep(0.4)  # well after that write
+    assert records.batches == [10] and ledger.pending == 4
+    await ledger.close()  # what waits is written on the way out
+    assert records.batches == [10, 4] and await _count(records, 14)
     await store.close()
 
 
@@ -130,7 +160,7 @@ async def test_a_living_process_keeps_its_spool(records, tmp_path) -> None:
     folder = tmp_path / "spool"
     folder.mkdir()
     held = folder / "ledger-spool-living.jsonl"
-    held.write_bytes(orjson.dumps(row().to_json()) + b"\n")
+    held.write_bytes(row().encode() + b"\n")
     with open(held, "rb") as owner:  # noqa: ASYNC230 (a test holding a lock)
         fcntl.flock(owner, fcntl.LOCK_EX)
         ledger = Ledger(records, folder, flush_interval_s=60)
