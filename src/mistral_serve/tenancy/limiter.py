@@ -32,7 +32,6 @@ from mistral_serve.tenancy.limits import (
     KeyLimits,
     Settled,
     Verdict,
-    Window,
 )
 
 log = logging.getLogger(__name__)
@@ -59,12 +58,24 @@ class Limiter(Protocol):
         ...
 
 
-@dataclass
+@dataclass(slots=True)
 class _KeyCounters:
     requests: Bucket | None = None
     tokens: Bucket | None = None
     active: dict[str, float] = field(default_factory=dict)  # request id → lease deadline
     spent: dict[str, int] = field(default_factory=dict)  # "day:2026-11-25" / "month:…" → tokens
+    #: The key's budgets as (counter name, budget), for the limits and the day they were made
+    #: for (made once a day, not per request).
+    periods: list[tuple[str, int]] = field(default_factory=list)
+    periods_of: tuple[KeyLimits, str, str] | None = None
+
+    def budgets(self, limits: KeyLimits, ask: Ask) -> list[tuple[str, int]]:
+        """The budgets ``ask`` counts against; on a new day or month, its counters start."""
+        if self.periods_of != (limits, ask.day, ask.month):
+            self.periods = _periods(limits, ask)
+            self.periods_of = (limits, ask.day, ask.month)
+            self.spent = {period: self.spent.get(period, 0) for period, _ in self.periods}
+        return self.periods
 
 
 class MemoryLimiter:
@@ -79,34 +90,25 @@ class MemoryLimiter:
         counters = self._keys.get(ask.key_id)
         if counters is None:
             counters = self._keys[ask.key_id] = _KeyCounters()
-        periods = _periods(limits, ask)
-        if counters.spent.keys() != {period for period, _ in periods}:  # a new day or month
-            counters.spent = {period: counters.spent.get(period, 0) for period, _ in periods}
+        periods = counters.budgets(limits, ask)
         requests = counters.requests = _bucket(counters.requests, limits.rpm, now)
         tokens = counters.tokens = _bucket(counters.tokens, limits.tpm, now)
         for period, budget in periods:
             left = budget - counters.spent[period]
             if ask.tokens > left:
                 refused = period.partition(":")[0]
-                return Verdict(
-                    False, **_windows(requests, tokens), refused=refused, budget_left=max(0, left)
-                )
+                return _verdict(False, requests, tokens, refused=refused, budget_left=max(0, left))
         if limits.max_concurrent is not None and not _slot_free(
             counters.active, limits.max_concurrent, now
         ):
-            return Verdict(
-                False,
-                **_windows(requests, tokens),
-                refused="concurrency",
-                retry_after_s=CONCURRENCY_RETRY_S,
+            return _verdict(
+                False, requests, tokens, refused="concurrency", retry_after_s=CONCURRENCY_RETRY_S
             )
         for name, bucket, cost in (("rpm", requests, 1), ("tpm", tokens, ask.tokens)):
             if bucket is not None:
                 wait = bucket.wait_for(cost)
                 if wait is None or wait > 0:
-                    return Verdict(
-                        False, **_windows(requests, tokens), refused=name, retry_after_s=wait
-                    )
+                    return _verdict(False, requests, tokens, refused=name, retry_after_s=wait)
         # Every limit allows it: take from all of them.
         for period, _ in periods:
             counters.spent[period] += ask.tokens
@@ -116,7 +118,7 @@ class MemoryLimiter:
             requests.level -= 1
         if tokens is not None:
             tokens.level -= ask.tokens
-        return Verdict(True, **_windows(requests, tokens))
+        return _verdict(True, requests, tokens)
 
     async def settle(self, limits: KeyLimits, ask: Ask, used_tokens: int) -> None:
         self._settle(limits, ask, used_tokens)
@@ -133,7 +135,9 @@ class MemoryLimiter:
         if counters.tokens is not None and limits.tpm is not None:
             counters.tokens.refill(limits.tpm, self._clock())
             counters.tokens.level = min(float(limits.tpm), counters.tokens.level + unused)
-        for period, _ in _periods(limits, ask):
+        # A request from before midnight settles yesterday's counter, if it is still kept.
+        today = counters.periods_of == (limits, ask.day, ask.month)
+        for period, _ in counters.periods if today else _periods(limits, ask):
             if period in counters.spent:
                 counters.spent[period] -= unused
         counters.active.pop(ask.request_id, None)
@@ -161,12 +165,24 @@ def _slot_free(active: dict[str, float], max_concurrent: int, now: float) -> boo
     return len(active) < max_concurrent
 
 
-def _windows(requests: Bucket | None, tokens: Bucket | None) -> dict[str, Window | None]:
-    """The per-minute buckets as a Verdict reports them."""
-    return {
-        "requests": requests.window() if requests else None,
-        "tokens": tokens.window() if tokens else None,
-    }
+def _verdict(
+    granted: bool,
+    requests: Bucket | None,
+    tokens: Bucket | None,
+    *,
+    refused: str | None = None,
+    retry_after_s: float | None = None,
+    budget_left: int | None = None,
+) -> Verdict:
+    """A Verdict, with the per-minute buckets as it reports them."""
+    return Verdict(
+        granted,
+        requests.window() if requests else None,
+        tokens.window() if tokens else None,
+        refused,
+        retry_after_s,
+        budget_left,
+    )
 
 
 def _periods(limits: KeyLimits, ask: Ask) -> list[tuple[str, int]]:

@@ -159,6 +159,17 @@ async def test_budgets_cannot_be_overshot(limiter, key_id) -> None:
     assert (await limiter.take(limits, ask(key_id, 1000, at=tomorrow))).granted
 
 
+async def test_a_request_from_before_midnight_settles_without_touching_today(limiter, key_id):
+    limits = KeyLimits(tokens_per_day=1000)
+    tomorrow = datetime.fromtimestamp(START + 86_400, UTC)
+    late = ask(key_id, 600)  # reserved before midnight
+    assert (await limiter.take(limits, late)).granted
+    assert (await limiter.take(limits, ask(key_id, 600, at=tomorrow))).granted  # a new budget
+    await limiter.settle(limits, late, 100)  # yesterday's request ends after midnight
+    assert not (await limiter.take(limits, ask(key_id, 500, at=tomorrow))).granted
+    assert (await limiter.take(limits, ask(key_id, 400, at=tomorrow))).granted
+
+
 async def test_monthly_budget(limiter, key_id) -> None:
     limits = KeyLimits(tokens_per_month=100)
     assert (await limiter.take(limits, ask(key_id, 100))).granted
