@@ -27,6 +27,7 @@ from redis.asyncio.connection import (
 )
 from redis.commands.core import AsyncScript
 from redis.connection import HiredisRespSerializer
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -254,8 +255,16 @@ class _Pipelined:
 
     async def _pipeline_commands(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one write and read their replies (a reply that is an error
-        comes back as its exception, in its place); on any other failure the connection is
-        dropped (it may be mid-reply) and the next batch opens a new one."""
+        comes back as its exception, in its place). A connection Redis closed (it restarted,
+        or dropped idle clients) is replaced and the commands sent once more, as redis-py
+        retries; any other failure drops the connection (it may be mid-reply) and the next
+        batch opens a new one."""
+        try:
+            return await self._exchange(commands)
+        except RedisConnectionError:
+            return await self._exchange(commands)
+
+    async def _exchange(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         if self._connection is None:
             self._connection = self._client.connection_pool.make_connection()
         connection = self._connection

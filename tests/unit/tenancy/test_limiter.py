@@ -288,6 +288,21 @@ async def test_a_redis_that_forgot_the_scripts_is_taught_them_again(clock, key_i
     await backend.close()
 
 
+async def test_a_connection_redis_closed_is_replaced(clock, key_id) -> None:
+    """Redis closes the limiter's connection (a restart, an idle-client timeout): the next call
+    goes over a new one and is answered, not failed."""
+    backend = RedisLimiter.from_url(REDIS, clock)
+    limits = KeyLimits(rpm=10)
+    assert (await backend.take(limits, ask(key_id))).granted
+    host, port = backend._calls._connection._writer.get_extra_info("sockname")[:2]
+    client = Redis.from_url(REDIS)
+    assert await client.client_kill_filter(_id=None, addr=f"{host}:{port}") == 1
+    await client.aclose()
+    verdict = await backend.take(limits, ask(key_id))
+    assert verdict.granted and verdict.requests.remaining == 8
+    await backend.close()
+
+
 def test_a_reservation_is_the_prompt_estimate_plus_max_tokens_per_choice() -> None:
     assert reservation(400, 100, 2, default=1024) == 100 + 8 + 200
     assert reservation(0, None, 1, default=1024) == 8 + 1024  # no max_tokens: the default
