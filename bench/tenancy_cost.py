@@ -1,15 +1,23 @@
 """What tenancy costs the gateway, and whether the usage ledger keeps up.
 
-    .venv/bin/python bench/tenancy_cost.py [--requests 3000] [--concurrency 32] [--rounds 3]
-        [--rate 500] [--seconds 60] [--gateways 2] [--keys 4]
+    .venv/bin/python bench/tenancy_cost.py [--requests 3000] [--concurrency 32] [--rounds 10]
+        [--rate 500] [--slice 1] [--paced-rounds 60] [--seconds 60] [--gateways 2] [--keys 4]
 
 Both parts run over a FAKE engine (bench/fake_engine.py: a fixed answer at once), because no
 CPU engine reaches these rates and the point is the gateway's own cost.
 
-1. Cost: the same non-streamed load through four gateways over the fake engine, rounds
-   alternating: AUTH=off; API_KEY with the ledger on PostgreSQL; a stored key with every limit
-   (none binding) counted in the process; the same counted in Redis. Reports each gateway
-   process's CPU per request (user + system, from /proc) and its ratio to AUTH=off.
+1. Cost: five gateways over the fake engine: AUTH=off; API_KEY with the ledger on
+   PostgreSQL; a stored key without limits, ledger on PostgreSQL; a stored key with every
+   limit (none binding) counted in the process, ledger on PostgreSQL; the same counted in
+   Redis. Each gateway process's CPU per request (user +
+   system, from /proc), two ways:
+   - paced: ``--rate`` requests/s, open loop (the issue's goal: its ledger benchmark's rate),
+     in ``--slice``-second slices, ``--paced-rounds`` of them per gateway;
+   - saturated: ``--requests`` non-streamed requests at ``--concurrency``, ``--rounds`` times.
+   The gateways take turns, one slice or round each, the order rotating every round, and each
+   round's CPU is compared with AUTH=off's in the same round: the median of those ratios is
+   the result (this machine's speed drifts by tens of percent within minutes; a ratio of
+   neighbouring slices does not).
 2. Ledger under load: ``--gateways`` gateways sharing one PostgreSQL store and Redis, ``--keys``
    keys, an open-loop ``--rate`` requests/s for ``--seconds``; then SIGTERM. Counts the answers,
    the ledger's rows and totals, and PostgreSQL's deadlock counter for the database.
@@ -25,12 +33,14 @@ import argparse
 import asyncio
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -49,9 +59,9 @@ LIMITS = ["--rpm", "1000000", "--tpm", "1000000000", "--max-concurrent", "100000
           "--tokens-per-day", "1000000000000", "--tokens-per-month", "1000000000000"]  # fmt: skip
 
 
-def create_key(env: dict[str, str]) -> str:
+def create_key(env: dict[str, str], limits: list[str] = LIMITS) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "mistral_serve.cli", "keys", "create", "--name", "bench", *LIMITS],
+        [sys.executable, "-m", "mistral_serve.cli", "keys", "create", "--name", "bench", *limits],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -75,7 +85,7 @@ async def closed_loop(url: str, key: str | None, requests: int, concurrency: int
 
 
 async def open_loop(
-    urls: list[str], keys: list[str], rate: float, seconds: float
+    urls: list[str], keys: list[str | None], rate: float, seconds: float
 ) -> tuple[Counter[int], list[float]]:
     """``rate`` requests a second for ``seconds``, whatever the answers' pace; statuses and
     latencies."""
@@ -84,7 +94,8 @@ async def open_loop(
 
     async def one(session: aiohttp.ClientSession, n: int) -> None:
         started = time.perf_counter()
-        headers = {"authorization": f"Bearer {keys[n % len(keys)]}"}
+        key = keys[n % len(keys)]
+        headers = {"authorization": f"Bearer {key}"} if key else {}
         try:
             async with session.post(
                 urls[n % len(urls)] + "/v1/chat/completions", json=BODY, headers=headers
@@ -136,50 +147,81 @@ async def drop_database(name: str) -> None:
     await admin.close()
 
 
+def paced(url: str, key: str | None, args: argparse.Namespace) -> int:
+    """One slice of the open-loop rate; how many requests it sent (all must be answered 200)."""
+    statuses, _ = asyncio.run(open_loop([url], [key], args.rate, args.slice))
+    assert set(statuses) == {200}, statuses
+    return sum(statuses.values())
+
+
+def saturated(url: str, key: str | None, args: argparse.Namespace) -> int:
+    asyncio.run(closed_loop(url, key, args.requests, args.concurrency))
+    return args.requests
+
+
+def turns(
+    gateways: dict[str, tuple[str, subprocess.Popen, str | None]],
+    load: Callable[[str, str | None], int],
+    rounds: int,
+) -> dict[str, list[float]]:
+    """Each gateway's CPU per request (µs) in each round; the gateways take turns, in an order
+    that rotates every round."""
+    names = list(gateways)
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            url, process, key = gateways[name]
+            before = cpu_seconds(process.pid)
+            requests = load(url, key)
+            cpu[name].append((cpu_seconds(process.pid) - before) / requests * 1e6)
+    return cpu
+
+
+def report(title: str, cpu: dict[str, list[float]]) -> None:
+    base = cpu["AUTH=off"]
+    print(f"\n{title}\n")
+    print("| gateway | CPU per request (median) | vs AUTH=off (median of rounds) | range |")
+    print("|---|---|---|---|")
+    for name, values in cpu.items():
+        ratios = [value / off for value, off in zip(values, base, strict=True)]
+        print(
+            f"| {name} | {statistics.median(values):.0f} µs | "
+            f"{statistics.median(ratios):.2f} | {min(ratios):.2f}–{max(ratios):.2f} |"
+        )
+    print(flush=True)
+
+
 def cost(args: argparse.Namespace, work: Path, engine: str, store: dict[str, str]) -> None:
     database = {k: v for k, v in store.items() if k != "REDIS_URL"}
     in_process, in_redis = {"AUTH": "required", **database}, {"AUTH": "required", **store}
     variants: dict[str, tuple[dict[str, str], str | None]] = {
         "AUTH=off": ({"AUTH": "off"}, None),
         "API_KEY + ledger": ({**in_process, "API_KEY": STATIC_KEY}, STATIC_KEY),
+        "stored key, no limits + ledger": (in_process, create_key(in_process, [])),
         "stored key, every limit in the process + ledger": (in_process, create_key(in_process)),
         "stored key, every limit in Redis + ledger": (in_redis, create_key(in_redis)),
     }
-    gateways = {
-        name: start_gateway(work, [engine], f"cost-{n}", **env)
-        for n, (name, (env, _)) in enumerate(variants.items())
-    }
+    gateways = {}
+    for n, (name, (env, key)) in enumerate(variants.items()):
+        url, process = start_gateway(work, [engine], f"cost-{n}", **env)
+        gateways[name] = (url, process, key)
     try:
-        for url, _ in gateways.values():
+        for url, _, key in gateways.values():
             wait_ok(url + "/ready", 60)
-        for name, (url, _) in gateways.items():
-            asyncio.run(closed_loop(url, variants[name][1], 300, 8))  # warm up
-        per_request: dict[str, list[float]] = {name: [] for name in variants}
-        for round_index in range(args.rounds):
-            names = list(variants) if round_index % 2 == 0 else list(reversed(variants))
-            for name in names:
-                url, process = gateways[name]
-                before = cpu_seconds(process.pid)
-                began = time.perf_counter()
-                asyncio.run(closed_loop(url, variants[name][1], args.requests, args.concurrency))
-                wall = time.perf_counter() - began
-                micros = (cpu_seconds(process.pid) - before) / args.requests * 1e6
-                per_request[name].append(micros)
-                print(
-                    f"round {round_index + 1} {name}: {args.requests / wall:6.0f} req/s, "
-                    f"gateway CPU {micros:5.0f} µs/request",
-                    flush=True,
-                )
+            asyncio.run(closed_loop(url, key, 300, 8))  # warm up
+        report(
+            f"paced: {args.rate:.0f} requests/s, {args.paced_rounds} slices of {args.slice:.0f} s "
+            "per gateway",
+            turns(gateways, lambda url, key: paced(url, key, args), args.paced_rounds),
+        )
+        report(
+            f"saturated: {args.rounds} rounds of {args.requests} requests at concurrency "
+            f"{args.concurrency} per gateway",
+            turns(gateways, lambda url, key: saturated(url, key, args), args.rounds),
+        )
     finally:
-        stop_all(process for _, process in gateways.values())
-    mean = {name: sum(values) / len(values) for name, values in per_request.items()}
-    base = mean["AUTH=off"]
-    print()
-    print("| gateway | CPU per request | vs AUTH=off |")
-    print("|---|---|---|")
-    for name, micros in mean.items():
-        print(f"| {name} | {micros:.0f} µs | {micros / base:.2f} |")
-    print()
+        stop_all(process for _, process, _ in gateways.values())
 
 
 def ledger(args: argparse.Namespace, work: Path, engine: str, store: dict[str, str]) -> None:
@@ -222,8 +264,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--slice", type=float, default=1)
+    parser.add_argument("--paced-rounds", type=int, default=60)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--gateways", type=int, default=2)
     parser.add_argument("--keys", type=int, default=4)

@@ -1,10 +1,11 @@
 """The usage ledger's writer: one row per request, written off the request path.
 
 ``add`` encodes the row (its JSON object, the form the database and the spool file take)
-and appends it to a list. A background task writes the rows in batches (every
-LEDGER_FLUSH_INTERVAL_S, or as soon as LEDGER_BATCH_ROWS wait), one multi-row insert each
-(:meth:`~mistral_serve.store.usage.UsageRecords.write`). ``close`` writes what is left, so a
-SIGTERM loses nothing.
+and appends it to a list. A background task wakes every LEDGER_FLUSH_INTERVAL_S, or as soon
+as LEDGER_BATCH_ROWS wait, and writes the rows waiting then in batches of that size, one
+multi-row insert each (:meth:`~mistral_serve.store.usage.UsageRecords.write`); rows that
+arrive meanwhile wait for its next turn, so under load every batch is full. ``close`` writes
+what is left, so a SIGTERM loses nothing.
 
 When the database cannot take a batch, the rows go to a spool file (JSON lines, fsynced) in
 the data folder, and are replayed once it answers again. Each process owns its spool file,

@@ -73,30 +73,8 @@ async def test_close_writes_everything_waiting(records, tmp_path) -> None:
 
 
 class SlowRecords(SwitchableRecords):
-    """Real records whose writes take a while (a busy database), so a close can come mid-write."""
-
-    async def write(self, rows: Sequence[EncodedRow]) -> int:
-        await asyncio.sleep(0.2)
-        return await super().write(rows)
-
-
-async def test_a_close_during_a_write_loses_no_row(tmp_path) -> None:
-    """SIGTERM while a batch is being written: the batch is not dropped with its write."""
-    store = await Store.open(sqlite_url(tmp_path))
-    records = SlowRecords(store)
-    ledger = Ledger(records, tmp_path / "spool", flush_interval_s=0.05, batch_rows=100)
-    await ledger.start()
-    for _ in range(30):
-        ledger.add(row())
-    await asyncio.sleep(0.1)  # the writer has taken the rows and is writing them
-    assert ledger.pending == 0
-    await ledger.close()
-    assert await _count(records, 30) and ledger.spooled == 0
-    await store.close()
-
-
-class CountingRecords(SlowRecords):
-    """Slow real records that remember the size of every batch."""
+    """Real records whose writes take a while (a busy database), so a close can come mid-write;
+    they remember the size of every batch."""
 
     def __init__(self, store: Store) -> None:
         super().__init__(store)
@@ -104,15 +82,33 @@ class CountingRecords(SlowRecords):
 
     async def write(self, rows: Sequence[EncodedRow]) -> int:
         self.batches.append(len(rows))
+        await asyncio.sleep(0.2)
         return await super().write(rows)
 
 
-async def test_rows_arriving_during_a_write_wait_for_a_full_batch(tmp_path) -> None:
+@pytest.fixture
+async def slow_records(tmp_path) -> AsyncIterator[SlowRecords]:
+    store = await Store.open(sqlite_url(tmp_path))
+    yield SlowRecords(store)
+    await store.close()
+
+
+async def test_a_close_during_a_write_loses_no_row(slow_records, tmp_path) -> None:
+    """SIGTERM while a batch is being written: the batch is not dropped with its write."""
+    ledger = Ledger(slow_records, tmp_path / "spool", flush_interval_s=0.05, batch_rows=100)
+    await ledger.start()
+    for _ in range(30):
+        ledger.add(row())
+    await asyncio.sleep(0.1)  # the writer has taken the rows and is writing them
+    assert ledger.pending == 0
+    await ledger.close()
+    assert await _count(slow_records, 30) and ledger.spooled == 0
+
+
+async def test_rows_arriving_during_a_write_wait_for_a_full_batch(slow_records, tmp_path):
     """Under load the writer writes full batches: rows that arrive while one is written are
     not sent at once as a small batch of their own (a batch costs as much as many rows)."""
-    store = await Store.open(sqlite_url(tmp_path))
-    records = CountingRecords(store)
-    ledger = Ledger(records, tmp_path / "spool", flush_interval_s=60, batch_rows=10)
+    ledger = Ledger(slow_records, tmp_path / "spool", flush_interval_s=60, batch_rows=10)
     await ledger.start()
     for _ in range(10):
         ledger.add(row())
@@ -120,10 +116,9 @@ async def test_rows_arriving_during_a_write_wait_for_a_full_batch(tmp_path) -> N
     for _ in range(4):
         ledger.add(row())
     await asyncio.sleep(0.4)  # well after that write
-    assert records.batches == [10] and ledger.pending == 4
+    assert slow_records.batches == [10] and ledger.pending == 4
     await ledger.close()  # what waits is written on the way out
-    assert records.batches == [10, 4] and await _count(records, 14)
-    await store.close()
+    assert slow_records.batches == [10, 4] and await _count(slow_records, 14)
 
 
 async def test_spools_while_the_database_is_down_then_replays(records, tmp_path) -> None:
