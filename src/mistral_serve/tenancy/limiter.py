@@ -69,9 +69,13 @@ class _KeyCounters:
     periods: list[tuple[str, int]] = field(default_factory=list)
     periods_of: tuple[KeyLimits, str, str] | None = None
 
+    def made_for(self, limits: KeyLimits, ask: Ask) -> bool:
+        """Whether ``periods`` are the budgets of these limits on ``ask``'s day and month."""
+        return self.periods_of == (limits, ask.day, ask.month)
+
     def budgets(self, limits: KeyLimits, ask: Ask) -> list[tuple[str, int]]:
         """The budgets ``ask`` counts against; on a new day or month, its counters start."""
-        if self.periods_of != (limits, ask.day, ask.month):
+        if not self.made_for(limits, ask):
             self.periods = _periods(limits, ask)
             self.periods_of = (limits, ask.day, ask.month)
             self.spent = {period: self.spent.get(period, 0) for period, _ in self.periods}
@@ -136,8 +140,8 @@ class MemoryLimiter:
             counters.tokens.refill(limits.tpm, self._clock())
             counters.tokens.level = min(float(limits.tpm), counters.tokens.level + unused)
         # A request from before midnight settles yesterday's counter, if it is still kept.
-        today = counters.periods_of == (limits, ask.day, ask.month)
-        for period, _ in counters.periods if today else _periods(limits, ask):
+        current = counters.made_for(limits, ask)
+        for period, _ in counters.periods if current else _periods(limits, ask):
             if period in counters.spent:
                 counters.spent[period] -= unused
         counters.active.pop(ask.request_id, None)
