@@ -185,6 +185,16 @@ async def burst(url: str, requests: int, on_sent=None) -> list[tuple[int, float,
         return await asyncio.gather(*tasks)
 
 
+async def until_queued(url: str, waiting: int, timeout_s: float = 30) -> None:
+    """Until the gateway's queue for "demo" holds ``waiting`` requests (a sleep would race the
+    burst's connections on a loaded machine)."""
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=10) as http:
+        while (await http.get(url + "/ready")).json()["waiting"].get("demo", 0) < waiting:
+            assert time.monotonic() < deadline, f"{url}: fewer than {waiting} requests queued"
+            await asyncio.sleep(0.05)
+
+
 @pytest.fixture
 def admitting_gateway(pair: Pair, otlp, tmp_path) -> Iterator[tuple[str, object]]:
     """A gateway over the second engine alone, with a concurrency target of 2."""
@@ -232,18 +242,15 @@ def test_a_burst_past_the_target_is_queued_or_answered_429_at_once(pair: Pair, a
     assert peak["running"] + peak["waiting"] <= TARGET, peak
 
     # The official client sees a RateLimitError it could retry.
-    async def saturate_then_ask() -> None:
-        async def ask() -> None:
-            await asyncio.sleep(0.5)
-            with pytest.raises(openai.RateLimitError) as refused:
-                await asyncio.to_thread(
-                    client(url).completions.create, model="demo", prompt="hi", max_tokens=2
-                )
-            assert refused.value.body["code"] == "server_overloaded"
+    async def ask_once_full() -> None:
+        await until_queued(url, QUEUE_MAX)
+        with pytest.raises(openai.RateLimitError) as refused:
+            await asyncio.to_thread(
+                client(url).completions.create, model="demo", prompt="hi", max_tokens=2
+            )
+        assert refused.value.body["code"] == "server_overloaded"
 
-        await asyncio.gather(burst(url, TARGET + QUEUE_MAX), ask())
-
-    asyncio.run(saturate_then_ask())
+    asyncio.run(burst(url, TARGET + QUEUE_MAX, on_sent=ask_once_full))
 
 
 def test_draining_answers_the_queued_requests_503_and_finishes_the_running_ones(
@@ -252,11 +259,7 @@ def test_draining_answers_the_queued_requests_503_and_finishes_the_running_ones(
     url, process = admitting_gateway
 
     async def terminate_once_queued() -> None:
-        deadline = time.monotonic() + 30
-        async with httpx.AsyncClient(timeout=10) as http:
-            while (await http.get(url + "/ready")).json()["waiting"].get("demo", 0) < QUEUE_MAX:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+        await until_queued(url, QUEUE_MAX)
         os.kill(process.pid, signal.SIGTERM)
 
     results = asyncio.run(burst(url, TARGET + QUEUE_MAX, on_sent=terminate_once_queued))
