@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from mistral_serve.protocol.openai import GenerationRequest
 from mistral_serve.store import UsageRow
@@ -23,8 +24,7 @@ from mistral_serve.tenancy.limiter import Limits, Reservation
 from mistral_serve.tenancy.limits import prompt_estimate, reservation
 
 
-@dataclass(frozen=True)
-class Usage:
+class Usage(NamedTuple):  # made on every request: a tuple is the cheapest to make
     prompt_tokens: int
     completion_tokens: int
     estimated: bool  # the engine did not report it

@@ -46,9 +46,11 @@ class KeyRecord:
     models: tuple[str, ...] | None = None
     priority: int = 0
 
-    def usable(self, now: datetime) -> bool:
-        """Not revoked and not expired at ``now``."""
-        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+    def usable(self, now: datetime | None = None) -> bool:
+        """Not revoked and not expired at ``now`` (the clock's time when None)."""
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or (now or datetime.now(UTC)) < self.expires_at
 
     def __repr__(self) -> str:  # the hash stays out of logs and tracebacks too
         return f"KeyRecord(id={self.id!r}, name={self.name!r})"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 from mistral_serve.errors import InvalidApiKeyError, ModelNotAllowedError
@@ -36,6 +36,7 @@ class Caller:
 
 
 ANYONE = Caller()
+STATIC_CALLER = Caller(STATIC_KEY_ID)
 
 
 class Authenticator:
@@ -43,6 +44,8 @@ class Authenticator:
         self._mode = mode
         self._static = static_key.encode() if static_key else None
         self._cache = cache
+        #: The Caller of each stored key, made once per version of its record.
+        self._callers: dict[str, Caller] = {}
 
     @property
     def required(self) -> bool:
@@ -60,17 +63,23 @@ class Authenticator:
                 "You didn't provide an API key: send `Authorization: Bearer <key>`."
             )
         if self._static is not None and hmac.compare_digest(token.encode(), self._static):
-            return Caller(STATIC_KEY_ID)
+            return STATIC_CALLER
         presented = parse_key(token)
         record = self._cache.get(presented.key_id) if presented and self._cache else None
         if (
             presented is None
             or record is None
             or not presented.matches(record.secret_hash)
-            or not record.usable(now or datetime.now(UTC))
+            or not record.usable(now)
         ):
             raise InvalidApiKeyError("Incorrect, revoked or expired API key provided.")
-        return Caller(record.id, record)
+        return self._caller(record)
+
+    def _caller(self, record: KeyRecord) -> Caller:
+        caller = self._callers.get(record.id)
+        if caller is None or caller.record is not record:  # new, or its record changed
+            caller = self._callers[record.id] = Caller(record.id, record)
+        return caller
 
     @staticmethod
     def check_model(caller: Caller, model: str) -> None:

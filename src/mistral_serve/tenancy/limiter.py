@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 from mistral_serve.errors import LimitsUnavailableError
@@ -67,17 +66,18 @@ class _KeyCounters:
     #: The key's budgets as (counter name, budget), for the limits and the day they were made
     #: for (made once a day, not per request).
     periods: list[tuple[str, int]] = field(default_factory=list)
-    periods_of: tuple[KeyLimits, str, str] | None = None
+    periods_limits: KeyLimits | None = None
+    periods_day: str = ""
 
     def made_for(self, limits: KeyLimits, ask: Ask) -> bool:
-        """Whether ``periods`` are the budgets of these limits on ``ask``'s day and month."""
-        return self.periods_of == (limits, ask.day, ask.month)
+        """Whether ``periods`` are the budgets of these limits on ``ask``'s day (and month)."""
+        return self.periods_limits is limits and self.periods_day == ask.day
 
     def budgets(self, limits: KeyLimits, ask: Ask) -> list[tuple[str, int]]:
         """The budgets ``ask`` counts against; on a new day or month, its counters start."""
         if not self.made_for(limits, ask):
             self.periods = _periods(limits, ask)
-            self.periods_of = (limits, ask.day, ask.month)
+            self.periods_limits, self.periods_day = limits, ask.day
             self.spent = {period: self.spent.get(period, 0) for period, _ in self.periods}
         return self.periods
 
@@ -108,11 +108,10 @@ class MemoryLimiter:
             return _verdict(
                 False, requests, tokens, refused="concurrency", retry_after_s=CONCURRENCY_RETRY_S
             )
-        for name, bucket, cost in (("rpm", requests, 1), ("tpm", tokens, ask.tokens)):
-            if bucket is not None:
-                wait = bucket.wait_for(cost)
-                if wait is None or wait > 0:
-                    return _verdict(False, requests, tokens, refused=name, retry_after_s=wait)
+        if requests is not None and (wait := requests.wait_for(1)) != 0:
+            return _verdict(False, requests, tokens, refused="rpm", retry_after_s=wait)
+        if tokens is not None and (wait := tokens.wait_for(ask.tokens)) != 0:
+            return _verdict(False, requests, tokens, refused="tpm", retry_after_s=wait)
         # Every limit allows it: take from all of them.
         for period, _ in periods:
             counters.spent[period] += ask.tokens
@@ -225,7 +224,7 @@ class Limits:
         limiter: Limiter,
         *,
         on_store_error: OnStoreError = "open",
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._limiter = limiter
         self._on_store_error = on_store_error

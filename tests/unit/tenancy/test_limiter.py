@@ -68,7 +68,7 @@ async def _forget_keys(key_id: str) -> AsyncIterator[None]:
 
 
 def ask(key_id: str, tokens: int = 10, request: str | None = None, at: datetime = DAY) -> Ask:
-    return Ask.at(key_id, request or uuid.uuid4().hex, tokens, at)
+    return Ask.at(key_id, request or uuid.uuid4().hex, tokens, at.timestamp())
 
 
 async def test_requests_per_minute_refill_continuously(limiter, clock, key_id) -> None:
