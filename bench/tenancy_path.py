@@ -30,6 +30,7 @@ from mistral_serve.gateway.accounting import Accounting
 from mistral_serve.protocol.openai import ChatCompletionRequest
 from mistral_serve.store import KeyRecord, UsageRow
 from mistral_serve.tenancy.auth import Authenticator, Caller
+from mistral_serve.tenancy.budgets import BudgetSeeds
 from mistral_serve.tenancy.keys import issue_key
 from mistral_serve.tenancy.limiter import Limits, MemoryLimiter
 
@@ -86,6 +87,11 @@ class LedgerStandIn:
             self._rows.clear()
 
 
+async def nothing_spent(key_id: str, day: str, month: str) -> tuple[int, int]:
+    """The ledger's totals for a key's day and month (read once a day per key)."""
+    return 0, 0
+
+
 def ended_generation(request_id: str) -> SimpleNamespace:
     """What a Generation tells the accounting about an answered request."""
     timings = SimpleNamespace(
@@ -131,7 +137,10 @@ def ways() -> dict[str, tuple[Authenticator, Accounting, str | None]]:
         ),
         "stored key, every limit in the process + ledger": (
             Authenticator("required", None, keys),  # type: ignore[arg-type]
-            Accounting(Limits(MemoryLimiter()), LedgerStandIn()),  # type: ignore[arg-type]
+            Accounting(
+                Limits(MemoryLimiter(), budgets=BudgetSeeds(nothing_spent)),
+                LedgerStandIn(),  # type: ignore[arg-type]
+            ),
             f"Bearer {limited}",
         ),
     }

@@ -195,6 +195,32 @@ def test_concurrency_and_budget(shared: Fleet) -> None:
         pytest.fail("the daily budget never ran out")
 
 
+def test_a_restarted_gateway_remembers_what_a_key_spent_today(stack, otlp, tmp_path) -> None:
+    """Counters in the process die with it (a deploy); the key's day starts again from the
+    ledger, to the token."""
+    env = {"MISTRAL_SERVE_DATA_DIR": str(tmp_path)}  # its SQLite store
+    first = start_fleet(stack, otlp, tmp_path, 1, **env)
+    try:
+        _, key = first.create_key("--tokens-per-day", "400")
+        answers = asyncio.run(_burst(first.urls, key, 3, 20))
+        spent = sum(answer.json()["usage"]["total_tokens"] for answer in answers)
+    finally:
+        for process in first.processes:
+            stop_process(process)  # SIGTERM: the ledger writes every row
+    (tmp_path / "again").mkdir()
+    again = start_fleet(stack, otlp, tmp_path / "again", 1, **env)
+    try:
+        wait_until(lambda: _models(again.urls[0], key) == 200)
+        # It reserves about 360 of 400: granted by a fresh budget, refused by what is left.
+        (answer,) = asyncio.run(_burst(again.urls, key, 1, 350))
+    finally:
+        for process in again.processes:
+            stop_process(process)
+    assert answer.status_code == 429, answer.text
+    assert answer.json()["error"]["code"] == "insufficient_quota"
+    assert f"{400 - spent} of today's 400 remain" in answer.json()["error"]["message"]
+
+
 def test_a_revoked_key_is_refused_by_every_gateway(shared: Fleet) -> None:
     key_id, key = shared.create_key()
     shared.cli("keys", "revoke", key_id)

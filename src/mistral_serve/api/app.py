@@ -42,6 +42,7 @@ from mistral_serve.telemetry.engines import EngineTelemetry
 from mistral_serve.telemetry.genai import GenAIObserver
 from mistral_serve.telemetry.setup import Telemetry, disabled_telemetry
 from mistral_serve.tenancy.auth import Authenticator
+from mistral_serve.tenancy.budgets import BudgetSeeds, spent_in_ledger
 from mistral_serve.tenancy.cache import KeyCache
 from mistral_serve.tenancy.ledger import Ledger
 from mistral_serve.tenancy.limiter import Limiter, Limits, MemoryLimiter
@@ -108,9 +109,14 @@ async def tenancy(settings: Settings) -> AsyncIterator[Tenancy]:
     store = await Store.open(configured_url(settings))
     records = KeyRecords(store)
     cache = KeyCache(records, settings.key_cache_ttl_s)
-    limits = Limits(limiter_for(settings), on_store_error=settings.limits_on_store_error)
+    usage = UsageRecords(store)
+    limits = Limits(
+        limiter_for(settings),
+        on_store_error=settings.limits_on_store_error,
+        budgets=BudgetSeeds(spent_in_ledger(usage)),  # budgets outlive restarts
+    )
     ledger = Ledger(
-        UsageRecords(store),
+        usage,
         settings.data_dir / "ledger-spool",
         flush_interval_s=settings.ledger_flush_interval_s,
         batch_rows=settings.ledger_batch_rows,

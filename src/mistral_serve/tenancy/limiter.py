@@ -5,7 +5,8 @@ gateway process); the Redis one (:mod:`mistral_serve.tenancy.redis_limiter`) sha
 between every process and replica. :class:`KeyLimits` of a key and an :class:`Ask` go in, a
 :class:`Verdict` comes out, and ``settle`` later corrects the reservation to what was used.
 
-:class:`Limits` is what the gateway uses: it skips keys without limits, turns a refusal into
+:class:`Limits` is what the gateway uses: it skips keys without limits, starts a key's day
+and month budgets from the ledger (:mod:`mistral_serve.tenancy.budgets`), turns a refusal into
 its 429, applies LIMITS_ON_STORE_ERROR when the backend fails (logged once per outage and
 counted), and hands back a :class:`Reservation` to settle when the request ends, which
 settles without waiting (the Redis backend sends it with the next pipeline);
@@ -23,6 +24,7 @@ from typing import Literal, Protocol
 from mistral_serve.errors import LimitsUnavailableError
 from mistral_serve.store import KeyRecord
 from mistral_serve.tenancy.auth import Caller
+from mistral_serve.tenancy.budgets import BudgetSeeds, SeedableLimiter
 from mistral_serve.tenancy.limits import (
     CONCURRENCY_LEASE_S,
     CONCURRENCY_RETRY_S,
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 OnStoreError = Literal["open", "closed"]
 
 
-class Limiter(Protocol):
+class Limiter(SeedableLimiter, Protocol):
     async def take(self, limits: KeyLimits, ask: Ask) -> Verdict:
         """Grant the request (taking from every limit) or refuse it (taking from none)."""
         ...
@@ -68,6 +70,7 @@ class _KeyCounters:
     periods: list[tuple[str, int]] = field(default_factory=list)
     periods_limits: KeyLimits | None = None
     periods_day: str = ""
+    seeded: set[str] = field(default_factory=set)  # budget counters the ledger's totals are in
 
     def made_for(self, limits: KeyLimits, ask: Ask) -> bool:
         """Whether ``periods`` are the budgets of these limits on ``ask``'s day (and month)."""
@@ -79,21 +82,39 @@ class _KeyCounters:
             self.periods = _periods(limits, ask)
             self.periods_limits, self.periods_day = limits, ask.day
             self.spent = {period: self.spent.get(period, 0) for period, _ in self.periods}
+            self.seeded &= self.spent.keys()
         return self.periods
 
 
 class MemoryLimiter:
     """Counters in this process: exact for one gateway process, not shared."""
 
+    #: Counters in the process are lost only with it: budgets are seeded once per key and day.
+    epoch = 0
+
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._keys: dict[str, _KeyCounters] = {}
 
+    def _counters(self, key_id: str) -> _KeyCounters:
+        counters = self._keys.get(key_id)
+        if counters is None:
+            counters = self._keys[key_id] = _KeyCounters()
+        return counters
+
+    async def seed(
+        self, limits: KeyLimits, ask: Ask, day_tokens: int | None, month_tokens: int | None
+    ) -> None:
+        counters = self._counters(ask.key_id)
+        for period, _ in counters.budgets(limits, ask):
+            tokens = day_tokens if period.startswith("day:") else month_tokens
+            if tokens is not None and period not in counters.seeded:
+                counters.spent[period] += tokens
+                counters.seeded.add(period)
+
     async def take(self, limits: KeyLimits, ask: Ask) -> Verdict:
         now = self._clock()
-        counters = self._keys.get(ask.key_id)
-        if counters is None:
-            counters = self._keys[ask.key_id] = _KeyCounters()
+        counters = self._counters(ask.key_id)
         periods = counters.budgets(limits, ask)
         requests = counters.requests = _bucket(counters.requests, limits.rpm, now)
         tokens = counters.tokens = _bucket(counters.tokens, limits.tpm, now)
@@ -224,9 +245,12 @@ class Limits:
         limiter: Limiter,
         *,
         on_store_error: OnStoreError = "open",
+        budgets: BudgetSeeds | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._limiter = limiter
+        #: Where day and month budgets start from (the ledger), if anywhere.
+        self._budgets = budgets
         self._on_store_error = on_store_error
         self._clock = clock
         self._failing = False
@@ -245,6 +269,13 @@ class Limits:
         if not key_limits.any:
             return None
         ask = Ask.at(caller.key_id, request_id, tokens, self._clock())
+        budgets = self._budgets
+        if (
+            budgets is not None
+            and key_limits.has_budgets
+            and not budgets.ready(key_limits, ask, self._limiter.epoch)
+        ):
+            await self._seed_budgets(budgets, key_limits, ask)
         try:
             verdict = await self._limiter.take(key_limits, ask)
         except Exception as exc:  # the backend is down: LIMITS_ON_STORE_ERROR decides
@@ -258,6 +289,28 @@ class Limits:
         if not verdict.granted:
             raise verdict.error(key_limits, ask)
         return Reservation(self, key_limits, ask, verdict.headers())
+
+    async def _seed_budgets(self, budgets: BudgetSeeds, key_limits: KeyLimits, ask: Ask) -> None:
+        """Start the key's day and month counters from the ledger's totals (once)."""
+        epoch = self._limiter.epoch
+        try:
+            await budgets.seed(self._limiter, key_limits, ask)
+        except Exception as exc:  # the ledger or the counters: LIMITS_ON_STORE_ERROR decides
+            self.store_errors += 1
+            log.error(
+                "usage totals of key %s unreadable (%s: %s): %s",
+                ask.key_id,
+                type(exc).__name__,
+                exc,
+                "its request is refused"
+                if self._on_store_error == "closed"
+                else "its budgets count from now in this process, until tomorrow",
+            )
+            if self._on_store_error == "closed":
+                raise LimitsUnavailableError(
+                    "Per-key limits cannot be checked now; try again shortly.", retry_after_s=1
+                ) from None
+            budgets.skip(key_limits, ask, epoch)
 
     def _limits_of(self, key_id: str, record: KeyRecord) -> KeyLimits:
         known = self._key_limits.get(key_id)

@@ -74,6 +74,11 @@ class KeyLimits:
         )
 
     @functools.cached_property  # asked on every request; a key's limits are cached per record
+    def has_budgets(self) -> bool:
+        """Whether the key has a day or a month token budget."""
+        return self.tokens_per_day is not None or self.tokens_per_month is not None
+
+    @functools.cached_property
     def any(self) -> bool:
         return any(
             limit is not None

@@ -155,6 +155,20 @@ return 1
 """
 )
 
+# KEYS: day counter, month counter, and each one's mark of being seeded.
+# ARGV: the ledger's tokens for the day and for the month (-1: the key has no such budget).
+# Each counter takes them once (its mark lives as long as it does), whichever gateway is first.
+SEED = f"""
+for i = 1, 2 do
+  local tokens, ttl = tonumber(ARGV[i]), i == 1 and {_DAY_TTL_S} or {_MONTH_TTL_S}
+  if tokens >= 0 and redis.call('SET', KEYS[i + 2], 1, 'EX', ttl, 'NX') then
+    redis.call('SET', KEYS[i], 0, 'EX', ttl, 'NX')
+    redis.call('INCRBY', KEYS[i], tokens)
+  end
+end
+return 1
+"""
+
 
 def _keys(ask: Ask) -> list[str]:
     base = f"{PREFIX}:{{{ask.key_id}}}"
@@ -190,6 +204,9 @@ class _Pipelined:
         self._connection: AbstractConnection | None = None
         self._queued: list[_Call] = []
         self._sending: asyncio.Task[None] | None = None
+        #: Batches answered NOSCRIPT: Redis lost its scripts (it restarted, or they were
+        #: flushed), and perhaps its counters with them.
+        self.scripts_lost = 0
 
     async def call(self, script: AsyncScript, keys: list[str], args: list[int | str]) -> Any:
         """The script's reply (raises what it raised)."""
@@ -237,6 +254,7 @@ class _Pipelined:
                 replies = await self._pipeline(batch)
                 unknown = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
                 if unknown:
+                    self.scripts_lost += 1
                     for script in {batch[n][0] for n in unknown}:
                         await self._pipeline_commands([("SCRIPT", "LOAD", script.script)])
                     again = await self._pipeline([batch[n] for n in unknown])
@@ -334,6 +352,7 @@ class RedisLimiter:
         self._timeout_s = timeout_s
         self._take = client.register_script(TAKE)
         self._settle = client.register_script(SETTLE)
+        self._seed = client.register_script(SEED)
         self._calls = _Pipelined(client, timeout_s)
 
     @classmethod
@@ -370,6 +389,22 @@ class RedisLimiter:
             refused=refused or None,
             retry_after_s=None if retry_ms < 0 else retry_ms / 1000,
             budget_left=None if budget_left < 0 else budget_left,
+        )
+
+    @property
+    def epoch(self) -> int:
+        """Grows whenever Redis is found to have lost its scripts: budgets are seeded again
+        (a Redis that kept its data keeps each counter's seeded mark, and nothing changes)."""
+        return self._calls.scripts_lost
+
+    async def seed(
+        self, limits: KeyLimits, ask: Ask, day_tokens: int | None, month_tokens: int | None
+    ) -> None:
+        day, month = _keys(ask)[3:]
+        await self._calls.call(
+            self._seed,
+            [day, month, f"{day}:seeded", f"{month}:seeded"],
+            [_or_none(day_tokens), _or_none(month_tokens)],
         )
 
     async def settle(self, limits: KeyLimits, ask: Ask, used_tokens: int) -> None:

@@ -1,12 +1,10 @@
-"""Limit arithmetic, run the same way against both backends: the counters in this process and
-the Lua script in the real Redis on this machine (TEST_REDIS_URL to point elsewhere; never
-skipped). A test clock drives both, so windows are exact."""
+"""Limit arithmetic, run the same way against both backends (conftest.py): the counters in this
+process and the Lua script in the real Redis on this machine. A test clock drives both, so
+windows are exact."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -17,58 +15,13 @@ from mistral_serve.errors import (
     LimitsUnavailableError,
     RateLimitExceededError,
 )
-from mistral_serve.store import KeyRecord
 from mistral_serve.tenancy.auth import Caller
-from mistral_serve.tenancy.limiter import Limiter, Limits, MemoryLimiter
+from mistral_serve.tenancy.limiter import Limits, MemoryLimiter
 from mistral_serve.tenancy.limits import Ask, KeyLimits, duration, reservation
-from mistral_serve.tenancy.redis_limiter import PREFIX, RedisLimiter
+from mistral_serve.tenancy.redis_limiter import RedisLimiter
 from tests.services import REDIS
 
-START = 1_800_000_000.0
-DAY = datetime.fromtimestamp(START, UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def limiter(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[Limiter]:
-    if request.param == "memory":
-        yield MemoryLimiter(clock)
-        return
-    backend = RedisLimiter.from_url(REDIS, clock)
-    await backend.ping()  # a Redis that does not answer fails the test
-    yield backend
-    await backend.close()
-
-
-@pytest.fixture
-def key_id() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-@pytest.fixture(autouse=True)
-async def _forget_keys(key_id: str) -> AsyncIterator[None]:
-    yield
-    client = Redis.from_url(REDIS)
-    keys = [key async for key in client.scan_iter(f"{PREFIX}:{{{key_id}}}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
-def ask(key_id: str, tokens: int = 10, request: str | None = None, at: datetime = DAY) -> Ask:
-    return Ask.at(key_id, request or uuid.uuid4().hex, tokens, at.timestamp())
+from .conftest import START, ask, caller
 
 
 async def test_requests_per_minute_refill_continuously(limiter, clock, key_id) -> None:
@@ -201,11 +154,6 @@ def test_durations_read_like_openais(seconds: float, text: str) -> None:
 
 
 # -- the gateway's side: skipping, refusing, failing open or closed ----------------------------
-def caller(key_id: str = "k1", **limits: int) -> Caller:
-    now = datetime.now(UTC)
-    return Caller(key_id, KeyRecord(key_id, "test", "hash", now, now, **limits))
-
-
 async def test_keys_without_limits_are_not_counted() -> None:
     limits = Limits(MemoryLimiter())
     assert await limits.reserve(caller(), "r1", 10) is None
