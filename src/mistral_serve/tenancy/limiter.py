@@ -296,20 +296,19 @@ class Limits:
         try:
             await budgets.seed(self._limiter, key_limits, ask)
         except Exception as exc:  # the ledger or the counters: LIMITS_ON_STORE_ERROR decides
-            self.store_errors += 1
-            log.error(
-                "usage totals of key %s unreadable (%s: %s): %s",
-                ask.key_id,
-                type(exc).__name__,
-                exc,
-                "its request is refused"
-                if self._on_store_error == "closed"
-                else "its budgets count from now in this process, until tomorrow",
-            )
-            if self._on_store_error == "closed":
+            if self._on_store_error == "closed":  # refused, and tried again on the next request
+                self._store_failed("budget totals", exc)
                 raise LimitsUnavailableError(
                     "Per-key limits cannot be checked now; try again shortly.", retry_after_s=1
                 ) from None
+            self.store_errors += 1  # logged once per key and day: it is not tried again
+            log.error(
+                "usage totals of key %s unreadable: its budgets count from now in this process, "
+                "until tomorrow: %s: %s",
+                ask.key_id,
+                type(exc).__name__,
+                exc,
+            )
             budgets.skip(key_limits, ask, epoch)
 
     def _limits_of(self, key_id: str, record: KeyRecord) -> KeyLimits:

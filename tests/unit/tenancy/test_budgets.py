@@ -88,11 +88,14 @@ class UnreadableLedger(LedgerStandIn):
         raise ConnectionError("database unreachable")
 
 
-async def test_an_unreadable_ledger_fails_open_or_closed(limiter, clock, key_id) -> None:
+async def test_an_unreadable_ledger_fails_open_or_closed(limiter, clock, key_id, caplog) -> None:
     key = caller(key_id, tokens_per_day=1_000)
     closed = limits_over(limiter, UnreadableLedger(0, 0), clock, on_store_error="closed")
-    with pytest.raises(LimitsUnavailableError):
-        await closed.reserve(key, "r1", 100)
+    for request_id in ("r0", "r1"):  # refused, and tried again each time
+        with pytest.raises(LimitsUnavailableError):
+            await closed.reserve(key, request_id, 100)
+    assert closed.store_errors == 2
+    assert len([r for r in caplog.records if "budget totals" in r.message]) == 1  # an outage
     ledger = UnreadableLedger(0, 0)
     open_ = limits_over(limiter, ledger, clock, on_store_error="open")
     assert await open_.reserve(key, "r2", 100) is not None  # counted from here
