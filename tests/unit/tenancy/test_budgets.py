@@ -4,18 +4,19 @@ the ledger's side is read from a real store."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from redis.asyncio import Redis
 
 from mistral_serve.errors import InsufficientQuotaError, LimitsUnavailableError
-from mistral_serve.store import Store, UsageRecords, UsageRow
+from mistral_serve.store import Store, UsageRecords
 from mistral_serve.store.database import sqlite_url
 from mistral_serve.tenancy.budgets import BudgetSeeds, spent_in_ledger
 from mistral_serve.tenancy.limiter import Limits
 from mistral_serve.tenancy.redis_limiter import PREFIX, RedisLimiter
 from tests.services import REDIS
+from tests.unit.store.test_usage import encoded, row
 
 from .conftest import DAY, caller
 
@@ -145,36 +146,15 @@ async def test_the_ledgers_totals_are_a_days_and_its_months(tmp_path) -> None:
     store = await Store.open(sqlite_url(tmp_path))
     records = UsageRecords(store)
     rows = [
-        row("a", DAY, 100, 20),
-        row("b", DAY, 100, 20),
-        row("c", DAY - timedelta(days=1), 30, 5),  # earlier this month (DAY is 2027-01-15)
-        row("d", DAY - timedelta(days=20), 1_000, 1_000),  # last month
-        row("e", DAY, 7, 7, key_id="other"),
-    ]
-    await records.write([each.encode() for each in rows])
+        row(at=DAY, prompt_tokens=100, completion_tokens=20),
+        row(at=DAY, prompt_tokens=100, completion_tokens=20),
+        row(at=DAY - timedelta(days=1), prompt_tokens=30, completion_tokens=5),  # this month
+        row(at=DAY - timedelta(days=20), prompt_tokens=1_000, completion_tokens=0),  # the last
+        row("other", at=DAY, prompt_tokens=7, completion_tokens=7),
+    ]  # DAY is 2027-01-15
+    await records.write(encoded(rows))
     spent = spent_in_ledger(records)
     assert await spent("k1", "2027-01-15", "2027-01") == (240, 275)
     assert await spent("k1", "2027-01-16", "2027-01") == (0, 275)
     assert await spent("nobody", "2027-01-15", "2027-01") == (0, 0)
     await store.close()
-
-
-def row(row_id: str, at: datetime, prompt: int, completion: int, key_id: str = "k1") -> UsageRow:
-    return UsageRow(
-        id=row_id,
-        request_id=row_id,
-        key_id=key_id,
-        model="demo",
-        endpoint="chat",
-        engine="engine-0",
-        streamed=False,
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        usage_estimated=False,
-        status=200,
-        error_type=None,
-        finish_reason="stop",
-        duration_ms=10,
-        ttft_ms=None,
-        created_at=at.astimezone(UTC),
-    )
