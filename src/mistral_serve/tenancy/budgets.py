@@ -69,6 +69,8 @@ class _Seeded:
 
 
 class BudgetSeeds:
+    """Which keys' budgets this process has seeded, and the seeding of those it has not."""
+
     def __init__(self, spent: Spent, *, timeout_s: float = 2.0) -> None:
         self._spent = spent
         self._timeout_s = timeout_s
