@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from mistral_serve.api.responses import json_response
@@ -15,11 +17,9 @@ from mistral_serve.store import KeyRecord, KeyRecords
 from mistral_serve.tenancy import manage
 from mistral_serve.tenancy.auth import check_admin
 
-router = APIRouter(prefix="/admin")
-
 
 def _admitted(request: Request) -> KeyRecords:
-    """The key store, once the caller proved to be the admin (before any body is read)."""
+    """The key store, once the caller proved to be the admin."""
     services = request.app.state.services
     if services.admin_key is None or services.keys is None:
         raise AdminDisabledError("The admin API is off: set ADMIN_API_KEY (and leave AUTH on).")
@@ -27,6 +27,21 @@ def _admitted(request: Request) -> KeyRecords:
     return services.keys
 
 
+class _AdminFirst(APIRoute):
+    """Checks the admin key before anything else: FastAPI decodes a JSON body before it runs
+    an endpoint's dependencies, so without this a stranger's malformed body got its 400."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def admitted_first(request: Request) -> Response:
+            _admitted(request)
+            return await handler(request)
+
+        return admitted_first
+
+
+router = APIRouter(prefix="/admin", route_class=_AdminFirst)
 Keys = Annotated[KeyRecords, Depends(_admitted)]
 
 

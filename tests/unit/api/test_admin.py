@@ -12,6 +12,7 @@ from mistral_serve.config import Settings
 from mistral_serve.engines.supervisor import free_port
 
 ADMIN = {"authorization": "Bearer admin-s3cret"}
+JSON = "application/json"
 
 
 def app(**settings):
@@ -55,10 +56,13 @@ def test_keys_made_listed_changed_and_revoked_over_http(http):
 
 def test_only_the_admin_key_opens_it(http):
     for headers in ({}, {"authorization": "Bearer wrong"}):
-        response = http.post("/admin/keys", json={"bad": "body"}, headers=headers)
-        assert response.status_code == 401  # refused before the body is even judged
-        assert response.json()["error"]["code"] == "invalid_api_key"
-        assert "wrong" not in response.text
+        for body in (b'{"bad": "body"}', b"{not json"):
+            response = http.post(
+                "/admin/keys", content=body, headers={**headers, "content-type": JSON}
+            )
+            assert response.status_code == 401  # refused before the body is even judged
+            assert response.json()["error"]["code"] == "invalid_api_key"
+            assert "wrong" not in response.text
 
 
 def test_bad_bodies_and_unknown_keys(http):
