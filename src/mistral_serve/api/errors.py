@@ -23,6 +23,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
+        if first.get("type") == "json_invalid":  # its loc is a character position, not a field
+            message = f"The request body is not valid JSON: {first.get('ctx', {}).get('error')}"
+            return error_response(InvalidRequestError(message))
         param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
         return error_response(InvalidRequestError(str(first["msg"]), param=param))
 

@@ -67,6 +67,9 @@ def test_only_the_admin_key_opens_it(http):
 
 def test_bad_bodies_and_unknown_keys(http):
     assert http.post("/admin/keys", json={}, headers=ADMIN).status_code == 400
+    garbled = http.post("/admin/keys", content=b"{no", headers={**ADMIN, "content-type": JSON})
+    assert garbled.status_code == 400 and garbled.json()["error"]["param"] is None
+    assert garbled.json()["error"]["message"].startswith("The request body is not valid JSON")
     bad = http.post("/admin/keys", json={"name": "x", "expires": "soon"}, headers=ADMIN)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "expires"
     zero = http.post("/admin/keys", json={"name": "x", "rpm": 0}, headers=ADMIN)
