@@ -5,10 +5,10 @@ Counters in the process are lost with their gateway process (a deploy, a crash);
 a Redis that restarts without persistence. Without this a key could spend its daily budget
 again after every restart. Before a key's first limited request of a day in this process, and
 again once the backend says its counters may have been lost (a Redis that answers NOSCRIPT
-has restarted), the ledger's totals for the key's day and month are added to the counters.
-Each counter takes them once (the Redis script marks a seeded counter), so every gateway may
-try and only the first adds; however many requests of a key arrive meanwhile, the ledger is
-read once.
+for a script it had run has restarted), the ledger's totals for the key's day and month are
+added to the counters. Each counter takes them once (the Redis script marks a seeded
+counter), so every gateway may try and only the first adds; however many requests of a key
+arrive meanwhile, the ledger is read once.
 
 The ledger lags the counters a little: rows still waiting for their flush on other gateways
 (at most LEDGER_FLUSH_INTERVAL_S of them) are missed, and requests that ended between a

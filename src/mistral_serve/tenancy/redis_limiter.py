@@ -204,9 +204,10 @@ class _Pipelined:
         self._connection: AbstractConnection | None = None
         self._queued: list[_Call] = []
         self._sending: asyncio.Task[None] | None = None
-        #: Batches answered NOSCRIPT: Redis lost its scripts (it restarted, or they were
-        #: flushed), and perhaps its counters with them.
+        #: Batches answered NOSCRIPT for a script Redis had run before: it lost its scripts (it
+        #: restarted, or they were flushed), and perhaps its counters with them.
         self.scripts_lost = 0
+        self._known: set[str] = set()  # SHAs of the scripts Redis has answered
 
     async def call(self, script: AsyncScript, keys: list[str], args: list[int | str]) -> Any:
         """The script's reply (raises what it raised)."""
@@ -254,12 +255,15 @@ class _Pipelined:
                 replies = await self._pipeline(batch)
                 unknown = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
                 if unknown:
-                    self.scripts_lost += 1
-                    for script in {batch[n][0] for n in unknown}:
+                    scripts = {batch[n][0] for n in unknown}
+                    if any(script.sha in self._known for script in scripts):  # not a first use
+                        self.scripts_lost += 1
+                    for script in scripts:
                         await self._pipeline_commands([("SCRIPT", "LOAD", script.script)])
                     again = await self._pipeline([batch[n] for n in unknown])
                     for n, reply in zip(unknown, again, strict=True):
                         replies[n] = reply
+            self._known.update(script.sha for script, *_ in batch)
             return replies
         except Exception as exc:  # the connection: every call in the batch failed
             if isinstance(exc, TimeoutError):

@@ -122,6 +122,23 @@ async def test_two_gateways_seeding_one_redis_add_the_ledger_once(clock, key_id)
     await second.close()
 
 
+async def test_scripts_redis_meets_for_the_first_time_are_no_restart(clock, key_id) -> None:
+    """A Redis that never saw the scripts answers NOSCRIPT once for each; that is not a Redis
+    that lost them, and the ledger is not read again."""
+    client = Redis.from_url(REDIS)
+    await client.script_flush()
+    await client.aclose()
+    ledger = LedgerStandIn(100, 100)
+    limits = limits_over(RedisLimiter.from_url(REDIS, clock), ledger, clock)
+    key = caller(key_id, tokens_per_day=1_000)
+    first = await limits.reserve(key, "r1", 100)  # seeds, then takes: two scripts loaded
+    first.end(50)  # the settlement's script, loaded too
+    await asyncio.sleep(0.1)
+    assert await limits.reserve(key, "r2", 100) is not None
+    assert ledger.readings == 1
+    await limits.close()
+
+
 async def test_a_redis_that_restarted_is_seeded_again(clock, key_id) -> None:
     """Redis lost its data and its scripts: the next call is answered NOSCRIPT, and the
     requests after it start the key's budget from the ledger again."""
