@@ -155,8 +155,9 @@ async def one_request(
     held = None
     if accounting.active:
         held = await accounting.reserve(caller, REQUEST, request_id, PROMPT_BYTES)
-    headers = {**TIMING, **(held.headers if held is not None else {})}
-    Response(b"{}", 200, headers, media_type="application/json")
+    response = Response(b"{}", 200, TIMING, media_type="application/json")
+    if held is not None and held.headers:  # as api/routes.py adds them: already encoded
+        response.raw_headers.extend(held.headers)
     if accounting.active:
         generation = ended_generation(request_id)
         accounting.ended(generation, caller, REQUEST, PROMPT_BYTES, held)  # type: ignore[arg-type]

@@ -41,10 +41,10 @@ class RequestIdMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [
+                headers = [  # ASGI's header names are lowercase
                     (name, value)
                     for name, value in message.get("headers", [])
-                    if name.lower() != REQUEST_ID_HEADER
+                    if name != REQUEST_ID_HEADER
                 ]
                 headers.append((REQUEST_ID_HEADER, encoded))
                 message["headers"] = headers

@@ -25,9 +25,14 @@ def _gateway(request: Request) -> Gateway:
 
 
 def _to_http(result: GatewayResponse) -> Response:
+    response: Response
     if result.stream is not None:
-        return StreamResponse(result.stream, result.status, result.media_type, result.headers)
-    return Response(result.body, result.status, result.headers, media_type=result.media_type)
+        response = StreamResponse(result.stream, result.status, result.media_type, result.headers)
+    else:
+        response = Response(result.body, result.status, result.headers, result.media_type)
+    if result.raw_headers:
+        response.raw_headers.extend(result.raw_headers)
+    return response
 
 
 @router.get("/health")

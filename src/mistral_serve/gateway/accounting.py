@@ -70,12 +70,13 @@ class Accounting:
         self, caller: Caller, request: GenerationRequest, request_id: str, prompt_bytes: int
     ) -> Reservation | None:
         """Take the request's share of its key's limits (raises the 429 when over one)."""
-        if self.limits is None:
+        limits = self.limits
+        if limits is None or not limits.apply_to(caller):
             return None
         tokens = reservation(
             prompt_bytes, request.output_limit, request.n or 1, self.reserve_output_tokens
         )
-        return await self.limits.reserve(caller, request_id, tokens)
+        return await limits.reserve(caller, request_id, tokens)
 
     def ended(
         self,

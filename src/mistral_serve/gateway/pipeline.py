@@ -69,6 +69,7 @@ from mistral_serve.telemetry.genai import GenAIObserver, Generation
 from mistral_serve.telemetry.setup import disabled_telemetry
 from mistral_serve.tenancy.auth import ANYONE, Authenticator, Caller
 from mistral_serve.tenancy.limiter import Reservation
+from mistral_serve.tenancy.limits import RawHeaders, text_headers
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +141,9 @@ class _Call:
     reshape: Reshape | None = None
 
     @property
-    def limit_headers(self) -> dict[str, str]:
-        """x-ratelimit-* of a limited key, on every answer."""
-        return self.reservation.headers if self.reservation is not None else {}
+    def limit_headers(self) -> RawHeaders:
+        """x-ratelimit-* of a limited key (encoded), on every answer."""
+        return self.reservation.headers if self.reservation is not None else []
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,7 @@ class Gateway:
         try:
             return await self._serve(call)
         except MistralServeError as error:
-            error.extra_headers.update(call.limit_headers)
+            error.extra_headers.update(text_headers(call.limit_headers))
             raise
 
     async def _translate(
@@ -306,7 +307,7 @@ class Gateway:
         if upstream.status != 200:
             body = await upstream.read()
             refusal = self._engine_refusal(upstream.status, body, lease, generation)
-            refusal.headers.update(call.limit_headers)
+            refusal.raw_headers = call.limit_headers
             return refusal
         if call.request.is_stream and upstream.content_type.startswith(sse.MEDIA_TYPE):
             stream = ProxyStream(
@@ -318,20 +319,20 @@ class Gateway:
                 reshape=call.reshape,
             )
             await stream.start()
-            headers = {
-                **_STREAM_HEADERS,
-                **timing_headers(generation.timings, streamed=True),
-                **call.limit_headers,
-            }
-            return GatewayResponse(200, sse.MEDIA_TYPE, headers, stream=stream)
+            headers = {**_STREAM_HEADERS, **timing_headers(generation.timings, streamed=True)}
+            return GatewayResponse(
+                200, sse.MEDIA_TYPE, headers, stream=stream, raw_headers=call.limit_headers
+            )
         payload = await upstream.read()
         lease.finish()
         report_answer(generation, payload)
         generation.succeeded()
         if call.reshape is not None:
             payload = reshaped(call.reshape, payload)
-        headers = {**timing_headers(generation.timings, streamed=False), **call.limit_headers}
-        return GatewayResponse(200, upstream.content_type, headers, body=payload)
+        headers = timing_headers(generation.timings, streamed=False)
+        return GatewayResponse(
+            200, upstream.content_type, headers, body=payload, raw_headers=call.limit_headers
+        )
 
     def _another_candidate(self, model: str, tried: set[Engine]) -> bool:
         return any(engine not in tried for engine in self._registry.candidates(model))

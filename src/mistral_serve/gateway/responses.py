@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,3 +22,6 @@ class GatewayResponse:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     stream: ByteStream | None = None
+    #: More headers, already encoded as ASGI sends them (lowercase names): a limited key's
+    #: x-ratelimit-*, made encoded because every answer to that key carries them.
+    raw_headers: Sequence[tuple[bytes, bytes]] = ()

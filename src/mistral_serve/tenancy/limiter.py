@@ -31,6 +31,7 @@ from mistral_serve.tenancy.limits import (
     Ask,
     Bucket,
     KeyLimits,
+    RawHeaders,
     Settled,
     Verdict,
 )
@@ -223,11 +224,11 @@ def _periods(limits: KeyLimits, ask: Ask) -> list[tuple[str, int]]:
 class Reservation:
     """A granted request's hold on its key's limits; :meth:`end` settles it (once)."""
 
-    def __init__(self, limits: Limits, key_limits: KeyLimits, ask: Ask, headers: dict[str, str]):
+    def __init__(self, limits: Limits, key_limits: KeyLimits, ask: Ask, headers: RawHeaders):
         self._limits = limits
         self._key_limits = key_limits
         self.ask = ask
-        #: x-ratelimit-* for the answer (empty when the key has no per-minute limit).
+        #: x-ratelimit-* for the answer, encoded (empty when the key has no per-minute limit).
         self.headers = headers
         self._ended = False
 
@@ -259,13 +260,17 @@ class Limits:
         #: Each key's limits, read from its cached record once (until the record changes).
         self._key_limits: dict[str, tuple[KeyRecord, KeyLimits]] = {}
 
+    def apply_to(self, caller: Caller) -> bool:
+        """Whether the caller's key has any limit (a request without one reserves nothing)."""
+        return caller.record is not None and self._limits_of(caller.record).any
+
     async def reserve(self, caller: Caller, request_id: str, tokens: int) -> Reservation | None:
         """Take ``tokens`` (and one request, and a concurrency slot) from the caller's key.
         None when the key has no limits (or the backend failed and limits fail open); raises
         the 429 that names the limit when refused."""
         if caller.record is None or caller.key_id is None:
             return None
-        key_limits = self._limits_of(caller.key_id, caller.record)
+        key_limits = self._limits_of(caller.record)
         if not key_limits.any:
             return None
         ask = Ask.at(caller.key_id, request_id, tokens, self._clock())
@@ -285,10 +290,11 @@ class Limits:
                     "Per-key limits cannot be checked now; try again shortly.", retry_after_s=1
                 ) from None
             return None
-        self._store_answered()
+        if self._failing:
+            self._store_answered()
         if not verdict.granted:
             raise verdict.error(key_limits, ask)
-        return Reservation(self, key_limits, ask, verdict.headers())
+        return Reservation(self, key_limits, ask, verdict.raw_headers())
 
     async def _seed_budgets(self, budgets: BudgetSeeds, key_limits: KeyLimits, ask: Ask) -> None:
         """Start the key's day and month counters from the ledger's totals (once)."""
@@ -311,22 +317,22 @@ class Limits:
             )
             budgets.skip(key_limits, ask, epoch)
 
-    def _limits_of(self, key_id: str, record: KeyRecord) -> KeyLimits:
-        known = self._key_limits.get(key_id)
+    def _limits_of(self, record: KeyRecord) -> KeyLimits:
+        known = self._key_limits.get(record.id)
         if known is not None and known[0] is record:
             return known[1]
         key_limits = KeyLimits.of(record)
-        self._key_limits[key_id] = (record, key_limits)
+        self._key_limits[record.id] = (record, key_limits)
         return key_limits
 
     def settle_later(self, key_limits: KeyLimits, ask: Ask, used_tokens: int) -> None:
         self._limiter.settle_soon(key_limits, ask, used_tokens, self._settled)
 
     def _settled(self, failure: Exception | None) -> None:
-        if failure is None:
-            self._store_answered()
-        else:
+        if failure is not None:
             self._store_failed("settle", failure)
+        elif self._failing:
+            self._store_answered()
 
     async def close(self) -> None:
         """Finish the settlements under way, then close the backend."""
@@ -345,6 +351,6 @@ class Limits:
         self._failing = True
 
     def _store_answered(self) -> None:
-        if self._failing:
-            log.info("limit counters reachable again")
-            self._failing = False
+        """The backend answers again (called only while ``_failing``: no call per request)."""
+        log.info("limit counters reachable again")
+        self._failing = False

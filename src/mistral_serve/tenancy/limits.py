@@ -120,6 +120,10 @@ def _period_names(day: int) -> tuple[str, str]:
 Settled = Callable[[Exception | None], None]
 
 
+#: Response headers as ASGI sends them: lowercase names and values, encoded once.
+RawHeaders = list[tuple[bytes, bytes]]
+
+
 class Window(NamedTuple):  # a tuple: made on every request, ten times faster than a dataclass
     """One per-minute bucket after a request: what x-ratelimit-* headers report."""
 
@@ -127,23 +131,25 @@ class Window(NamedTuple):  # a tuple: made on every request, ten times faster th
     remaining: int
     reset_s: float  # until the bucket is full again
 
-    def write_headers(self, headers: dict[str, str], names: tuple[str, str, str]) -> None:
+    def write_headers(self, headers: RawHeaders, names: tuple[bytes, bytes, bytes]) -> None:
         """Its x-ratelimit-* headers (limit, remaining, reset, as ``names`` calls them)."""
         limit, remaining, reset = names
-        headers[limit] = str(self.limit)
-        headers[remaining] = str(self.remaining)
-        headers[reset] = duration(self.reset_s)
+        headers += (
+            (limit, b"%d" % self.limit),
+            (remaining, b"%d" % self.remaining),
+            (reset, duration(self.reset_s).encode()),
+        )
 
 
 _REQUESTS_HEADERS = (
-    "x-ratelimit-limit-requests",
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-reset-requests",
+    b"x-ratelimit-limit-requests",
+    b"x-ratelimit-remaining-requests",
+    b"x-ratelimit-reset-requests",
 )
 _TOKENS_HEADERS = (
-    "x-ratelimit-limit-tokens",
-    "x-ratelimit-remaining-tokens",
-    "x-ratelimit-reset-tokens",
+    b"x-ratelimit-limit-tokens",
+    b"x-ratelimit-remaining-tokens",
+    b"x-ratelimit-reset-tokens",
 )
 
 
@@ -158,14 +164,19 @@ class Verdict:
     retry_after_s: float | None = None
     budget_left: int | None = None  # for day/month: what remained of the budget
 
-    def headers(self) -> dict[str, str]:
-        """OpenAI's x-ratelimit-* headers, for the per-minute limits the key has."""
-        headers: dict[str, str] = {}
+    def raw_headers(self) -> RawHeaders:
+        """OpenAI's x-ratelimit-* headers, for the per-minute limits the key has, encoded: a
+        granted request's go straight onto its answer (every answer to a limited key)."""
+        headers: RawHeaders = []
         if self.requests is not None:
             self.requests.write_headers(headers, _REQUESTS_HEADERS)
         if self.tokens is not None:
             self.tokens.write_headers(headers, _TOKENS_HEADERS)
         return headers
+
+    def headers(self) -> dict[str, str]:
+        """The same as text (for a refusal's error answer)."""
+        return text_headers(self.raw_headers())
 
     def error(self, limits: KeyLimits, ask: Ask) -> MistralServeError:
         """The 429 for a refused request, its headers included."""
@@ -223,17 +234,22 @@ class Bucket:
     def full(cls, capacity: int, now: float) -> Bucket:
         return cls(capacity, float(capacity), now)
 
+    # Run for every limited request: comparisons, not min() and max() calls, which cost more.
     def refill(self, capacity: int, now: float) -> None:
         """Bring the level to ``now`` (and to a capacity that may have changed)."""
-        rate = capacity / 60.0
-        self.level = min(float(capacity), self.level + max(0.0, now - self.stamp) * rate)
-        self.capacity, self.stamp = capacity, max(self.stamp, now)
+        level = self.level
+        if now > self.stamp:  # a clock that stepped back refills nothing
+            level += (now - self.stamp) * capacity / 60.0
+            self.stamp = now
+        self.level = level if level < capacity else float(capacity)
+        self.capacity = capacity
 
     def wait_for(self, cost: int) -> float | None:
         """Seconds until ``cost`` fits (0: it fits now); None: it never can."""
         if cost > self.capacity:
             return None
-        return max(0.0, (cost - self.level) / (self.capacity / 60.0))
+        wait = (cost - self.level) / (self.capacity / 60.0)
+        return wait if wait > 0 else 0.0
 
     def window(self) -> Window:
         level, capacity = self.level, self.capacity
@@ -241,9 +257,13 @@ class Bucket:
         return Window(capacity, math.floor(level) if level > 0 else 0, reset if reset > 0 else 0.0)
 
 
+def text_headers(headers: RawHeaders) -> dict[str, str]:
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in headers}
+
+
 def duration(seconds: float) -> str:
     """A duration as OpenAI's headers write it (Go's format): 20ms, 1.5s, 6m0s, 1h0m0s."""
-    milliseconds = max(0, round(seconds * 1000))
+    milliseconds = round(seconds * 1000) if seconds > 0 else 0
     if milliseconds < 1000:
         return f"{milliseconds}ms"
     hours, rest = divmod(milliseconds, 3_600_000)

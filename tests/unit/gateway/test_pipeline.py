@@ -29,6 +29,7 @@ from mistral_serve.tenancy.auth import Authenticator
 from mistral_serve.tenancy.cache import KeyCache
 from mistral_serve.tenancy.keys import issue_key
 from mistral_serve.tenancy.limiter import Limits, MemoryLimiter
+from mistral_serve.tenancy.limits import text_headers
 
 from ..conftest import probed
 
@@ -294,23 +295,32 @@ async def limited_gateway(client, engine_url: str, tmp_path, **limits: int):
 
 async def test_a_limited_keys_answers_all_carry_its_headers(fake_engine, client, tmp_path):
     gateway, bearer, store = await limited_gateway(
-        client, fake_engine.url, tmp_path, rpm=2, tpm=100_000
+        client, fake_engine.url, tmp_path, rpm=3, tpm=100_000
     )
     ok = await gateway.generate(Endpoint.CHAT, orjson.dumps(CHAT), "r1", authorization=bearer)
-    assert ok.headers["x-ratelimit-limit-requests"] == "2"
-    assert ok.headers["x-ratelimit-remaining-requests"] == "1"
-    assert ok.headers["x-ratelimit-limit-tokens"] == "100000"
+    headers = text_headers(ok.raw_headers)
+    assert headers["x-ratelimit-limit-requests"] == "3"
+    assert headers["x-ratelimit-remaining-requests"] == "2"
+    assert headers["x-ratelimit-limit-tokens"] == "100000"
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"message": "too long"}}, status=400)
+
+    fake_engine.handlers["/v1/chat/completions"] = refuse  # the engine's 4xx passes through
+    refused = await gateway.generate(Endpoint.CHAT, orjson.dumps(CHAT), "r2", authorization=bearer)
+    assert refused.status == 400
+    assert text_headers(refused.raw_headers)["x-ratelimit-remaining-requests"] == "1"
 
     async def boom(request: web.Request) -> web.Response:
         return web.json_response({"error": {"message": "broken"}}, status=500)
 
     fake_engine.handlers["/v1/chat/completions"] = boom
     with pytest.raises(EngineError) as failed:
-        await gateway.generate(Endpoint.CHAT, orjson.dumps(CHAT), "r2", authorization=bearer)
-    assert failed.value.headers()["x-ratelimit-remaining-requests"] == "0"
-    with pytest.raises(RateLimitExceededError) as refused:
         await gateway.generate(Endpoint.CHAT, orjson.dumps(CHAT), "r3", authorization=bearer)
-    assert refused.value.headers()["retry-after"] == "30"  # 1 request refills in 60/2 s
+    assert failed.value.headers()["x-ratelimit-remaining-requests"] == "0"
+    with pytest.raises(RateLimitExceededError) as limited:
+        await gateway.generate(Endpoint.CHAT, orjson.dumps(CHAT), "r4", authorization=bearer)
+    assert limited.value.headers()["retry-after"] == "20"  # 1 request refills in 60/3 s
     await store.close()
 
 
