@@ -10,6 +10,7 @@ revocation, an expiry or a change reaches it exactly as before."""
 
 from __future__ import annotations
 
+import functools
 import hmac
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,7 @@ from mistral_serve.errors import InvalidApiKeyError, ModelNotAllowedError
 from mistral_serve.store import KeyRecord
 from mistral_serve.tenancy.cache import KeyCache
 from mistral_serve.tenancy.keys import parse_key
+from mistral_serve.tenancy.limits import KeyLimits
 
 AuthMode = Literal["auto", "required", "off"]
 #: The key id spans and logs show for the static API_KEY.
@@ -30,10 +32,20 @@ VERIFIED_MAX = 4096
 
 @dataclass(frozen=True)
 class Caller:
-    """Who a request is from: a stored key (``record``), the static key, or anyone (auth off)."""
+    """Who a request is from: a stored key (``record``), the static key, or anyone (auth off).
+    A stored key's Caller is made once per version of its record (:class:`Authenticator`), so
+    what is read from the record is read once."""
 
     key_id: str | None = None
     record: KeyRecord | None = None
+
+    @functools.cached_property
+    def limits(self) -> KeyLimits | None:
+        """The key's limits; None when it has none (nothing to reserve)."""
+        if self.record is None:
+            return None
+        limits = KeyLimits.of(self.record)
+        return limits if limits.any else None
 
     @property
     def priority(self) -> int | None:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from mistral_serve.errors import LimitsUnavailableError
-from mistral_serve.store import KeyRecord
 from mistral_serve.tenancy.auth import Caller
 from mistral_serve.tenancy.budgets import BudgetSeeds, SeedableLimiter
 from mistral_serve.tenancy.limits import (
@@ -257,21 +256,13 @@ class Limits:
         self._failing = False
         #: Backend failures (take or settle), for telemetry.
         self.store_errors = 0
-        #: Each key's limits, read from its cached record once (until the record changes).
-        self._key_limits: dict[str, tuple[KeyRecord, KeyLimits]] = {}
-
-    def apply_to(self, caller: Caller) -> bool:
-        """Whether the caller's key has any limit (a request without one reserves nothing)."""
-        return caller.record is not None and self._limits_of(caller.record).any
 
     async def reserve(self, caller: Caller, request_id: str, tokens: int) -> Reservation | None:
         """Take ``tokens`` (and one request, and a concurrency slot) from the caller's key.
         None when the key has no limits (or the backend failed and limits fail open); raises
         the 429 that names the limit when refused."""
-        if caller.record is None or caller.key_id is None:
-            return None
-        key_limits = self._limits_of(caller.record)
-        if not key_limits.any:
+        key_limits = caller.limits
+        if key_limits is None or caller.key_id is None:
             return None
         ask = Ask.at(caller.key_id, request_id, tokens, self._clock())
         budgets = self._budgets
@@ -316,14 +307,6 @@ class Limits:
                 exc,
             )
             budgets.skip(key_limits, ask, epoch)
-
-    def _limits_of(self, record: KeyRecord) -> KeyLimits:
-        known = self._key_limits.get(record.id)
-        if known is not None and known[0] is record:
-            return known[1]
-        key_limits = KeyLimits.of(record)
-        self._key_limits[record.id] = (record, key_limits)
-        return key_limits
 
     def settle_later(self, key_limits: KeyLimits, ask: Ask, used_tokens: int) -> None:
         self._limiter.settle_soon(key_limits, ask, used_tokens, self._settled)

@@ -158,9 +158,9 @@ async def test_keys_without_limits_are_not_counted() -> None:
     limits = Limits(MemoryLimiter())
     assert await limits.reserve(caller(), "r1", 10) is None
     assert await limits.reserve(Caller("static"), "r2", 10) is None
-    # The pipeline asks first, and makes no reservation for them.
-    assert not limits.apply_to(caller()) and not limits.apply_to(Caller("static"))
-    assert limits.apply_to(caller(tokens_per_month=1))
+    # The pipeline asks the caller first, and makes no reservation for them.
+    assert caller().limits is None and Caller("static").limits is None
+    assert caller(tokens_per_month=1).limits == KeyLimits(tokens_per_month=1)
 
 
 async def test_a_refusal_is_its_429_with_headers() -> None:
