@@ -2,7 +2,8 @@
 
 One Lua script checks every limit of a request and takes from all of them or none; Redis runs
 a script atomically, so any number of gateways enforce one limit exactly. The calls made in
-one turn of the event loop go to Redis in one pipeline. The arithmetic is
+one turn of the event loop go to Redis in one pipeline, and a settlement rides with the next
+check (or goes within SETTLE_WITHIN_S). The arithmetic is
 :mod:`mistral_serve.tenancy.limits`' (token buckets in milliseconds, a sorted set of leased
 request ids, period counters). Time is Redis's own clock (``TIME``), so gateways whose clocks
 differ still share one bucket; tests may pass a clock instead.
@@ -18,6 +19,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.connection import (
     AbstractConnection,
@@ -42,6 +44,9 @@ from mistral_serve.tenancy.limits import (
 )
 
 PREFIX = "mistral-serve:limits"
+#: A settlement waits at most this long for a check to ride with (see _Pipelined): the
+#: longest a freed concurrency slot or unused tokens stay taken, next to a request's seconds.
+SETTLE_WITHIN_S = 0.05
 _DAY_TTL_S = 2 * 86_400
 _MONTH_TTL_S = 32 * 86_400
 
@@ -196,13 +201,23 @@ class _Pipelined:
     The calls go over one connection of their own, written and read directly: one write for
     the batch, its replies read in order, one timeout for the whole. redis-py's pipeline
     object, its connection pool and its per-read timeouts cost the gateway about 3 times the
-    CPU of the round trip itself, and a request makes two (its check and its settlement)."""
+    CPU of the round trip itself.
 
-    def __init__(self, client: Redis, timeout_s: float) -> None:
+    A request makes two calls, its check and its settlement, and only the check is waited
+    for. Settlements (:meth:`call_later`) ride with the next batch, ahead of its checks (what
+    they free, those checks may take), or go on their own after ``defer_s``: at a steady rate
+    a request costs one round trip, not two. A slot and unused tokens come back to the key up
+    to ``defer_s`` late (the safe side); tokens used beyond a reservation (a prompt longer than
+    its estimate) are charged up to ``defer_s`` late."""
+
+    def __init__(self, client: Redis, timeout_s: float, defer_s: float) -> None:
         self._client = client
         self._timeout_s = timeout_s
+        self._defer_s = defer_s
         self._connection: AbstractConnection | None = None
         self._queued: list[_Call] = []
+        self._deferred: list[_Call] = []
+        self._deferred_timer: asyncio.TimerHandle | None = None
         self._sending: asyncio.Task[None] | None = None
         #: Batches answered NOSCRIPT for a script Redis had run before: it lost its scripts (it
         #: restarted, or they were flushed), and perhaps its counters with them.
@@ -229,6 +244,27 @@ class _Pipelined:
     ) -> None:
         """Queue the call; ``reply`` hears its outcome once the pipeline returns."""
         self._queued.append((script, keys, args, reply))
+        self._start_sending()
+
+    def call_later(
+        self, script: AsyncScript, keys: list[str], args: list[int | str], reply: Reply
+    ) -> None:
+        """Queue the call to go with the next batch, or on its own within ``defer_s``."""
+        self._deferred.append((script, keys, args, reply))
+        self._arm_deferred_timer()
+
+    def _arm_deferred_timer(self) -> None:
+        if self._deferred_timer is None:
+            self._deferred_timer = asyncio.get_running_loop().call_later(
+                self._defer_s, self._send_deferred
+            )
+
+    def _send_deferred(self) -> None:
+        self._deferred_timer = None
+        if self._deferred:
+            self._start_sending()  # or, if a batch is under way, when it ends (_send)
+
+    def _start_sending(self) -> None:
         if self._sending is None:
             self._sending = asyncio.get_running_loop().create_task(
                 self._send(), name="limits-redis"
@@ -237,13 +273,21 @@ class _Pipelined:
     async def _send(self) -> None:
         try:
             await asyncio.sleep(0)  # let this turn's other requests queue theirs
-            while self._queued:
-                batch, self._queued = self._queued, []
+            while self._queued or self._deferred:
+                batch = self._deferred + self._queued  # settlements first
+                self._queued, self._deferred = [], []
+                if self._deferred_timer is not None:
+                    self._deferred_timer.cancel()
+                    self._deferred_timer = None
                 replies = await self._run(batch)
                 for (*_, reply), outcome in zip(batch, replies, strict=True):
                     reply(outcome)
+                if not self._queued:  # settlements made meanwhile wait for a check, or time
+                    break
         finally:
             self._sending = None
+            if self._deferred:
+                self._arm_deferred_timer()
 
     async def _run(self, batch: list[_Call]) -> list[Any]:
         """The batch's replies. Scripts go by their SHA alone: redis-py's pipelined scripts
@@ -291,10 +335,7 @@ class _Pipelined:
             self._connection = self._client.connection_pool.make_connection()
         connection = self._connection
         try:
-            await connection.send_packed_command(
-                [part for command in commands for part in connection.pack_command(*command)],
-                check_health=False,
-            )
+            await connection.send_packed_command(pack_commands(commands), check_health=False)
             replies: list[Any] = []
             for _ in commands:
                 try:
@@ -308,11 +349,22 @@ class _Pipelined:
             raise
 
     async def close(self) -> None:
-        if self._sending is not None:
-            await asyncio.gather(self._sending, return_exceptions=True)
+        """Send what waits (settlements included), then let go of the connection."""
+        while self._deferred or self._sending is not None:
+            self._start_sending()
+            await asyncio.gather(self._sending, return_exceptions=True)  # type: ignore[arg-type]
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
         if self._connection is not None:
             await self._connection.disconnect()
             self._connection = None
+
+
+def pack_commands(commands: list[tuple[Any, ...]]) -> list[bytes]:
+    """The limiter's own commands (names, strings and integers only), packed by hiredis as
+    they are: redis-py's packer first rebuilds each command, looking at every argument."""
+    return [hiredis.pack_command(command) for command in commands]
 
 
 class _HiredisPacking:
@@ -349,7 +401,12 @@ class RedisLimiter:
     """Counters in Redis at ``url``. ``clock``: seconds, for tests; default Redis's clock."""
 
     def __init__(
-        self, client: Redis, clock: Callable[[], float] | None = None, *, timeout_s: float = 1.0
+        self,
+        client: Redis,
+        clock: Callable[[], float] | None = None,
+        *,
+        timeout_s: float = 1.0,
+        settle_within_s: float = SETTLE_WITHIN_S,
     ) -> None:
         self._redis = client
         self._clock = clock
@@ -357,17 +414,23 @@ class RedisLimiter:
         self._take = client.register_script(TAKE)
         self._settle = client.register_script(SETTLE)
         self._seed = client.register_script(SEED)
-        self._calls = _Pipelined(client, timeout_s)
+        self._calls = _Pipelined(client, timeout_s, settle_within_s)
 
     @classmethod
-    def from_url(cls, url: str, clock: Callable[[], float] | None = None) -> RedisLimiter:
+    def from_url(
+        cls,
+        url: str,
+        clock: Callable[[], float] | None = None,
+        *,
+        settle_within_s: float = SETTLE_WITHIN_S,
+    ) -> RedisLimiter:
         # A short timeout: the check is on every limited request's path. It is applied per
         # batch (_Pipelined), not per socket read: redis-py's per-read timeouts cost a task
         # or a timer on every read.
         client = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=None)
         pool = client.connection_pool  # its class follows the URL's scheme (TLS, socket file)
         pool.connection_class = _HIREDIS_PACKED.get(pool.connection_class, pool.connection_class)
-        return cls(client, clock)
+        return cls(client, clock, settle_within_s=settle_within_s)
 
     def _now_ms(self) -> int:
         return 0 if self._clock is None else round(self._clock() * 1000)
@@ -416,7 +479,7 @@ class RedisLimiter:
 
     def settle_soon(self, limits: KeyLimits, ask: Ask, used_tokens: int, done: Settled) -> None:
         args = self._settlement(limits, ask, used_tokens)
-        self._calls.call_soon(
+        self._calls.call_later(
             self._settle,
             _keys(ask),
             args,

@@ -270,6 +270,66 @@ async def test_settlements_at_once_all_apply(limiter, key_id) -> None:
     assert verdict.granted and verdict.tokens.remaining == 1000 - 50 - 100
 
 
+def count_round_trips(backend: RedisLimiter) -> list[int]:
+    """The sizes of the batches the Redis limiter sends, as it sends them."""
+    sizes: list[int] = []
+    pipelined = backend._calls
+    exchange = pipelined._exchange
+
+    async def counted(commands):
+        sizes.append(len(commands))
+        return await exchange(commands)
+
+    pipelined._exchange = counted
+    return sizes
+
+
+async def test_a_redis_settlement_rides_with_the_next_check(clock, key_id) -> None:
+    """At a steady rate a request costs one round trip: its settlement waits for the next
+    check and goes ahead of it, so the slot it frees is the check's to take."""
+    backend = RedisLimiter.from_url(REDIS, clock, settle_within_s=5)
+    limits = KeyLimits(max_concurrent=1, tpm=1000)
+    first = ask(key_id, 100)
+    assert (await backend.take(limits, first)).granted
+    sizes = count_round_trips(backend)
+    settled: list[Exception | None] = []
+    backend.settle_soon(limits, first, 40, settled.append)
+    await asyncio.sleep(0.05)
+    assert sizes == [] and settled == []  # waiting for a check
+    verdict = await backend.take(limits, ask(key_id, 100))
+    assert sizes == [2] and settled == [None]  # one round trip: the settlement, then the check
+    assert verdict.granted and verdict.tokens.remaining == 1000 - 40 - 100
+    await backend.close()
+
+
+async def test_a_redis_settlement_goes_alone_within_its_bound(clock, key_id) -> None:
+    backend = RedisLimiter.from_url(REDIS, clock, settle_within_s=0.05)
+    limits = KeyLimits(max_concurrent=1)
+    first = ask(key_id)
+    assert (await backend.take(limits, first)).granted
+    sizes = count_round_trips(backend)
+    settled: list[Exception | None] = []
+    backend.settle_soon(limits, first, 5, settled.append)
+    await asyncio.sleep(0.2)
+    assert sizes == [1] and settled == [None]
+    assert (await backend.take(limits, ask(key_id))).granted  # the slot came back
+    await backend.close()
+
+
+async def test_closing_the_redis_limiter_sends_the_waiting_settlements(clock, key_id) -> None:
+    backend = RedisLimiter.from_url(REDIS, clock, settle_within_s=60)
+    limits = KeyLimits(max_concurrent=1)
+    first = ask(key_id)
+    assert (await backend.take(limits, first)).granted
+    settled: list[Exception | None] = []
+    backend.settle_soon(limits, first, 5, settled.append)
+    await backend.close()
+    assert settled == [None]
+    again = RedisLimiter.from_url(REDIS, clock)
+    assert (await again.take(limits, ask(key_id))).granted  # the slot came back
+    await again.close()
+
+
 class UnsettlingLimiter(MemoryLimiter):
     def settle_soon(self, limits, ask, used_tokens, done) -> None:
         done(ConnectionError("counters unreachable"))
@@ -297,3 +357,7 @@ def test_redis_commands_are_packed_by_hiredis_into_the_same_bytes():
     command = ("EVALSHA", "f" * 40, 5, "k:{a}:rpm", "k:{a}:tpm", 1_800_000_000_000, -1, "rid-ü")
     packed = b"".join(plain.connection_class().pack_command(*command))
     assert packed == b"".join(Connection().pack_command(*command))
+    assert redis_limiter.pack_commands([command, ("SCRIPT", "LOAD", "return 1")]) == [
+        packed,
+        b"".join(Connection().pack_command("SCRIPT", "LOAD", "return 1")),
+    ]
