@@ -93,3 +93,16 @@ def stop_all(processes: Iterable[subprocess.Popen]) -> None:
             process.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def cpu_time(pid: int) -> float:
+    """Seconds of CPU the process's threads have run, to the nanosecond (the scheduler's own
+    account, /proc/PID/task/*/schedstat): /proc/PID/stat counts in 10 ms ticks, 20 µs a
+    request in a slice of 500."""
+    total = 0
+    for thread in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((thread / "schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):  # a thread that ended meanwhile
+            continue
+    return total / 1e9

@@ -1,23 +1,25 @@
 """What tenancy costs the gateway, and whether the usage ledger keeps up.
 
-    .venv/bin/python bench/tenancy_cost.py [--requests 3000] [--concurrency 32] [--rounds 10]
-        [--rate 500] [--slice 1] [--paced-rounds 60] [--seconds 60] [--gateways 2] [--keys 4]
+    .venv/bin/python bench/tenancy_cost.py [--rate 500] [--window 5] [--paced-rounds 8]
+        [--requests 3000] [--concurrency 32] [--rounds 4] [--seconds 60] [--gateways 2]
+        [--keys 4]
 
 Both parts run over a FAKE engine (bench/fake_engine.py: a fixed answer at once), because no
 CPU engine reaches these rates and the point is the gateway's own cost.
 
-1. Cost: five gateways over the fake engine: AUTH=off; API_KEY with the ledger on
-   PostgreSQL; a stored key without limits, ledger on PostgreSQL; a stored key with every
-   limit (none binding) counted in the process, ledger on PostgreSQL; the same counted in
-   Redis. Each gateway process's CPU per request (user +
-   system, from /proc), two ways:
-   - paced: ``--rate`` requests/s, open loop (the issue's goal: its ledger benchmark's rate),
-     in ``--slice``-second slices, ``--paced-rounds`` of them per gateway;
-   - saturated: ``--requests`` non-streamed requests at ``--concurrency``, ``--rounds`` times.
-   The gateways take turns, one slice or round each, the order rotating every round, and each
-   round's CPU is compared with AUTH=off's in the same round: the median of those ratios is
-   the result (this machine's speed drifts by tens of percent within minutes; a ratio of
-   neighbouring slices does not).
+1. Cost: four gateways with tenancy, each measured BESIDE an AUTH=off gateway: API_KEY with
+   the ledger on PostgreSQL; a stored key without limits, ledger on PostgreSQL; a stored key
+   with every limit (none binding) counted in the process, ledger on PostgreSQL; the same
+   counted in Redis. Each pair gets the same load at the same moments, and each gateway's CPU
+   per request (every thread, from the scheduler's nanosecond account) is compared with its
+   partner's in the same window, so the machine's drift (tens of percent within minutes
+   here) is the same on both sides of every ratio. Two loads:
+   - paced: ``--rate`` requests/s to each gateway of the pair, open loop (the issue's goal:
+     its ledger benchmark's rate), in windows of ``--window`` s; the pairs take turns,
+     ``--paced-rounds`` windows each;
+   - saturated: ``--requests`` non-streamed requests at ``--concurrency`` to each gateway of
+     the pair at once, ``--rounds`` times.
+   The result is the median of the windows' ratios, with their range.
 2. Ledger under load: ``--gateways`` gateways sharing one PostgreSQL store and Redis, ``--keys``
    keys, an open-loop ``--rate`` requests/s for ``--seconds``; then SIGTERM. Counts the answers,
    the ledger's rows and totals, and PostgreSQL's deadlock counter for the database.
@@ -45,8 +47,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
-from harness import start, start_gateway, stop_all, wait_ok
-from telemetry_overhead import cpu_seconds
+from harness import cpu_time, start, start_gateway, stop_all, wait_ok
 
 from mistral_serve.engines.supervisor import free_port
 
@@ -85,20 +86,20 @@ async def closed_loop(url: str, key: str | None, requests: int, concurrency: int
 
 
 async def open_loop(
-    urls: list[str], keys: list[str | None], rate: float, seconds: float
+    urls: list[str], keys: list[str | None], rate: float, seconds: float, *, each: bool = False
 ) -> tuple[Counter[int], list[float]]:
     """``rate`` requests a second for ``seconds``, whatever the answers' pace; statuses and
-    latencies."""
+    latencies. Request n goes to ``urls[n % len(urls)]`` with ``keys[n % len(keys)]``; with
+    ``each``, every tick sends one request to every URL, with the key at the same index."""
     statuses: Counter[int] = Counter()
     latencies: list[float] = []
 
-    async def one(session: aiohttp.ClientSession, n: int) -> None:
+    async def one(session: aiohttp.ClientSession, url: str, key: str | None) -> None:
         started = time.perf_counter()
-        key = keys[n % len(keys)]
         headers = {"authorization": f"Bearer {key}"} if key else {}
         try:
             async with session.post(
-                urls[n % len(urls)] + "/v1/chat/completions", json=BODY, headers=headers
+                url + "/v1/chat/completions", json=BODY, headers=headers
             ) as response:
                 await response.read()
                 statuses[response.status] += 1
@@ -114,7 +115,12 @@ async def open_loop(
             delay = began + n / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(session, n)))
+            if each:
+                for url, key in zip(urls, keys, strict=True):
+                    tasks.append(asyncio.create_task(one(session, url, key)))
+            else:
+                url, key = urls[n % len(urls)], keys[n % len(keys)]
+                tasks.append(asyncio.create_task(one(session, url, key)))
         await asyncio.gather(*tasks)
     return statuses, latencies
 
@@ -147,47 +153,60 @@ async def drop_database(name: str) -> None:
     await admin.close()
 
 
-def paced(url: str, key: str | None, args: argparse.Namespace) -> int:
-    """One slice of the open-loop rate; how many requests it sent (all must be answered 200)."""
-    statuses, _ = asyncio.run(open_loop([url], [key], args.rate, args.slice))
+Gateway = tuple[str, subprocess.Popen, str | None]  # its URL, its process, the key it takes
+
+
+def paced(pair: list[Gateway], args: argparse.Namespace) -> list[int]:
+    """One window of the open-loop rate to both gateways; how many each answered (all 200)."""
+    urls, keys = [url for url, _, _ in pair], [key for _, _, key in pair]
+    statuses, _ = asyncio.run(open_loop(urls, keys, args.rate, args.window, each=True))
     assert set(statuses) == {200}, statuses
-    return sum(statuses.values())
+    sent = int(args.rate * args.window)
+    return [sent, sent]
 
 
-def saturated(url: str, key: str | None, args: argparse.Namespace) -> int:
-    asyncio.run(closed_loop(url, key, args.requests, args.concurrency))
-    return args.requests
+def saturated(pair: list[Gateway], args: argparse.Namespace) -> list[int]:
+    async def both() -> None:
+        await asyncio.gather(
+            *(closed_loop(url, key, args.requests, args.concurrency) for url, _, key in pair)
+        )
+
+    asyncio.run(both())
+    return [args.requests, args.requests]
 
 
-def turns(
-    gateways: dict[str, tuple[str, subprocess.Popen, str | None]],
-    load: Callable[[str, str | None], int],
+def beside(
+    reference: Gateway,
+    gateways: dict[str, Gateway],
+    load: Callable[[list[Gateway]], list[int]],
     rounds: int,
-) -> dict[str, list[float]]:
-    """Each gateway's CPU per request (µs) in each round; the gateways take turns, in an order
-    that rotates every round."""
-    names = list(gateways)
-    cpu: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            url, process, key = gateways[name]
-            before = cpu_seconds(process.pid)
-            requests = load(url, key)
-            cpu[name].append((cpu_seconds(process.pid) - before) / requests * 1e6)
+) -> dict[str, list[tuple[float, float]]]:
+    """Each gateway's CPU per request (µs) beside the reference's in the same window, for
+    every round; the gateways take turns."""
+    cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in gateways}
+    for _ in range(rounds):
+        for name, gateway in gateways.items():
+            pair = [reference, gateway]
+            before = [cpu_time(process.pid) for _, process, _ in pair]
+            answered = load(pair)
+            used = [
+                (cpu_time(process.pid) - start) / count * 1e6
+                for (_, process, _), start, count in zip(pair, before, answered, strict=True)
+            ]
+            cpu[name].append((used[1], used[0]))
     return cpu
 
 
-def report(title: str, cpu: dict[str, list[float]]) -> None:
-    base = cpu["AUTH=off"]
+def report(title: str, cpu: dict[str, list[tuple[float, float]]]) -> None:
     print(f"\n{title}\n")
-    print("| gateway | CPU per request (median) | vs AUTH=off (median of rounds) | range |")
-    print("|---|---|---|---|")
-    for name, values in cpu.items():
-        ratios = [value / off for value, off in zip(values, base, strict=True)]
+    print("| gateway | CPU per request | AUTH=off beside it | vs AUTH=off (median) | range |")
+    print("|---|---|---|---|---|")
+    for name, windows in cpu.items():
+        ratios = [used / off for used, off in windows]
         print(
-            f"| {name} | {statistics.median(values):.0f} µs | "
-            f"{statistics.median(ratios):.2f} | {min(ratios):.2f}–{max(ratios):.2f} |"
+            f"| {name} | {statistics.median(used for used, _ in windows):.0f} µs | "
+            f"{statistics.median(off for _, off in windows):.0f} µs | "
+            f"{statistics.median(ratios):.3f} | {min(ratios):.2f}–{max(ratios):.2f} |"
         )
     print(flush=True)
 
@@ -196,32 +215,37 @@ def cost(args: argparse.Namespace, work: Path, engine: str, store: dict[str, str
     database = {k: v for k, v in store.items() if k != "REDIS_URL"}
     in_process, in_redis = {"AUTH": "required", **database}, {"AUTH": "required", **store}
     variants: dict[str, tuple[dict[str, str], str | None]] = {
-        "AUTH=off": ({"AUTH": "off"}, None),
         "API_KEY + ledger": ({**in_process, "API_KEY": STATIC_KEY}, STATIC_KEY),
         "stored key, no limits + ledger": (in_process, create_key(in_process, [])),
         "stored key, every limit in the process + ledger": (in_process, create_key(in_process)),
         "stored key, every limit in Redis + ledger": (in_redis, create_key(in_redis)),
     }
-    gateways = {}
+    # No admission line: a pause of this machine would fill it and answer 429s, and the
+    # point is tenancy's cost.
+    unlimited = {"ENGINE_MAX_INFLIGHT": "100000"}
+    url, process = start_gateway(work, [engine], "cost-off", AUTH="off", **unlimited)
+    reference: Gateway = (url, process, None)
+    gateways: dict[str, Gateway] = {}
     for n, (name, (env, key)) in enumerate(variants.items()):
-        url, process = start_gateway(work, [engine], f"cost-{n}", **env)
+        url, process = start_gateway(work, [engine], f"cost-{n}", **env, **unlimited)
         gateways[name] = (url, process, key)
+    everyone = [reference, *gateways.values()]
     try:
-        for url, _, key in gateways.values():
+        for url, _, key in everyone:
             wait_ok(url + "/ready", 60)
             asyncio.run(closed_loop(url, key, 300, 8))  # warm up
         report(
-            f"paced: {args.rate:.0f} requests/s, {args.paced_rounds} slices of {args.slice:.0f} s "
-            "per gateway",
-            turns(gateways, lambda url, key: paced(url, key, args), args.paced_rounds),
+            f"paced: {args.rate:.0f} requests/s to each of the pair, {args.paced_rounds} "
+            f"windows of {args.window:.0f} s per gateway",
+            beside(reference, gateways, lambda pair: paced(pair, args), args.paced_rounds),
         )
         report(
             f"saturated: {args.rounds} rounds of {args.requests} requests at concurrency "
-            f"{args.concurrency} per gateway",
-            turns(gateways, lambda url, key: saturated(url, key, args), args.rounds),
+            f"{args.concurrency} to each of the pair",
+            beside(reference, gateways, lambda pair: saturated(pair, args), args.rounds),
         )
     finally:
-        stop_all(process for _, process, _ in gateways.values())
+        stop_all(process for _, process, _ in everyone)
 
 
 def ledger(args: argparse.Namespace, work: Path, engine: str, store: dict[str, str]) -> None:
@@ -264,10 +288,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--rate", type=float, default=500)
-    parser.add_argument("--slice", type=float, default=1)
-    parser.add_argument("--paced-rounds", type=int, default=60)
+    parser.add_argument("--window", type=float, default=5)
+    parser.add_argument("--paced-rounds", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--gateways", type=int, default=2)
     parser.add_argument("--keys", type=int, default=4)
