@@ -284,13 +284,22 @@ def count_round_trips(backend: RedisLimiter) -> list[int]:
     return sizes
 
 
+async def slot_held(
+    clock, key_id: str, settle_within_s: float, **limits: int
+) -> tuple[RedisLimiter, KeyLimits, Ask]:
+    """A Redis limiter settling within ``settle_within_s``, and the Ask holding the key's one
+    concurrency slot."""
+    backend = RedisLimiter.from_url(REDIS, clock, settle_within_s=settle_within_s)
+    key_limits = KeyLimits(max_concurrent=1, **limits)
+    first = ask(key_id, 100)
+    assert (await backend.take(key_limits, first)).granted
+    return backend, key_limits, first
+
+
 async def test_a_redis_settlement_rides_with_the_next_check(clock, key_id) -> None:
     """At a steady rate a request costs one round trip: its settlement waits for the next
     check and goes ahead of it, so the slot it frees is the check's to take."""
-    backend = RedisLimiter.from_url(REDIS, clock, settle_within_s=5)
-    limits = KeyLimits(max_concurrent=1, tpm=1000)
-    first = ask(key_id, 100)
-    assert (await backend.take(limits, first)).granted
+    backend, limits, first = await slot_held(clock, key_id, 5, tpm=1000)
     sizes = count_round_trips(backend)
     settled: list[Exception | None] = []
     backend.settle_soon(limits, first, 40, settled.append)
@@ -303,10 +312,7 @@ async def test_a_redis_settlement_rides_with_the_next_check(clock, key_id) -> No
 
 
 async def test_a_redis_settlement_goes_alone_within_its_bound(clock, key_id) -> None:
-    backend = RedisLimiter.from_url(REDIS, clock, settle_within_s=0.05)
-    limits = KeyLimits(max_concurrent=1)
-    first = ask(key_id)
-    assert (await backend.take(limits, first)).granted
+    backend, limits, first = await slot_held(clock, key_id, 0.05)
     sizes = count_round_trips(backend)
     settled: list[Exception | None] = []
     backend.settle_soon(limits, first, 5, settled.append)
@@ -317,10 +323,7 @@ async def test_a_redis_settlement_goes_alone_within_its_bound(clock, key_id) -> 
 
 
 async def test_closing_the_redis_limiter_sends_the_waiting_settlements(clock, key_id) -> None:
-    backend = RedisLimiter.from_url(REDIS, clock, settle_within_s=60)
-    limits = KeyLimits(max_concurrent=1)
-    first = ask(key_id)
-    assert (await backend.take(limits, first)).granted
+    backend, limits, first = await slot_held(clock, key_id, 60)
     settled: list[Exception | None] = []
     backend.settle_soon(limits, first, 5, settled.append)
     await backend.close()
