@@ -282,7 +282,10 @@ class _Pipelined:
                 replies = await self._run(batch)
                 for (*_, reply), outcome in zip(batch, replies, strict=True):
                     reply(outcome)
-                if not self._queued:  # settlements made meanwhile wait for a check, or time
+                # Settlements made meanwhile wait for a check or their timer, unless the timer
+                # went off during this round trip.
+                overdue = self._deferred and self._deferred_timer is None
+                if not self._queued and not overdue:
                     break
         finally:
             self._sending = None
