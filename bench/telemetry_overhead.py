@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 import tempfile
 import threading
@@ -22,9 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import aiohttp
-from harness import demo_engine_spec, start_engine, start_gateway, stop_all, wait_ok
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+from harness import cpu_time, demo_engine_spec, start_engine, start_gateway, stop_all, wait_ok
 
 
 def otlp_sink() -> tuple[str, int]:
@@ -45,11 +42,6 @@ def otlp_sink() -> tuple[str, int]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return f"http://127.0.0.1:{server.server_address[1]}", received
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
 async def load(url: str, requests: int, concurrency: int) -> float:
@@ -106,9 +98,9 @@ def main() -> None:
             order = ("off", "on") if round_index % 2 == 0 else ("on", "off")
             for name in order:
                 url, process = gateways[name]
-                cpu_before = cpu_seconds(process.pid)
+                cpu_before = cpu_time(process.pid)
                 wall = asyncio.run(load(url, args.requests, args.concurrency))
-                cpu = cpu_seconds(process.pid) - cpu_before
+                cpu = cpu_time(process.pid) - cpu_before
                 results[name].append((args.requests / wall, cpu / args.requests * 1e6))
                 print(
                     f"round {round_index + 1} telemetry {name:>3}: {args.requests / wall:6.1f} "
