@@ -6,7 +6,9 @@ A header that passed is remembered with its Caller, so a client's next request c
 lookup instead of a parse and a SHA-256 (clients send the same header on every request). The
 memory holds only headers that passed, at most :data:`VERIFIED_MAX`, in this process only; an
 entry counts only while its key's record is still the cache's current one and usable, so a
-revocation, an expiry or a change reaches it exactly as before."""
+revocation, an expiry or a change reaches it exactly as before. The lookup compares strings
+only when their hashes match, and Python's string hash is keyed per process, so timing it
+tells a guesser no more than the constant-time comparison of the full check does."""
 
 from __future__ import annotations
 
