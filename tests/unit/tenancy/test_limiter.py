@@ -322,6 +322,28 @@ async def test_a_redis_settlement_goes_alone_within_its_bound(clock, key_id) -> 
     await backend.close()
 
 
+async def test_a_settlement_whose_time_came_during_a_round_trip_goes_after_it(
+    clock, key_id
+) -> None:
+    backend, limits, first = await slot_held(clock, key_id, 60)
+    pipelined = backend._calls
+    sizes: list[int] = []
+    exchange = pipelined._exchange
+
+    async def slow(commands):  # the check's round trip, during which the settlement's time comes
+        sizes.append(len(commands))
+        if len(sizes) == 1:
+            backend.settle_soon(limits, first, 5, lambda failure: None)
+            pipelined._deferred_timer.cancel()
+            pipelined._send_deferred()  # its timer goes off, a batch being under way
+        return await exchange(commands)
+
+    pipelined._exchange = slow
+    await backend.take(limits, ask(key_id))  # refused: the slot is still held
+    assert sizes == [1, 1]  # the settlement went at once after, not after another 60 s
+    await backend.close()
+
+
 async def test_closing_the_redis_limiter_sends_the_waiting_settlements(clock, key_id) -> None:
     backend, limits, first = await slot_held(clock, key_id, 60)
     settled: list[Exception | None] = []
