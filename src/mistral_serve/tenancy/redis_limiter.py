@@ -21,14 +21,8 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import Redis
-from redis.asyncio.connection import (
-    AbstractConnection,
-    Connection,
-    SSLConnection,
-    UnixDomainSocketConnection,
-)
+from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
-from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -365,39 +359,10 @@ class _Pipelined:
 
 
 def pack_commands(commands: list[tuple[Any, ...]]) -> list[bytes]:
-    """The limiter's own commands (names, strings and integers only), packed by hiredis as
-    they are: redis-py's packer first rebuilds each command, looking at every argument."""
+    """The limiter's own commands (names, strings and integers only), packed by hiredis, in
+    C: redis-py's asyncio connections pack in Python (37 % of the limiter's CPU under load),
+    and its hiredis packer first rebuilds each command, looking at every argument."""
     return [hiredis.pack_command(command) for command in commands]
-
-
-class _HiredisPacking:
-    """Commands packed by hiredis, in C. redis-py's asyncio connections pack them in Python
-    (its sync ones use hiredis): that was 37 % of the limiter's CPU under load."""
-
-    _serializer = HiredisRespSerializer()
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        return self._serializer.pack(*args)
-
-
-class _PackedConnection(_HiredisPacking, Connection):
-    pass
-
-
-class _PackedSSLConnection(_HiredisPacking, SSLConnection):
-    pass
-
-
-class _PackedUnixConnection(_HiredisPacking, UnixDomainSocketConnection):
-    pass
-
-
-#: redis-py's connection classes (one per REDIS_URL scheme), and ours packing with hiredis.
-_HIREDIS_PACKED: dict[type[AbstractConnection], type[AbstractConnection]] = {
-    Connection: _PackedConnection,
-    SSLConnection: _PackedSSLConnection,
-    UnixDomainSocketConnection: _PackedUnixConnection,
-}
 
 
 class RedisLimiter:
@@ -431,8 +396,6 @@ class RedisLimiter:
         # batch (_Pipelined), not per socket read: redis-py's per-read timeouts cost a task
         # or a timer on every read.
         client = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=None)
-        pool = client.connection_pool  # its class follows the URL's scheme (TLS, socket file)
-        pool.connection_class = _HIREDIS_PACKED.get(pool.connection_class, pool.connection_class)
         return cls(client, clock, settle_within_s=settle_within_s)
 
     def _now_ms(self) -> int:
