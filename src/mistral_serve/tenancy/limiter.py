@@ -220,6 +220,13 @@ def _periods(limits: KeyLimits, ask: Ask) -> list[tuple[str, int]]:
 
 
 # -- what the gateway uses -------------------------------------------------------------------
+def _unavailable() -> LimitsUnavailableError:
+    """The 503 of a request whose limits cannot be checked (LIMITS_ON_STORE_ERROR=closed)."""
+    return LimitsUnavailableError(
+        "Per-key limits cannot be checked now; try again shortly.", retry_after_s=1
+    )
+
+
 class Reservation:
     """A granted request's hold on its key's limits; :meth:`end` settles it (once)."""
 
@@ -277,9 +284,7 @@ class Limits:
         except Exception as exc:  # the backend is down: LIMITS_ON_STORE_ERROR decides
             self._store_failed("check", exc)
             if self._on_store_error == "closed":
-                raise LimitsUnavailableError(
-                    "Per-key limits cannot be checked now; try again shortly.", retry_after_s=1
-                ) from None
+                raise _unavailable() from None
             return None
         if self._failing:
             self._store_answered()
@@ -295,9 +300,7 @@ class Limits:
         except Exception as exc:  # the ledger or the counters: LIMITS_ON_STORE_ERROR decides
             if self._on_store_error == "closed":  # refused, and tried again on the next request
                 self._store_failed("budget totals", exc)
-                raise LimitsUnavailableError(
-                    "Per-key limits cannot be checked now; try again shortly.", retry_after_s=1
-                ) from None
+                raise _unavailable() from None
             self.store_errors += 1  # logged once per key and day: it is not tried again
             log.error(
                 "usage totals of key %s unreadable: its budgets count from now in this process, "
