@@ -6,12 +6,17 @@ low-cardinality ``label`` for metrics and logs. The api layer has one handler th
 them into ``{"error": {"message", "type", "param", "code"}}``; after the first streamed byte the
 gateway turns them into an SSE error event instead.
 
+A request whose client left before its answer has no error class (nobody reads the answer):
+it is logged, traced and counted with :data:`CLIENT_CLOSED_STATUS`.
+
     MistralServeError                      500 server_error      internal
     ├── ConfigError                        (start-up only: a bad setting; never an HTTP answer)
     ├── EngineStartError                   (start-up only: an engine died before it was ready)
     ├── InvalidRequestError                400 invalid_request_error
     │   └── ModelNotFoundError             404 invalid_request_error / model_not_found
     ├── NotFoundError                      404 invalid_request_error / not_found (unknown route)
+    ├── HttpStatusError                    4xx invalid_request_error (the web framework's own:
+    │                                      405 method_not_allowed, …)
     ├── InvalidApiKeyError                 401 invalid_request_error / invalid_api_key
     ├── ModelNotAllowedError               403 invalid_request_error / model_not_allowed
     ├── AdminDisabledError                 403 invalid_request_error / admin_disabled
@@ -30,7 +35,12 @@ gateway turns them into an SSE error event instead.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
+
+#: nginx's status for "the client closed the connection before the answer", and its label.
+CLIENT_CLOSED_STATUS = 499
+CLIENT_CLOSED = "client_closed"
 
 
 class MistralServeError(Exception):
@@ -88,6 +98,23 @@ class InvalidRequestError(MistralServeError):
     code = None
     label = "invalid_request"
 
+    @classmethod
+    def not_json(cls, reason: object) -> InvalidRequestError:
+        return cls(f"The request body is not valid JSON: {reason}")
+
+    @classmethod
+    def from_validation(cls, errors: Sequence[Mapping[str, Any]]) -> InvalidRequestError:
+        """The 400 for a validation failure (pydantic's, or FastAPI's list of them): the first
+        problem, naming its field."""
+        if not errors:
+            return cls("The request is not valid.")
+        first = errors[0]
+        if first.get("type") == "json_invalid":  # its loc is a character position, not a field
+            return cls.not_json(first.get("ctx", {}).get("error"))
+        param = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or None
+        message = str(first.get("msg", "invalid value"))
+        return cls(f"{param}: {message}" if param else message, param=param)
+
 
 class ModelNotFoundError(InvalidRequestError):
     """No ready engine serves the requested model."""
@@ -107,6 +134,23 @@ class NotFoundError(MistralServeError):
     type = "invalid_request_error"
     code = "not_found"
     label = "not_found"
+
+
+class HttpStatusError(MistralServeError):
+    """A status the web framework itself answers with (405 for a method a route does not take,
+    and the like), in the OpenAI error shape."""
+
+    type = "invalid_request_error"
+    code = None
+    label = "http_error"
+
+    def __init__(
+        self, status: int, message: str, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status  # type: ignore[misc]  # per answer, as the framework says
+        self.code = "method_not_allowed" if status == 405 else None  # type: ignore[misc]
+        self.extra_headers.update(headers or {})
 
 
 class InvalidApiKeyError(MistralServeError):

@@ -11,13 +11,11 @@ from mistral_serve.api.responses import (
     json_response,
     unless_client_leaves,
 )
+from mistral_serve.errors import CLIENT_CLOSED_STATUS
 from mistral_serve.gateway.pipeline import Endpoint, Gateway
 from mistral_serve.gateway.responses import GatewayResponse
 
 router = APIRouter()
-
-#: nginx's status for "the client closed the connection before the answer".
-CLIENT_CLOSED_REQUEST = 499
 
 
 def _gateway(request: Request) -> Gateway:
@@ -90,5 +88,5 @@ async def _generate(request: Request, endpoint: Endpoint) -> Response:
     try:
         result = await unless_client_leaves(work, request.receive)
     except ClientGone:
-        return Response(status_code=CLIENT_CLOSED_REQUEST)  # nobody reads it; for the logs
+        return Response(status_code=CLIENT_CLOSED_STATUS)  # nobody reads it; for the logs
     return _to_http(result)

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from mistral_serve.errors import CLIENT_CLOSED_STATUS
 from mistral_serve.protocol.openai import GenerationRequest
 from mistral_serve.store import UsageRow
-from mistral_serve.telemetry.genai import CLIENT_CLOSED_STATUS, Generation
+from mistral_serve.telemetry.genai import Generation
 from mistral_serve.tenancy.auth import Caller
 from mistral_serve.tenancy.ledger import Ledger
 from mistral_serve.tenancy.limiter import Limits, Reservation

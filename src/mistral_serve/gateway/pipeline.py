@@ -102,7 +102,7 @@ def decode_body(body: bytes) -> dict[str, Any]:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from None
+        raise InvalidRequestError.not_json(exc) from None
     if not isinstance(document, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
     return document
@@ -117,10 +117,7 @@ def _validated(schema: type[GenerationRequest], document: dict[str, Any]) -> Gen
     try:
         return schema.model_validate(document)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        param = ".".join(str(part) for part in first["loc"]) or None
-        message = f"{param}: {first['msg']}" if param else first["msg"]
-        raise InvalidRequestError(message, param=param) from None
+        raise InvalidRequestError.from_validation(exc.errors(include_url=False)) from None
 
 
 @dataclass

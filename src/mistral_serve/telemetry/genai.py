@@ -23,7 +23,13 @@ from opentelemetry.metrics import Meter, Observation
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from mistral_serve.errors import EngineError, MistralServeError, NoReadyEngineError
+from mistral_serve.errors import (
+    CLIENT_CLOSED,
+    CLIENT_CLOSED_STATUS,
+    EngineError,
+    MistralServeError,
+    NoReadyEngineError,
+)
 from mistral_serve.protocol.openai import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -34,11 +40,6 @@ from mistral_serve.telemetry.setup import Telemetry
 
 log = logging.getLogger(__name__)
 _PROPAGATOR = TraceContextTextMapPropagator()
-
-#: error.type for a request whose client left before the answer was complete.
-CLIENT_CLOSED = "client_closed"
-#: nginx's status for "the client closed the connection before the answer".
-CLIENT_CLOSED_STATUS = 499
 
 
 class GatewayMetrics:

@@ -59,7 +59,9 @@ def test_unknown_route_is_an_openai_404(http):
 
 
 def test_wrong_method_is_an_openai_405(http):
-    assert_openai_error(http.get("/v1/chat/completions"), 405, "invalid_request_error")
+    response = http.get("/v1/chat/completions")
+    assert_openai_error(response, 405, "invalid_request_error", "method_not_allowed")
+    assert response.headers["allow"] == "POST"  # the framework's header is kept
 
 
 def test_models_is_an_empty_list_without_ready_engines(http):
