@@ -66,6 +66,9 @@ class KeysStandIn:
     def get(self, key_id: str) -> KeyRecord | None:
         return self._keys.get(key_id)
 
+    async def find(self, key_id: str) -> KeyRecord | None:
+        return self._keys.get(key_id)
+
     def any_keys(self) -> bool:
         return True
 
@@ -150,7 +153,7 @@ async def one_request(
     authenticator: Authenticator, accounting: Accounting, authorization: str | None, n: int
 ) -> None:
     request_id = f"{n:032x}"
-    caller: Caller = authenticator.authenticate(authorization)
+    caller: Caller = await authenticator.authenticate(authorization)
     Authenticator.check_model(caller, REQUEST.model)
     held = None
     if accounting.active:

@@ -27,7 +27,7 @@ import socket
 import sys
 import urllib.request
 from collections.abc import Iterator, Sequence
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import uvicorn
@@ -48,7 +48,7 @@ from mistral_serve.errors import ConfigError, EngineStartError
 from mistral_serve.models import planner
 from mistral_serve.models.demo import VARIANTS, ensure_demo_model
 from mistral_serve.models.profiles import ServedModel, resolve_model
-from mistral_serve.store import KeyRecords, Store, UsageRecords
+from mistral_serve.store import KeyRecords, Store, UsageRecords, utc_now
 from mistral_serve.store.database import configured_url
 from mistral_serve.telemetry.engines import EngineTelemetry
 from mistral_serve.telemetry.gpu import register_gpu_metrics
@@ -309,21 +309,22 @@ def cmd_demo_model(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     """API keys in the store DATABASE_URL names (SQLite in MISTRAL_SERVE_DATA_DIR by default)."""
     settings = _settings()
+    now = utc_now()  # the one reading of the clock: expiries count from it, states are at it
     try:
-        settings_given = _key_settings(args)
+        settings_given = _key_settings(args, now)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    return _run(_keys(args, settings, settings_given))
+    return _run(_keys(args, settings, settings_given, now))
 
 
-def _key_settings(args: argparse.Namespace) -> dict[str, object]:
+def _key_settings(args: argparse.Namespace, now: datetime) -> dict[str, object]:
     given: dict[str, object] = {}
     if getattr(args, "models", None) is not None:
         given["models"] = manage.parse_models(args.models)
     if getattr(args, "priority", None) is not None:
         given["priority"] = args.priority
     if getattr(args, "expires", None) is not None:
-        given["expires_at"] = manage.parse_expiry(args.expires)
+        given["expires_at"] = manage.parse_expiry(args.expires, now)
     if getattr(args, "rename", None) is not None:
         given["name"] = args.rename
     for name in manage.LIMITS:
@@ -332,10 +333,12 @@ def _key_settings(args: argparse.Namespace) -> dict[str, object]:
     return given
 
 
-async def _keys(args: argparse.Namespace, settings: Settings, given: dict[str, object]) -> int:
+async def _keys(
+    args: argparse.Namespace, settings: Settings, given: dict[str, object], now: datetime
+) -> int:
     store = await Store.open(configured_url(settings))
     try:
-        records = KeyRecords(store)
+        records = KeyRecords(store, clock=lambda: now)
         if args.action == "create":
             issued, record = await manage.create_key(records, args.name, **given)
             print(f"key id:  {record.id}")
@@ -345,9 +348,9 @@ async def _keys(args: argparse.Namespace, settings: Settings, given: dict[str, o
         if args.action == "list":
             listed = await records.list()
             if args.json:
-                print(json.dumps([manage.describe(record) for record in listed], indent=2))
+                print(json.dumps([manage.describe(record, now) for record in listed], indent=2))
             else:
-                print(manage.table(listed))
+                print(manage.table(listed, now))
             return 0
         if args.action == "show":
             record = await records.get(args.key_id)
@@ -358,7 +361,7 @@ async def _keys(args: argparse.Namespace, settings: Settings, given: dict[str, o
         if record is None:
             print(f"mistral-serve: no key {args.key_id}", file=sys.stderr)
             return 1
-        print(json.dumps(manage.describe(record), indent=2))
+        print(json.dumps(manage.describe(record, now), indent=2))
         return 0
     finally:
         await store.close()
@@ -396,7 +399,7 @@ def _add_keys_parser(commands: argparse._SubParsersAction) -> None:
     update.add_argument("--name", dest="rename", help="a new name")
     settable(update)
     revoke = actions.add_parser(
-        "revoke", help="refuse the key from now on (within KEY_CACHE_TTL_S)"
+        "revoke", help="refuse the key from now on (every gateway within KEY_CACHE_TTL_S)"
     )
     revoke.add_argument("key_id", metavar="ID")
 
@@ -406,7 +409,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
     """Token usage from the ledger in DATABASE_URL's store, by day, model or key."""
     settings = _settings()
     try:
-        since = report.parse_since(args.since)
+        since = report.parse_since(args.since, utc_now())
     except ValueError as exc:
         raise ConfigError(f"--since: {exc}") from None
     return _run(_usage(args, settings, since))

@@ -25,7 +25,8 @@ it is logged, traced and counted with :data:`CLIENT_CLOSED_STATUS`.
     ├── InsufficientQuotaError             429 insufficient_quota / insufficient_quota (no retry)
     ├── NoReadyEngineError                 503 server_error / no_ready_engine  (+ Retry-After)
     │   ├── DrainingError                  503 server_error / shutting_down
-    │   └── LimitsUnavailableError         503 server_error / limits_unavailable
+    │   ├── LimitsUnavailableError         503 server_error / limits_unavailable
+    │   └── KeyStoreUnavailableError       503 server_error / key_store_unavailable
     └── EngineError                        502 server_error / engine_error
         ├── EngineUnreachableError         502 engine_unreachable (refused, reset, dropped)
         ├── EngineStalledError             502 engine_stalled (in flight, no progress)
@@ -263,6 +264,14 @@ class LimitsUnavailableError(NoReadyEngineError):
 
     code = "limits_unavailable"
     label = "limits_unavailable"
+
+
+class KeyStoreUnavailableError(NoReadyEngineError):
+    """A key this gateway does not know yet cannot be looked up: the key store is unreadable
+    (the keys already known are still served)."""
+
+    code = "key_store_unavailable"
+    label = "key_store_unavailable"
 
 
 class EngineError(MistralServeError):

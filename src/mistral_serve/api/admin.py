@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -41,16 +42,22 @@ class _AdminFirst(APIRoute):
         return admitted_first
 
 
+def _now(request: Request) -> datetime:
+    """The time by the app's wall clock (keys' states and expiries are judged by it)."""
+    return request.app.state.services.clock()
+
+
 router = APIRouter(prefix="/admin", route_class=_AdminFirst)
 Keys = Annotated[KeyRecords, Depends(_admitted)]
+Now = Annotated[datetime, Depends(_now)]
 
 
-def _settings(body: KeySettings) -> dict[str, Any]:
+def _settings(body: KeySettings, now: datetime) -> dict[str, Any]:
     given = body.model_dump(exclude_unset=True)
     try:
         if "expires" in given:
             expires = given.pop("expires")
-            given["expires_at"] = manage.parse_expiry(expires) if expires is not None else None
+            given["expires_at"] = manage.parse_expiry(expires, now) if expires is not None else None
     except ValueError as exc:
         raise InvalidRequestError(str(exc), param="expires") from None
     if given.get("models") is not None:
@@ -58,38 +65,39 @@ def _settings(body: KeySettings) -> dict[str, Any]:
     return given
 
 
-def _found(record: KeyRecord | None, key_id: str) -> Response:
+def _found(record: KeyRecord | None, key_id: str, now: datetime) -> Response:
     if record is None:
         raise NotFoundError(f"No key `{key_id}`.")
-    return json_response(manage.describe(record))
+    return json_response(manage.describe(record, now))
 
 
 @router.post("/keys")
-async def create_key(keys: Keys, body: NewKey) -> Response:
-    """Make a key; the answer holds its text, the only time it is shown."""
-    settings = _settings(body)
+async def create_key(keys: Keys, now: Now, body: NewKey) -> Response:
+    """Make a key; the answer holds its text, the only time it is shown. Every gateway
+    accepts it at once (a key it does not know yet is looked up)."""
+    settings = _settings(body, now)
     name = settings.pop("name")
     issued, record = await manage.create_key(keys, name, **settings)
-    return json_response({**manage.describe(record), "key": issued.text}, 201)
+    return json_response({**manage.describe(record, now), "key": issued.text}, 201)
 
 
 @router.get("/keys")
-async def list_keys(keys: Keys) -> Response:
+async def list_keys(keys: Keys, now: Now) -> Response:
     records = await keys.list()
-    return json_response({"object": "list", "data": [manage.describe(r) for r in records]})
+    return json_response({"object": "list", "data": [manage.describe(r, now) for r in records]})
 
 
 @router.get("/keys/{key_id}")
-async def show_key(key_id: str, keys: Keys) -> Response:
-    return _found(await keys.get(key_id), key_id)
+async def show_key(key_id: str, keys: Keys, now: Now) -> Response:
+    return _found(await keys.get(key_id), key_id, now)
 
 
 @router.patch("/keys/{key_id}")
-async def update_key(key_id: str, keys: Keys, body: KeySettings) -> Response:
-    return _found(await keys.update(key_id, **_settings(body)), key_id)
+async def update_key(key_id: str, keys: Keys, now: Now, body: KeySettings) -> Response:
+    return _found(await keys.update(key_id, **_settings(body, now)), key_id, now)
 
 
 @router.delete("/keys/{key_id}")
-async def revoke_key(key_id: str, keys: Keys) -> Response:
+async def revoke_key(key_id: str, keys: Keys, now: Now) -> Response:
     """Revoke (the key is kept, for the ledger); every gateway refuses it within the TTL."""
-    return _found(await keys.revoke(key_id), key_id)
+    return _found(await keys.revoke(key_id), key_id, now)

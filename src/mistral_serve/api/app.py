@@ -36,7 +36,7 @@ from mistral_serve.routing import (
     RoundRobin,
     RoutingPolicy,
 )
-from mistral_serve.store import KeyRecords, Store, UsageRecords
+from mistral_serve.store import KeyRecords, Store, UsageRecords, WallClock, utc_now
 from mistral_serve.store.database import configured_url
 from mistral_serve.telemetry.engines import EngineTelemetry
 from mistral_serve.telemetry.genai import GenAIObserver
@@ -64,6 +64,8 @@ class Services:
     #: The key store and ADMIN_API_KEY, for the admin API (None: it is off).
     keys: KeyRecords | None = None
     admin_key: str | None = None
+    #: The wall clock keys' states and expiries are judged by.
+    clock: WallClock = utc_now
 
 
 def routing_policy(settings: Settings, *, stats_max_age_s: float) -> RoutingPolicy:
@@ -97,17 +99,18 @@ def limiter_for(settings: Settings) -> Limiter:
 
 
 @asynccontextmanager
-async def tenancy(settings: Settings) -> AsyncIterator[Tenancy]:
+async def tenancy(settings: Settings, clock: WallClock = utc_now) -> AsyncIterator[Tenancy]:
     """The authenticator AUTH asks for, per-key limits and the usage ledger. Unless auth is
     off, the store is opened (its migrations applied), every key read, changes followed every
     KEY_CACHE_TTL_S, and the ledger started (replaying any spool). On the way out, pending
-    settlements finish and the ledger writes every row it holds."""
+    settlements finish and the ledger writes every row it holds. ``clock`` stamps keys and
+    ledger rows and judges expiries."""
     static_key = settings.api_key.get_secret_value() if settings.api_key else None
     if settings.auth == "off":
         yield Tenancy(Authenticator("off", None, None), Accounting())
         return
     store = await Store.open(configured_url(settings))
-    records = KeyRecords(store)
+    records = KeyRecords(store, clock)
     cache = KeyCache(records, settings.key_cache_ttl_s)
     usage = UsageRecords(store)
     limits = Limits(
@@ -126,8 +129,8 @@ async def tenancy(settings: Settings) -> AsyncIterator[Tenancy]:
         await cache.load()
         await ledger.start()
         following = asyncio.create_task(cache.run(), name="key-cache")
-        accounting = Accounting(limits, ledger, settings.limits_reserve_output_tokens)
-        authenticator = Authenticator(settings.auth, static_key, cache)
+        accounting = Accounting(limits, ledger, settings.limits_reserve_output_tokens, clock)
+        authenticator = Authenticator(settings.auth, static_key, cache, clock)
         yield Tenancy(authenticator, accounting, records, cache, limits, ledger)
     finally:
         await _stopped(following)
@@ -184,12 +187,14 @@ def create_app(
     telemetry: Telemetry | None = None,
     engine_telemetry: EngineTelemetry | None = None,
     restarter: Restarter | None = None,
+    clock: WallClock = utc_now,
 ) -> FastAPI:
     """The gateway app over ``engine_urls`` (default: ENGINE_URLS from settings, whose
     ``dns://`` names are followed as their answers change).
 
     ``telemetry`` is started and shut down by the caller (the CLI), which owns the process.
-    Under ``up``, ``restarter`` is the supervisor's: a stalled engine is restarted.
+    Under ``up``, ``restarter`` is the supervisor's: a stalled engine is restarted. ``clock``
+    is the wall clock of keys and the ledger.
     """
     directory = EngineDirectory(engine_urls if engine_urls is not None else settings.engine_urls)
     telemetry = telemetry or disabled_telemetry()
@@ -198,7 +203,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with tenancy(settings) as tenants:
+        async with tenancy(settings, clock) as tenants:
             warn_if_open(settings, tenants.authenticator)
             observe_tenancy(observer, tenants)
             async with _serving(app, tenants):
@@ -247,7 +252,9 @@ def create_app(
         )
         observer.watch_queue_depths(gateway.admission.depths)
         admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
-        app.state.services = Services(client, registry, monitor, gateway, tenants.keys, admin_key)
+        app.state.services = Services(
+            client, registry, monitor, gateway, tenants.keys, admin_key, clock
+        )
         try:
             yield
         finally:

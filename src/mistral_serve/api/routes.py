@@ -51,13 +51,14 @@ async def ready(request: Request) -> Response:
 
 @router.get("/v1/models")
 async def models(request: Request) -> Response:
-    return json_response(_gateway(request).models(request.headers.get("authorization")))
+    return json_response(await _gateway(request).models(request.headers.get("authorization")))
 
 
 @router.get("/v1/models/{model_id:path}")
 async def model(request: Request, model_id: str) -> Response:
     """One model's card (both SDKs' ``models.retrieve``); 404 in the error shape if unknown."""
-    return json_response(_gateway(request).model(model_id, request.headers.get("authorization")))
+    gateway = _gateway(request)
+    return json_response(await gateway.model(model_id, request.headers.get("authorization")))
 
 
 @router.post("/v1/chat/completions", response_model=None)

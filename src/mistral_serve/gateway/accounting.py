@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import NamedTuple
 
 from mistral_serve.errors import CLIENT_CLOSED_STATUS
 from mistral_serve.protocol.openai import GenerationRequest
-from mistral_serve.store import UsageRow
+from mistral_serve.store import UsageRow, WallClock, utc_now
 from mistral_serve.telemetry.genai import Generation
 from mistral_serve.tenancy.auth import Caller
 from mistral_serve.tenancy.ledger import Ledger
@@ -61,6 +61,8 @@ class Accounting:
     ledger: Ledger | None = None
     #: Output tokens reserved for a request without max_tokens (LIMITS_RESERVE_OUTPUT_TOKENS).
     reserve_output_tokens: int = 1024
+    #: When a ledger row says its request ended.
+    clock: WallClock = utc_now
 
     @property
     def active(self) -> bool:
@@ -92,12 +94,17 @@ class Accounting:
         if held is not None:
             held.end(usage.total)
         if self.ledger is not None:
-            row = ledger_row(self.ledger.row_id(), generation, caller, request, usage)
+            row = ledger_row(self.ledger.row_id(), generation, caller, request, usage, self.clock())
             self.ledger.add(row)
 
 
 def ledger_row(
-    row_id: str, generation: Generation, caller: Caller, request: GenerationRequest, usage: Usage
+    row_id: str,
+    generation: Generation,
+    caller: Caller,
+    request: GenerationRequest,
+    usage: Usage,
+    ended_at: datetime,
 ) -> UsageRow:
     timings = generation.timings
     finished = timings.finished or time.perf_counter()
@@ -118,5 +125,5 @@ def ledger_row(
         finish_reason=generation.first_finish_reason,
         duration_ms=round((finished - timings.started) * 1000),
         ttft_ms=None if ttft is None else round(ttft * 1000),
-        created_at=datetime.now(UTC),
+        created_at=ended_at,
     )

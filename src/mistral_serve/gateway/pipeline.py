@@ -190,7 +190,7 @@ class Gateway:
         ``authorization``: its Authorization header."""
         generation = self._observer.start(endpoint.operation, request_id)
         try:
-            caller = self.authenticate(authorization)
+            caller = await self.authenticate(authorization)
             generation.caller(caller.key_id)
             return await self._generate(endpoint, body, request_id, generation, session, caller)
         except MistralServeError as error:
@@ -408,19 +408,20 @@ class Gateway:
         raise EngineError(f"The engine failed ({status}): {_engine_message(body)}")
 
     # -- callers, models and readiness -------------------------------------------------------
-    def authenticate(self, authorization: str | None) -> Caller:
+    async def authenticate(self, authorization: str | None) -> Caller:
         """Who sent a request with this Authorization header (raises InvalidApiKeyError)."""
         if self._authenticator is None:
             return ANYONE
-        return self._authenticator.authenticate(authorization)
+        return await self._authenticator.authenticate(authorization)
 
-    def models(self, authorization: str | None = None) -> dict[str, Any]:
+    async def models(self, authorization: str | None = None) -> dict[str, Any]:
         """The models of the ready engines that the caller may use."""
-        return {"object": "list", "data": self._cards_for(self.authenticate(authorization))}
+        caller = await self.authenticate(authorization)
+        return {"object": "list", "data": self._cards_for(caller)}
 
-    def model(self, model_id: str, authorization: str | None = None) -> dict[str, Any]:
+    async def model(self, model_id: str, authorization: str | None = None) -> dict[str, Any]:
         """One model's card (a 404 when no ready engine serves it for this caller)."""
-        for card in self._cards_for(self.authenticate(authorization)):
+        for card in self._cards_for(await self.authenticate(authorization)):
             if card["id"] == model_id:
                 return card
         raise ModelNotFoundError(model_id)

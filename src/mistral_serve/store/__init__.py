@@ -6,6 +6,7 @@ speaks SQL: it hands out plain records: API keys, and the usage ledger's rows an
 
 from mistral_serve.store.database import Store
 from mistral_serve.store.keys import KeyRecord, KeyRecords
+from mistral_serve.store.models import WallClock, utc_now
 from mistral_serve.store.usage import EncodedRow, UsageRecords, UsageRow, UsageSummary
 
 __all__ = [
@@ -16,4 +17,6 @@ __all__ = [
     "UsageRecords",
     "UsageRow",
     "UsageSummary",
+    "WallClock",
+    "utc_now",
 ]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import select
 
 from mistral_serve.store.database import Store
-from mistral_serve.store.models import ApiKey, utc
+from mistral_serve.store.models import ApiKey, WallClock, utc, utc_now
 
 #: What ``update`` may change (the id, the secret and the dates are the store's own).
 SETTABLE = frozenset(
@@ -46,25 +46,28 @@ class KeyRecord:
     models: tuple[str, ...] | None = None
     priority: int = 0
 
-    def usable(self, now: datetime | None = None) -> bool:
-        """Not revoked and not expired at ``now`` (the clock's time when None)."""
+    def usable(self, now: datetime) -> bool:
+        """Not revoked and not expired at ``now``."""
         if self.revoked_at is not None:
             return False
-        return self.expires_at is None or (now or datetime.now(UTC)) < self.expires_at
+        return self.expires_at is None or now < self.expires_at
 
     def __repr__(self) -> str:  # the hash stays out of logs and tracebacks too
         return f"KeyRecord(id={self.id!r}, name={self.name!r})"
 
 
 class KeyRecords:
-    def __init__(self, store: Store) -> None:
+    """The keys in ``store``; ``clock`` stamps when each was created, changed or revoked."""
+
+    def __init__(self, store: Store, clock: WallClock = utc_now) -> None:
         self._sessions = store.sessions
+        self._clock = clock
 
     async def create(
         self, key_id: str, name: str, secret_hash: str, **settings: object
     ) -> KeyRecord:
         _check_settable(settings)
-        now = datetime.now(UTC)
+        now = self._clock()
         row = ApiKey(
             id=key_id,
             name=name,
@@ -96,7 +99,7 @@ class KeyRecords:
                 return None
             for name, value in _column_values(settings).items():
                 setattr(row, name, value)
-            row.updated_at = datetime.now(UTC)
+            row.updated_at = self._clock()
         return _record(row)
 
     async def revoke(self, key_id: str) -> KeyRecord | None:
@@ -106,7 +109,7 @@ class KeyRecords:
             if row is None:
                 return None
             if row.revoked_at is None:
-                row.revoked_at = row.updated_at = datetime.now(UTC)
+                row.revoked_at = row.updated_at = self._clock()
         return _record(row)
 
     async def changed_since(self, when: datetime) -> Sequence[KeyRecord]:

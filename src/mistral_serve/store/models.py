@@ -3,6 +3,7 @@ models are what queries are written against."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, String
@@ -11,6 +12,16 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 class Base(DeclarativeBase):
     pass
+
+
+#: A wall clock: what time it is, as an aware UTC datetime. Passed in wherever a time is
+#: stamped or compared (a test's fixed date stays true next year); :func:`utc_now` is the real one.
+WallClock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The real wall clock, in UTC."""
+    return datetime.now(UTC)
 
 
 def utc(moment: datetime | None) -> datetime | None:

@@ -8,18 +8,22 @@ memory holds only headers that passed, at most :data:`VERIFIED_MAX`, in this pro
 entry counts only while its key's record is still the cache's current one and usable, so a
 revocation, an expiry or a change reaches it exactly as before. The lookup compares strings
 only when their hashes match, and Python's string hash is keyed per process, so timing it
-tells a guesser no more than the constant-time comparison of the full check does."""
+tells a guesser no more than the constant-time comparison of the full check does.
+
+A well-formed key whose id the cache does not know yet (made since its last refresh) is looked
+up in the store once (:meth:`KeyCache.find`), so a new key works the moment it exists. Under
+``AUTH=auto`` the same holds for the first key made: it turns authentication on for every
+request at once, not at the next refresh."""
 
 from __future__ import annotations
 
 import functools
 import hmac
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Literal
 
 from mistral_serve.errors import InvalidApiKeyError, ModelNotAllowedError
-from mistral_serve.store import KeyRecord
+from mistral_serve.store import KeyRecord, WallClock, utc_now
 from mistral_serve.tenancy.cache import KeyCache
 from mistral_serve.tenancy.keys import parse_key
 from mistral_serve.tenancy.limits import KeyLimits
@@ -63,10 +67,19 @@ STATIC_CALLER = Caller(STATIC_KEY_ID)
 
 
 class Authenticator:
-    def __init__(self, mode: AuthMode, static_key: str | None, cache: KeyCache | None) -> None:
+    """``clock``: the wall clock keys' expiry is judged by."""
+
+    def __init__(
+        self,
+        mode: AuthMode,
+        static_key: str | None,
+        cache: KeyCache | None,
+        clock: WallClock = utc_now,
+    ) -> None:
         self._mode = mode
         self._static = static_key.encode() if static_key else None
         self._cache = cache
+        self._clock = clock
         #: The Caller of each stored key, made once per version of its record.
         self._callers: dict[str, Caller] = {}
         #: Authorization headers that passed, with their Caller (see the module's docstring).
@@ -78,32 +91,51 @@ class Authenticator:
             return self._static is not None or (self._cache is not None and self._cache.any_keys())
         return self._mode == "required"
 
-    def authenticate(self, authorization: str | None, now: datetime | None = None) -> Caller:
+    async def authenticate(self, authorization: str | None) -> Caller:
         """The caller of a request with this Authorization header; raises InvalidApiKeyError."""
-        if not self.required:
+        if not self.required and (
+            self._mode != "auto" or not await self._turns_auth_on(authorization)
+        ):
             return ANYONE
         if authorization is None:
-            return self._verify(authorization, now)  # raises: no key
+            return await self._verify(authorization)  # raises: no key
         known = self._verified.get(authorization)
         if known is not None:
-            if self._still_valid(known, now):
+            if self._still_valid(known):
                 return known
             del self._verified[authorization]  # changed, revoked or expired: ask again
-        caller = self._verify(authorization, now)
+        caller = await self._verify(authorization)
         if len(self._verified) >= VERIFIED_MAX:
             self._verified.clear()
         self._verified[authorization] = caller
         return caller
 
-    def _still_valid(self, caller: Caller, now: datetime | None) -> bool:
+    async def _turns_auth_on(self, authorization: str | None) -> bool:
+        """AUTH=auto with no key known yet: whether this header holds a key made since (the
+        first key: from now on every request needs one)."""
+        if self._cache is None:
+            return False
+        token = _bearer(authorization)
+        presented = parse_key(token) if token is not None else None
+        return presented is not None and await self._cache.find(presented.key_id) is not None
+
+    def _usable(self, record: KeyRecord) -> bool:
+        """Not revoked, and not expired now (the clock is read only for keys that expire)."""
+        if record.revoked_at is not None:
+            return False
+        return record.expires_at is None or record.usable(self._clock())
+
+    def _still_valid(self, caller: Caller) -> bool:
         """Whether a remembered Caller still stands: the static key always does; a stored
         key while its record is the cache's current one and usable."""
         record = caller.record
         return record is None or (
-            self._cache is not None and self._cache.get(record.id) is record and record.usable(now)
+            self._cache is not None
+            and self._cache.get(record.id) is record
+            and self._usable(record)
         )
 
-    def _verify(self, authorization: str | None, now: datetime | None) -> Caller:
+    async def _verify(self, authorization: str | None) -> Caller:
         """The header's Caller, checked from scratch; raises InvalidApiKeyError."""
         token = _bearer(authorization)
         if token is None:
@@ -113,12 +145,12 @@ class Authenticator:
         if self._static is not None and hmac.compare_digest(token.encode(), self._static):
             return STATIC_CALLER
         presented = parse_key(token)
-        record = self._cache.get(presented.key_id) if presented and self._cache else None
+        record = await self._cache.find(presented.key_id) if presented and self._cache else None
         if (
             presented is None
             or record is None
             or not presented.matches(record.secret_hash)
-            or not record.usable(now)
+            or not self._usable(record)
         ):
             raise InvalidApiKeyError("Incorrect, revoked or expired API key provided.")
         return self._caller(record)

@@ -1,5 +1,6 @@
 """Managing keys, for the `keys` command and the admin API: issue, describe, change, revoke.
-The key's text leaves only through :func:`create_key`'s return value, once."""
+The key's text leaves only through :func:`create_key`'s return value, once. What a key's state
+is depends on the time: every function that asks takes ``now`` from its caller's clock."""
 
 from __future__ import annotations
 
@@ -21,13 +22,12 @@ def parse_duration(text: str) -> timedelta | None:
     return timedelta(**{_UNITS[found.group(2)]: int(found.group(1))}) if found else None
 
 
-def parse_expiry(text: str, now: datetime | None = None) -> datetime | None:
-    """``30d``, ``12h``, ``90m``, ``2w`` from now; an ISO date or time (UTC unless it says);
-    ``never`` for no expiry. Raises ValueError."""
+def parse_expiry(text: str, now: datetime) -> datetime | None:
+    """``30d``, ``12h``, ``90m``, ``2w`` from ``now``; an ISO date or time (UTC unless it
+    says); ``never`` for no expiry. Raises ValueError."""
     text = text.strip().lower()
     if text == "never":
         return None
-    now = now or datetime.now(UTC)
     span = parse_duration(text)
     if span is not None:
         return now + span
@@ -66,8 +66,8 @@ async def create_key(
     return issued, record
 
 
-def state(record: KeyRecord, now: datetime | None = None) -> str:
-    now = now or datetime.now(UTC)
+def state(record: KeyRecord, now: datetime) -> str:
+    """``active``, ``expired`` or ``revoked`` at ``now``."""
     if record.revoked_at is not None:
         return "revoked"
     if record.expires_at is not None and now >= record.expires_at:
@@ -75,12 +75,12 @@ def state(record: KeyRecord, now: datetime | None = None) -> str:
     return "active"
 
 
-def describe(record: KeyRecord) -> dict[str, Any]:
-    """What may be shown of a key: everything but the hash of its secret."""
+def describe(record: KeyRecord, now: datetime) -> dict[str, Any]:
+    """What may be shown of a key at ``now``: everything but the hash of its secret."""
     return {
         "id": record.id,
         "name": record.name,
-        "state": state(record),
+        "state": state(record, now),
         "models": list(record.models) if record.models is not None else None,
         "priority": record.priority,
         **{name: getattr(record, name) for name in LIMITS},
@@ -90,8 +90,8 @@ def describe(record: KeyRecord) -> dict[str, Any]:
     }
 
 
-def table(records: Sequence[KeyRecord]) -> str:
-    """Keys as a fixed-width table for people."""
+def table(records: Sequence[KeyRecord], now: datetime) -> str:
+    """Keys as a fixed-width table for people (their states at ``now``)."""
     rows = [("ID", "NAME", "STATE", "MODELS", "PRIORITY", "LIMITS", "CREATED", "EXPIRES")]
     for record in records:
         limits = [f"{name}={getattr(record, name)}" for name in LIMITS if getattr(record, name)]
@@ -99,7 +99,7 @@ def table(records: Sequence[KeyRecord]) -> str:
             (
                 record.id,
                 record.name,
-                state(record),
+                state(record, now),
                 ",".join(record.models) if record.models is not None else "all",
                 str(record.priority),
                 " ".join(limits) or "none",

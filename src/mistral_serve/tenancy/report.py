@@ -16,11 +16,11 @@ from mistral_serve.tenancy.manage import fixed_width, parse_duration
 Format = Literal["table", "csv", "json"]
 
 
-def parse_since(text: str, now: datetime | None = None) -> date:
-    """``7d``, ``24h``, ``2w`` back from now, or an ISO date: the first UTC day reported."""
+def parse_since(text: str, now: datetime) -> date:
+    """``7d``, ``24h``, ``2w`` back from ``now``, or an ISO date: the first UTC day reported."""
     span = parse_duration(text)
     if span is not None:
-        return ((now or datetime.now(UTC)) - span).astimezone(UTC).date()
+        return (now - span).astimezone(UTC).date()
     try:
         return date.fromisoformat(text.strip())
     except ValueError:

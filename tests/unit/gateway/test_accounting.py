@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from mistral_serve.errors import EngineUnreachableError, RateLimitExceededError
 from mistral_serve.gateway.accounting import ledger_row, usage_of
 from mistral_serve.protocol.openai import ChatCompletionRequest
@@ -9,6 +11,7 @@ from mistral_serve.telemetry.genai import GenAIObserver, Generation
 from mistral_serve.telemetry.setup import disabled_telemetry
 from mistral_serve.tenancy.auth import Caller
 
+ENDED = datetime(2026, 11, 25, 12, tzinfo=UTC)
 REQUEST = ChatCompletionRequest.model_validate(
     {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 )
@@ -28,8 +31,9 @@ def test_the_engines_usage_is_charged() -> None:
     done.succeeded()
     usage = usage_of(done, prompt_bytes=400)
     assert (usage.prompt_tokens, usage.completion_tokens, usage.estimated) == (12, 30, False)
-    row = ledger_row("r" * 32, done, Caller("k1"), REQUEST, usage)
+    row = ledger_row("r" * 32, done, Caller("k1"), REQUEST, usage, ENDED)
     assert (row.key_id, row.model, row.engine, row.status) == ("k1", "demo", "engine-0", 200)
+    assert row.created_at == ENDED  # the accounting's clock, not the wall's
     assert row.streamed and row.finish_reason == "stop" and row.error_type is None
 
 
@@ -40,7 +44,7 @@ def test_a_stream_cut_short_is_charged_what_it_worked_on() -> None:
     left.client_left()
     usage = usage_of(left, prompt_bytes=400)
     assert (usage.prompt_tokens, usage.completion_tokens, usage.estimated) == (108, 5, True)
-    assert ledger_row("r" * 32, left, Caller(), REQUEST, usage).status == 499
+    assert ledger_row("r" * 32, left, Caller(), REQUEST, usage, ENDED).status == 499
 
 
 def test_requests_that_never_reached_an_engine_cost_nothing() -> None:
@@ -52,5 +56,5 @@ def test_requests_that_never_reached_an_engine_cost_nothing() -> None:
     broken.failed(EngineUnreachableError("refused"))  # nothing streamed: no work done
     usage = usage_of(broken, prompt_bytes=400)
     assert usage.total == 0 and not usage.estimated
-    row = ledger_row("r" * 32, broken, Caller("k1"), REQUEST, usage)
+    row = ledger_row("r" * 32, broken, Caller("k1"), REQUEST, usage, ENDED)
     assert row.status == 502 and row.error_type == "engine_unreachable"

@@ -10,6 +10,19 @@ from sqlalchemy import inspect
 from mistral_serve.store import KeyRecords, Store
 from mistral_serve.tenancy.keys import issue_key
 
+START = datetime(2026, 11, 25, 12, tzinfo=UTC)
+
+
+class Ticking:
+    """A wall clock one second later at every reading."""
+
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
 
 async def test_opening_applies_the_migrations_once(database_url):
     for _ in range(2):  # a second open finds the schema current
@@ -45,20 +58,21 @@ async def test_keys_are_listed_in_creation_order(store):
 
 
 async def test_update_changes_only_what_is_given_and_none_clears_a_limit(store):
-    keys = KeyRecords(store)
+    keys = KeyRecords(store, Ticking())
     issued = issue_key()
     created = await keys.create(issued.key_id, "app", issued.secret_hash, rpm=10, tpm=1000)
     updated = await keys.update(issued.key_id, rpm=None, priority=-1)
     assert updated.rpm is None and updated.tpm == 1000 and updated.priority == -1
-    assert updated.updated_at >= created.updated_at
+    assert updated.updated_at > created.updated_at
     assert await keys.update("nosuchkey", rpm=1) is None
     with pytest.raises(ValueError, match="secret_hash"):
         await keys.update(issued.key_id, secret_hash="x")
 
 
 async def test_revoked_and_expired_keys_are_not_usable(store):
-    keys = KeyRecords(store)
-    now = datetime.now(UTC)
+    clock = Ticking()
+    keys = KeyRecords(store, clock)
+    now = START
     live, expiring = issue_key(), issue_key()
     await keys.create(live.key_id, "live", live.secret_hash)
     await keys.create(
@@ -67,16 +81,17 @@ async def test_revoked_and_expired_keys_are_not_usable(store):
     assert (await keys.get(live.key_id)).usable(now)
     assert not (await keys.get(expiring.key_id)).usable(now + timedelta(days=2))
     revoked = await keys.revoke(live.key_id)
-    assert revoked.revoked_at is not None and not revoked.usable(now)
+    assert revoked.revoked_at == clock.now and not revoked.usable(now)  # stamped by the clock
     assert (await keys.revoke(live.key_id)).revoked_at == revoked.revoked_at  # once
     assert await keys.revoke("nosuchkey") is None
 
 
 async def test_changes_since_a_moment_are_what_a_cache_refresh_reads(store):
-    keys = KeyRecords(store)
+    clock = Ticking()
+    keys = KeyRecords(store, clock)
     first, second = issue_key(), issue_key()
     await keys.create(first.key_id, "first", first.secret_hash)
-    mark = datetime.now(UTC)
+    mark = clock.now
     await keys.create(second.key_id, "second", second.secret_hash)
     await keys.revoke(first.key_id)
     assert {record.id for record in await keys.changed_since(mark)} == {

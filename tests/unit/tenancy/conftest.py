@@ -63,5 +63,4 @@ def ask(key_id: str, tokens: int = 10, request: str | None = None, at: datetime 
 
 
 def caller(key_id: str = "k1", **limits: int) -> Caller:
-    now = datetime.now(UTC)
-    return Caller(key_id, KeyRecord(key_id, "test", "hash", now, now, **limits))
+    return Caller(key_id, KeyRecord(key_id, "test", "hash", DAY, DAY, **limits))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -40,6 +41,9 @@ def test_model_lists():
 
 def test_what_is_shown_of_a_key():
     record = KeyRecord("abc", "app", "f" * 64, NOW, NOW, expires_at=NOW + timedelta(days=1))
-    shown = describe(record)
-    assert "f" * 64 not in str(shown) and "f" * 64 not in table([record])
-    assert shown["state"] == "active" and state(record, NOW + timedelta(days=2)) == "expired"
+    shown = describe(record, NOW)
+    assert "f" * 64 not in str(shown) and "f" * 64 not in table([record], NOW)
+    assert shown["state"] == "active" and "active" in table([record], NOW)
+    later = NOW + timedelta(days=2)  # the state is the one at the time asked about
+    assert state(record, later) == "expired" and describe(record, later)["state"] == "expired"
+    assert state(replace(record, revoked_at=NOW), NOW) == "revoked"
