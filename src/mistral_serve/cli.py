@@ -26,7 +26,7 @@ import signal
 import socket
 import sys
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
 
@@ -127,14 +127,18 @@ def engine_specs(
     model: ServedModel,
     gpu_slices: Sequence[Sequence[str]] | None,
     replicas: int,
+    environ: Mapping[str, str],
 ) -> list[EngineSpec]:
     """One spec per replica: a loopback port (free, or ENGINE_BASE_PORT + replica) and, on GPUs,
-    its own slice of them."""
-    base_env = dict(os.environ)
+    its own slice of them. Engines run in ``environ`` (this process's) plus their own."""
+    base_env = dict(environ)
     base_env.update(PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore::DeprecationWarning")
     if settings.hugging_face_hub_token is not None:
         token = settings.hugging_face_hub_token.get_secret_value()
         base_env.update(HF_TOKEN=token, HUGGING_FACE_HUB_TOKEN=token)
+    for name, folder in (("HF_HUB_CACHE", settings.hf_hub_cache), ("HF_HOME", settings.hf_home)):
+        if folder is not None:  # also when only .env says it: engines look where the gateway does
+            base_env[name] = str(folder)
     if gpu_slices is None:
         base_env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of host memory for KV cache
     specs = []
@@ -171,9 +175,10 @@ def check_port_free(settings: Settings) -> None:
         ) from None
 
 
-def plan_up(settings: Settings) -> list[EngineSpec]:
+def plan_up(settings: Settings, environ: Mapping[str, str]) -> list[EngineSpec]:
+    """The engines `up` starts, in ``environ`` (this process's: CUDA_VISIBLE_DEVICES too)."""
     check_port_free(settings)
-    gpus = visible_gpus()
+    gpus = visible_gpus(environ)
     replicas = replica_count(settings, gpus)
     slices = slice_gpus(gpus, replicas, settings.tensor_parallel_size) if gpus else None
     model = resolve_model(settings, has_gpu=bool(gpus))
@@ -187,7 +192,7 @@ def plan_up(settings: Settings) -> list[EngineSpec]:
         else f"{replicas} engine(s) on the CPU (no NVIDIA GPU visible)"
     )
     log.info("serving %s as %s: %s", model.source, ", ".join(model.served_names), where)
-    return engine_specs(settings, model, slices, replicas)
+    return engine_specs(settings, model, slices, replicas, environ)
 
 
 def check_fits(settings: Settings, model: ServedModel, gpus: list[str]) -> None:
@@ -195,7 +200,7 @@ def check_fits(settings: Settings, model: ServedModel, gpus: list[str]) -> None:
     instead of failing after minutes of loading. A model the planner cannot size, or GPUs
     whose memory nvidia-smi does not tell, are left to vLLM."""
     try:
-        architecture = planner.architecture_of(model.source)
+        architecture = planner.architecture_of(model.source, settings.hub_cache)
     except planner.PlanError as exc:
         log.info("not sizing the model before loading it: %s", exc)
         return
@@ -268,7 +273,7 @@ async def run_up(settings: Settings, specs: list[EngineSpec], telemetry: Telemet
 def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings()
     setup_logging(settings)
-    specs = plan_up(settings)
+    specs = plan_up(settings, os.environ)
     with _process_telemetry(settings) as telemetry:
         return _run(run_up(settings, specs, telemetry))
 
@@ -444,8 +449,9 @@ def _add_usage_parser(commands: argparse._SubParsersAction) -> None:
 # -- plan --------------------------------------------------------------------------------------
 def cmd_plan(args: argparse.Namespace) -> int:
     """Will MODEL fit on these GPUs, and how should they be split between engines?"""
+    settings = _settings()
     try:
-        architecture = planner.architecture_of(args.model)
+        architecture = planner.architecture_of(args.model, settings.hub_cache)
         gpus = planner.Gpus.parse(args.gpus)
         result = planner.plan(
             architecture,

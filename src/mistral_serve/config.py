@@ -1,7 +1,9 @@
 """Settings: every knob of mistral-serve, read once from the environment and `.env`.
 
-Built once by the CLI (or a test) and passed down; nothing reads the environment elsewhere.
-`config/sample.env` documents each variable with its default; keep the two in step.
+Built once by the CLI (or a test) and passed down. The CLI is the one other reader of the
+environment: it hands it on to the engines it starts (theirs is this process's, plus their
+own), and tells GPU discovery which GPUs CUDA_VISIBLE_DEVICES leaves visible. Nothing else reads
+it. `config/sample.env` documents each variable with its default; keep the two in step.
 """
 
 from __future__ import annotations
@@ -113,6 +115,10 @@ class Settings(BaseSettings):
         default=Path.home() / ".cache" / "mistral-serve",
         validation_alias="MISTRAL_SERVE_CACHE_DIR",
     )
+    # Hugging Face's own variables, read as vLLM reads them: where a hub id's snapshot is found
+    # on this machine (FIM's tokenizer, the planner's sizes). See hub_cache.
+    hf_hub_cache: Path | None = None
+    hf_home: Path | None = None
 
     # -- tenancy (docs/tenancy.md) -------------------------------------------------------------
     # auto: an API key is required as soon as API_KEY is set or any key exists in the store;
@@ -181,6 +187,8 @@ class Settings(BaseSettings):
         "redis_url",
         "otel_exporter_otlp_endpoint",
         "otel_exporter_otlp_headers",
+        "hf_hub_cache",
+        "hf_home",
         mode="before",
     )
     @classmethod
@@ -188,10 +196,10 @@ class Settings(BaseSettings):
         """`MODEL_ID=` in .env means "not set", as sample.env shows it."""
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("cache_dir", "data_dir")
+    @field_validator("cache_dir", "data_dir", "hf_hub_cache", "hf_home")
     @classmethod
-    def _expand_home(cls, value: Path) -> Path:
-        return value.expanduser()
+    def _expand_home(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
 
     @field_validator("engine_replicas", mode="before")
     @classmethod
@@ -243,6 +251,14 @@ class Settings(BaseSettings):
     def _key_values(cls, value: SecretStr | str | None) -> SecretStr | str | None:
         parse_key_values(value.get_secret_value() if isinstance(value, SecretStr) else value or "")
         return value
+
+    @property
+    def hub_cache(self) -> Path:
+        """The Hugging Face hub cache: HF_HUB_CACHE, else HF_HOME/hub, else its default."""
+        if self.hf_hub_cache is not None:
+            return self.hf_hub_cache
+        home = self.hf_home if self.hf_home is not None else Path.home() / ".cache" / "huggingface"
+        return home / "hub"
 
     @property
     def telemetry_enabled(self) -> bool:

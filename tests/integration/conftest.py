@@ -134,7 +134,7 @@ def demo_engine(
         engine_base_port=port,
         engine_extra_args=f"--host {address}",
     )
-    [spec] = engine_specs(settings, resolve_model(settings, has_gpu=False), None, 1)
+    [spec] = engine_specs(settings, resolve_model(settings, has_gpu=False), None, 1, os.environ)
     log_path = log_dir / f"engine-{model_id}.log"
     url = f"http://{address}:{port}"
     return url, start_process(guarded(spec.command), dict(spec.env), log_path), log_path

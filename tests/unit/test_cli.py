@@ -120,11 +120,24 @@ def test_up_refuses_a_taken_port_before_starting_engines(tmp_path):
 def test_engines_get_fixed_ports_from_engine_base_port(tmp_path):
     settings = Settings(_env_file=None, model_id="demo", cache_dir=tmp_path, engine_base_port=8100)
     model = resolve_model(settings, has_gpu=False)
-    specs = engine_specs(settings, model, None, 2)
+    specs = engine_specs(settings, model, None, 2, {})
     assert [spec.url for spec in specs] == ["http://127.0.0.1:8100", "http://127.0.0.1:8101"]
     assert specs[1].command[specs[1].command.index("--port") + 1] == "8101"
-    free = engine_specs(Settings(_env_file=None, cache_dir=tmp_path), model, None, 1)
+    free = engine_specs(Settings(_env_file=None, cache_dir=tmp_path), model, None, 1, {})
     assert free[0].url != "http://127.0.0.1:8100"
+
+
+def test_engines_run_in_the_environment_they_are_given(tmp_path):
+    """The CLI's environment, plus what the engines need; the Hugging Face cache the gateway
+    was told of (also from .env only) is the one the engines look in."""
+    settings = Settings(
+        _env_file=None, model_id="demo", cache_dir=tmp_path, hf_hub_cache=tmp_path / "hub"
+    )
+    model = resolve_model(settings, has_gpu=False)
+    [spec] = engine_specs(settings, model, None, 1, {"PATH": "/bin", "LANG": "C"})
+    assert spec.env["PATH"] == "/bin" and spec.env["LANG"] == "C"
+    assert spec.env["HF_HUB_CACHE"] == str(tmp_path / "hub")
+    assert spec.env["VLLM_CPU_KVCACHE_SPACE"] == "1" and "HF_HOME" not in spec.env
 
 
 def test_keys_create_list_update_revoke(capsys):

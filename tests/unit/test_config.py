@@ -145,3 +145,12 @@ def test_sample_env_copied_to_dotenv_is_valid(tmp_path):
     assert settings.port == 8000
     assert settings.engine_urls == []
     assert "~" not in str(settings.cache_dir)
+
+
+def test_the_hugging_face_cache_is_where_its_own_variables_say(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert Settings().hub_cache == tmp_path / ".cache" / "huggingface" / "hub"
+    monkeypatch.setenv("HF_HOME", "~/hf")
+    assert Settings().hub_cache == tmp_path / "hf" / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))
+    assert Settings().hub_cache == tmp_path / "elsewhere"

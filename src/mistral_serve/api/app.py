@@ -28,14 +28,9 @@ from mistral_serve.engines.health import HealthPolicy
 from mistral_serve.engines.monitor import EngineMonitor
 from mistral_serve.engines.registry import EngineRegistry, Restarter
 from mistral_serve.gateway.accounting import Accounting
+from mistral_serve.gateway.fim import FimEncoder
 from mistral_serve.gateway.pipeline import Endpoint, Gateway
-from mistral_serve.routing import (
-    Balance,
-    LeastOutstanding,
-    PrefixLoad,
-    RoundRobin,
-    RoutingPolicy,
-)
+from mistral_serve.routing import Balance, RoutingOptions, RoutingPolicy, make_policy
 from mistral_serve.store import KeyRecords, Store, UsageRecords, WallClock, utc_now
 from mistral_serve.store.database import configured_url
 from mistral_serve.telemetry.engines import EngineTelemetry
@@ -70,12 +65,8 @@ class Services:
 
 def routing_policy(settings: Settings, *, stats_max_age_s: float) -> RoutingPolicy:
     """The policy ROUTING_POLICY names, with its settings."""
-    if settings.routing_policy == "least-outstanding":
-        return LeastOutstanding()
-    if settings.routing_policy == "round-robin":
-        return RoundRobin()
     balance = Balance(settings.routing_balance_abs, settings.routing_balance_rel)
-    return PrefixLoad(stats_max_age_s=stats_max_age_s, balance=balance)
+    return make_policy(settings.routing_policy, RoutingOptions(stats_max_age_s, balance))
 
 
 @dataclass
@@ -249,6 +240,7 @@ def create_app(
             authenticator=tenants.authenticator,
             observer=observer,
             accounting=tenants.accounting,
+            fim=FimEncoder(settings.hub_cache),
         )
         observer.watch_queue_depths(gateway.admission.depths)
         admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None

@@ -6,7 +6,6 @@ in the gateway's environment, which need not have CUDA libraries.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -15,9 +14,9 @@ from mistral_serve.config import Settings
 from mistral_serve.errors import ConfigError
 
 
-def visible_gpus(env: Mapping[str, str] | None = None) -> list[str]:
-    """The GPU ids engines may use: CUDA_VISIBLE_DEVICES if set, else every GPU nvidia-smi sees."""
-    env = os.environ if env is None else env
+def visible_gpus(env: Mapping[str, str]) -> list[str]:
+    """The GPU ids engines may use: CUDA_VISIBLE_DEVICES in ``env`` (the CLI's environment) if
+    set, else every GPU nvidia-smi sees."""
     found = _nvidia_smi_indexes()
     if not found:
         return []

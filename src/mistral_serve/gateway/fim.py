@@ -12,6 +12,7 @@ or is not on the gateway's machine, is a 400 naming the model.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
@@ -26,7 +27,11 @@ _NOT_SENT = ("prompt", "suffix", "random_seed", "metadata")
 
 
 class FimEncoder:
-    def __init__(self) -> None:
+    """``hub_cache``: the Hugging Face cache a served hub id's tokenizer is read from (None:
+    only models served from a folder)."""
+
+    def __init__(self, hub_cache: Path | None = None) -> None:
+        self._hub_cache = hub_cache
         # A model's tokenizer is read once (off the event loop); None: it has no FIM tokens.
         self._tokenizers: dict[str, asyncio.Future[MistralTokenizer | None]] = {}
 
@@ -54,7 +59,7 @@ class FimEncoder:
     async def _tokenizer(self, root: str) -> MistralTokenizer | None:
         loading = self._tokenizers.get(root)
         if loading is None:
-            loading = asyncio.ensure_future(asyncio.to_thread(fim_tokenizer, root))
+            loading = asyncio.ensure_future(asyncio.to_thread(fim_tokenizer, root, self._hub_cache))
             self._tokenizers[root] = loading
         try:
             return await asyncio.shield(loading)

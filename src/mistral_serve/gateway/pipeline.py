@@ -162,6 +162,7 @@ class Gateway:
         observer: GenAIObserver | None = None,
         accounting: Accounting | None = None,
         retry: RetryAdvice = RetryAdvice(),
+        fim: FimEncoder | None = None,
     ) -> None:
         self._registry = registry
         self._accounting = accounting or Accounting()
@@ -171,7 +172,7 @@ class Gateway:
         self._observer = observer or GenAIObserver(disabled_telemetry())
         self._retry = retry
         self._cards = CardMaker()
-        self._fim = FimEncoder()
+        self._fim = fim or FimEncoder()
         limits = admission or AdmissionLimits()
         self.admission: Admission[Lease] = Admission(limits, release=Lease.release)
         registry.on_capacity(self._capacity_changed)

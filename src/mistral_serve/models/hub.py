@@ -1,29 +1,22 @@
-"""Checkpoints already on this machine: a Hugging Face repo id's newest snapshot in the local
-cache (HF_HUB_CACHE, HF_HOME/hub, or ~/.cache/huggingface/hub). Nothing is downloaded."""
+"""Checkpoints already on this machine: a folder, or a Hugging Face repo id's newest snapshot
+in the local cache (``Settings.hub_cache``: HF_HUB_CACHE, HF_HOME/hub, or
+~/.cache/huggingface/hub). Nothing is downloaded."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
-def hf_cache() -> Path:
-    hub = os.environ.get("HF_HUB_CACHE")
-    if hub:
-        return Path(hub)
-    home = os.environ.get("HF_HOME")
-    return Path(home) / "hub" if home else Path.home() / ".cache" / "huggingface" / "hub"
-
-
-def local_folder(model: str, cache: Path | None = None) -> Path | None:
-    """``model`` as a folder on this machine: itself when it is one, else the newest cached
-    snapshot of that repo id that holds a config (config.json or params.json)."""
+def local_folder(model: str, cache: Path | None) -> Path | None:
+    """``model`` as a folder on this machine: itself when it is one, else the newest snapshot
+    of that repo id in the Hugging Face ``cache`` that holds a config (config.json or
+    params.json). ``cache`` None: folders only."""
     folder = Path(model).expanduser()
     if folder.is_dir():
         return folder
-    if "/" not in model or model.startswith(("/", ".", "~")):
+    if cache is None or "/" not in model or model.startswith(("/", ".", "~")):
         return None
-    snapshots = (cache or hf_cache()) / f"models--{model.replace('/', '--')}" / "snapshots"
+    snapshots = cache / f"models--{model.replace('/', '--')}" / "snapshots"
     found = [
         snapshot
         for snapshot in snapshots.glob("*")

@@ -376,9 +376,9 @@ def _longest_that_fits(layouts: tuple[Layout, ...]) -> str | None:
 
 # -- what a model is ---------------------------------------------------------------------------
 def architecture_of(model: str, hf_cache: Path | None = None) -> Architecture:
-    """A local folder (config.json or params.json), a Hugging Face id in the local cache, or
-    one of Mistral's published models by name (``mistralai/Mixtral-8x7B-Instruct-v0.1``,
-    ``mixtral-8x7b``)."""
+    """A local folder (config.json or params.json), a Hugging Face id in the ``hf_cache``
+    (``Settings.hub_cache``; None: none is looked in), or one of Mistral's published models by
+    name (``mistralai/Mixtral-8x7B-Instruct-v0.1``, ``mixtral-8x7b``)."""
     folder = local_folder(model, hf_cache)
     if folder is not None:
         local = folder == Path(model).expanduser()

@@ -42,10 +42,11 @@ def _version(path: Path) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def fim_tokenizer(root: str) -> MistralTokenizer | None:
+def fim_tokenizer(root: str, hub_cache: Path | None) -> MistralTokenizer | None:
     """The tokenizer of the model served from ``root`` (an engine's --model), when it is on
-    this machine and has FIM tokens; None otherwise. Reads files: call it off the event loop."""
-    folder = local_folder(root)
+    this machine (a folder, or in the Hugging Face ``hub_cache``) and has FIM tokens; None
+    otherwise. Reads files: call it off the event loop."""
+    folder = local_folder(root, hub_cache)
     if folder is None or not has_fim_tokens(folder):
         return None
     return MistralTokenizer.from_file(str(tokenizer_file(folder)))

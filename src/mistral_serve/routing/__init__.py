@@ -13,7 +13,9 @@ from mistral_serve.routing.policies import (
     LeastOutstanding,
     PrefixLoad,
     RoundRobin,
+    RoutingOptions,
     RoutingPolicy,
+    make_policy,
 )
 from mistral_serve.routing.prefix import PrefixIndex, RouteKey, route_key
 
@@ -26,6 +28,8 @@ __all__ = [
     "PrefixLoad",
     "RoundRobin",
     "RouteKey",
+    "RoutingOptions",
     "RoutingPolicy",
+    "make_policy",
     "route_key",
 ]

@@ -3,7 +3,8 @@
 Each policy is a small class with one method, ``choose(candidates, key, now)``, over engines
 the gateway has already filtered (ready, serving the model, below their concurrency target).
 It does no I/O; the clock is passed in. It returns a :class:`Decision`: the engine and why,
-which goes on the request's span.
+which goes on the request's span. :data:`POLICIES` names them for ROUTING_POLICY, and
+:func:`make_policy` is how the gateway gets the one it names.
 """
 
 from __future__ import annotations
@@ -44,6 +45,28 @@ class RoutingPolicy(Protocol):
     def choose(self, candidates: Sequence[Engine], key: RouteKey, now: float) -> Decision: ...
 
 
+@dataclass(frozen=True)
+class Balance:
+    """When affinity gives way to load (both must hold, as in SGLang's router): the preferred
+    engine has ``absolute`` more requests than the least loaded, and ``relative`` times as
+    many."""
+
+    absolute: int = 4
+    relative: float = 1.5
+
+    def broken(self, preferred: float, least: float) -> bool:
+        return preferred - least > self.absolute and preferred > self.relative * least
+
+
+@dataclass(frozen=True)
+class RoutingOptions:
+    """What the settings tell the policies (ROUTING_BALANCE_*, the stats' age); each policy
+    takes what it uses."""
+
+    stats_max_age_s: float = 3.0
+    balance: Balance = Balance()
+
+
 def _check(candidates: Sequence[Engine]) -> None:
     if not candidates:
         raise ValueError("no candidate engines")
@@ -57,6 +80,10 @@ class RoundRobin:
 
     def __init__(self) -> None:
         self._turn = itertools.count()
+
+    @classmethod
+    def configured(cls, options: RoutingOptions) -> RoundRobin:
+        return cls()  # blind to statistics: nothing to configure
 
     def choose(self, candidates: Sequence[Engine], key: RouteKey, now: float) -> Decision:
         _check(candidates)
@@ -80,19 +107,6 @@ class LeastOutstanding(RoundRobin):
     def _eligible(self, candidates: Sequence[Engine]) -> Sequence[Engine]:
         fewest = min(engine.outstanding for engine in candidates)
         return [engine for engine in candidates if engine.outstanding == fewest]
-
-
-@dataclass(frozen=True)
-class Balance:
-    """When affinity gives way to load (both must hold, as in SGLang's router): the preferred
-    engine has ``absolute`` more requests than the least loaded, and ``relative`` times as
-    many."""
-
-    absolute: int = 4
-    relative: float = 1.5
-
-    def broken(self, preferred: float, least: float) -> bool:
-        return preferred - least > self.absolute and preferred > self.relative * least
 
 
 class PrefixLoad:
@@ -134,6 +148,10 @@ class PrefixLoad:
         self._balance = balance
         self.index = index or PrefixIndex()
         self._turn = itertools.count()
+
+    @classmethod
+    def configured(cls, options: RoutingOptions) -> PrefixLoad:
+        return cls(stats_max_age_s=options.stats_max_age_s, balance=options.balance)
 
     def choose(self, candidates: Sequence[Engine], key: RouteKey, now: float) -> Decision:
         _check(candidates)
@@ -192,6 +210,15 @@ class PrefixLoad:
         return DEFAULT_CAPACITY_TOKENS
 
 
-POLICIES: dict[str, type[RoundRobin] | type[LeastOutstanding] | type[PrefixLoad]] = {
+#: Every policy by its ROUTING_POLICY name.
+POLICIES: dict[str, type[RoundRobin] | type[PrefixLoad]] = {
     policy.name: policy for policy in (PrefixLoad, LeastOutstanding, RoundRobin)
 }
+
+
+def make_policy(name: str, options: RoutingOptions) -> RoutingPolicy:
+    """The policy ``name`` names, configured; a ValueError names the ones there are."""
+    policy = POLICIES.get(name)
+    if policy is None:
+        raise ValueError(f"no routing policy {name!r}: one of {', '.join(POLICIES)}")
+    return policy.configured(options)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from starlette.testclient import TestClient
 
-from mistral_serve.api.app import create_app
+from mistral_serve.api.app import create_app, routing_policy
 from mistral_serve.config import Settings
 from mistral_serve.engines.supervisor import free_port
+from mistral_serve.routing import POLICIES
 
 
 @pytest.fixture
@@ -127,3 +128,12 @@ def test_auth_off_ignores_keys_and_opens_no_store(tmp_path, monkeypatch):
     with TestClient(create_app(settings)) as client:
         assert client.get("/v1/models").status_code == 200
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_the_app_routes_with_the_policy_routing_policy_names(name):
+    settings = Settings(_env_file=None, routing_policy=name, routing_balance_abs=9)
+    policy = routing_policy(settings, stats_max_age_s=3.0)
+    assert type(policy) is POLICIES[name]
+    if name == "prefix-load":
+        assert policy._balance.absolute == 9 and policy._stats_max_age_s == 3.0

@@ -11,7 +11,7 @@ from mistral_serve.models.tokenizers import encode_fim, fim_tokenizer, tokenizer
 
 
 def test_the_demo_v3_checkpoint_encodes_fim_as_mistral_common_does(built):
-    tokenizer = fim_tokenizer(str(built["v3"]))
+    tokenizer = fim_tokenizer(str(built["v3"]), None)
     reference = MistralTokenizer.from_file(str(built["v3"] / "tokenizer.model.v3"))
     ids = encode_fim(tokenizer, "def add(a, b):\n    return ", "\n\nprint(add(1, 2))")
     expected = reference.encode_fim(
@@ -24,9 +24,18 @@ def test_the_demo_v3_checkpoint_encodes_fim_as_mistral_common_does(built):
 
 
 def test_no_fim_without_a_mistral_tokenizer_of_v2_or_later(built, tmp_path: Path):
-    assert fim_tokenizer(str(built["v1"])) is None  # Hugging Face format
-    assert fim_tokenizer(str(tmp_path)) is None  # no tokenizer at all
-    assert fim_tokenizer("acme/not-downloaded") is None
+    assert fim_tokenizer(str(built["v1"]), None) is None  # Hugging Face format
+    assert fim_tokenizer(str(tmp_path), None) is None  # no tokenizer at all
+    assert fim_tokenizer("acme/not-downloaded", tmp_path) is None
+
+
+def test_a_hub_id_is_read_from_the_hub_cache_it_is_given(built, tmp_path: Path):
+    """As Hugging Face lays a snapshot out: models--ORG--NAME/snapshots/REVISION/."""
+    snapshot = tmp_path / "models--acme--coder" / "snapshots" / "abc123"
+    snapshot.parent.mkdir(parents=True)
+    snapshot.symlink_to(built["v3"], target_is_directory=True)
+    assert fim_tokenizer("acme/coder", tmp_path) is not None
+    assert fim_tokenizer("acme/coder", None) is None  # no cache given: folders only
 
 
 def test_the_newest_tokenizer_file_is_read(tmp_path: Path):

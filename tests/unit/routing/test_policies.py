@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 
+from mistral_serve.config import Settings
 from mistral_serve.engines.registry import Engine, EngineRegistry
 from mistral_serve.engines.stats import EngineStats
 from mistral_serve.routing import (
@@ -12,6 +15,8 @@ from mistral_serve.routing import (
     LeastOutstanding,
     PrefixLoad,
     RoundRobin,
+    RoutingOptions,
+    make_policy,
     route_key,
 )
 from mistral_serve.routing.prefix import rendezvous
@@ -80,12 +85,17 @@ def test_no_candidates_is_an_error(policy):
         choose(policy, [])
 
 
-def test_policies_are_registered_by_name():
-    assert POLICIES == {
-        "prefix-load": PrefixLoad,
-        "least-outstanding": LeastOutstanding,
-        "round-robin": RoundRobin,
-    }
+def test_routing_policy_takes_exactly_the_registered_names_and_each_makes_its_policy():
+    """The setting's choices (config) and the registry (routing) are two lists: they must agree,
+    and each name must make the policy of that name."""
+    assert set(get_args(Settings.model_fields["routing_policy"].annotation)) == set(POLICIES)
+    for name, policy in POLICIES.items():
+        made = make_policy(name, RoutingOptions())
+        assert type(made) is policy and made.name == name
+    tuned = make_policy("prefix-load", RoutingOptions(7.0, Balance(2, 3.0)))
+    assert (tuned._stats_max_age_s, tuned._balance) == (7.0, Balance(2, 3.0))
+    with pytest.raises(ValueError, match="round-robin"):
+        make_policy("random", RoutingOptions())
 
 
 # -- prefix-load ------------------------------------------------------------------------------
