@@ -17,6 +17,8 @@ from mistral_serve.protocol.mistral import SAFE_PROMPT
 
 from .test_chat_completions import WEATHER
 
+pytestmark = pytest.mark.integration
+
 HELLO = [{"role": "user", "content": "Hello there"}]
 
 
@@ -47,13 +49,34 @@ def test_models_list_and_retrieve(mistral, stack):
     assert json.loads(missing.value.body)["error"]["code"] == "model_not_found"
 
 
+def documented_loop(stream) -> tuple[str, list]:
+    """Mistral's own streaming example, as its documentation writes it (``for chunk in
+    stream: chunk.data.choices[0].delta.content``): the text, and the chunks seen."""
+    text, chunks = "", []
+    for chunk in stream:
+        text += chunk.data.choices[0].delta.content or ""
+        chunks.append(chunk.data)
+    return text, chunks
+
+
 def test_chat_complete_and_stream(mistral):
     answer = mistral.chat.complete(model="demo", messages=HELLO, max_tokens=6)
     assert answer.usage.completion_tokens == 6 and answer.choices[0].finish_reason == "length"
     assert answer.choices[0].message.role == "assistant"
-    events = list(mistral.chat.stream(model="demo", messages=HELLO, max_tokens=6))
-    text = "".join(e.data.choices[0].delta.content or "" for e in events if e.data.choices)
-    assert text and events[-1].data.choices[-1].finish_reason == "length"
+    text, chunks = documented_loop(mistral.chat.stream(model="demo", messages=HELLO, max_tokens=6))
+    assert text and chunks[-1].choices[-1].finish_reason == "length"
+
+
+def test_a_stream_in_mistrals_dialect_ends_with_its_usage_on_the_last_chunk(mistral):
+    """A request with Mistral's own fields is answered as Mistral's API answers: the last
+    chunk has the finish reason and the usage, and every chunk has a choice."""
+    stream = mistral.chat.stream(
+        model="demo", messages=HELLO, max_tokens=6, random_seed=5, safe_prompt=True
+    )
+    text, chunks = documented_loop(stream)
+    assert text and chunks[-1].choices[0].finish_reason == "length"
+    assert chunks[-1].usage.completion_tokens == 6
+    assert all(chunk.usage is None for chunk in chunks[:-1])
 
 
 def test_random_seed_makes_sampling_repeatable(mistral):
@@ -148,9 +171,11 @@ def test_a_prefixed_assistant_message_is_continued(mistral):
     assert prefixed.usage.completion_tokens == 3
     content = prefixed.choices[0].message.content
     assert content.startswith(prefix) and len(content) > len(prefix)
-    events = list(mistral.chat.stream(model="demo", messages=messages, max_tokens=3))
-    streamed = "".join(e.data.choices[0].delta.content or "" for e in events if e.data.choices)
+    streamed, chunks = documented_loop(
+        mistral.chat.stream(model="demo", messages=messages, max_tokens=3)
+    )
     assert streamed.startswith(prefix) and len(streamed) > len(prefix)
+    assert chunks[-1].usage.completion_tokens == 3
 
 
 # -- fill-in-the-middle ----------------------------------------------------------------------
@@ -183,15 +208,14 @@ def test_fim_complete_fills_the_gap(mistral):
 
 
 def test_fim_stream(mistral):
-    events = list(
+    text, chunks = documented_loop(
         mistral.fim.stream(model="demo", prompt=CODE_BEFORE, suffix=CODE_AFTER, max_tokens=6)
     )
-    chunks = [event.data for event in events]
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text
-    finished = [c.choices[0].finish_reason for c in chunks if c.choices]
+    finished = [chunk.choices[0].finish_reason for chunk in chunks]
     assert finished[-1] == "length" and all(reason is None for reason in finished[:-1])
-    assert chunks[-1].usage.completion_tokens == 6  # Mistral's streams end with their usage
+    # Mistral's streams end with their usage, on the chunk with the finish reason.
+    assert chunks[-1].usage.completion_tokens == 6
 
 
 def test_fim_stop_sequences_are_honoured(mistral):

@@ -2,16 +2,21 @@
 
 ``captured`` is a Telemetry exporting into the SDK's in-memory exporter and metric reader.
 
-``fake_engine`` is an in-process aiohttp server standing in for vLLM ONLY for conditions a real
-engine cannot be made to produce on demand: a 500, a stream that drops mid-way, a connection
-closed under a pooled request. Everything a real engine can do is tested against one in
-tests/integration.
+``fake_engine`` is an in-process aiohttp server with vLLM's routes, whose answers each test
+chooses. It is the only way to make what a real engine cannot be made to do on demand (a 500,
+a stream that drops mid-way, a connection closed under a pooled request), and unit tests also
+use it for ordinary behaviour (the pipeline's routing, admission, auth and limits; probes and
+scrapes), because it answers at once and exactly as told. What a user relies on is shown
+against real engines too, in tests/integration.
+
+``built`` holds both demo checkpoints, built once per run.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +31,15 @@ from mistral_serve.engines.client import EngineClient
 from mistral_serve.engines.health import HealthPolicy
 from mistral_serve.engines.monitor import EngineMonitor
 from mistral_serve.engines.registry import EngineRegistry
+from mistral_serve.models import demo
 from mistral_serve.telemetry.setup import Telemetry, start_telemetry
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Both demo checkpoints (by variant: v3, v1), built once for the whole run."""
+    root = tmp_path_factory.mktemp("demo")
+    return {variant: demo.ensure_demo_model(root / variant, variant) for variant in demo.VARIANTS}
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,9 @@ go as they are):
   an id of ``"null"`` (its default) becomes a real one, given in order to the tool answers
   that say ``"null"`` too (Mistral's tokenizers accept only 9 letters or digits);
 - fields with no meaning to an engine (``prompt_mode``, ``guardrails``, ``prediction``) are
-  dropped; ``metadata`` and ``parallel_tool_calls`` go on (vLLM reads or ignores them).
+  dropped; ``metadata`` and ``parallel_tool_calls`` go on (vLLM reads or ignores them);
+- a stream ends as Mistral's do, its usage on the last chunk
+  (:class:`~mistral_serve.gateway.reshape.MistralAnswer`), so the engine is asked for it.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from typing import Any
 import orjson
 
 from mistral_serve.errors import InvalidRequestError
-from mistral_serve.gateway.reshape import Prefixed, Reshape
+from mistral_serve.gateway.reshape import MistralAnswer, Prefixed, Reshape
 from mistral_serve.protocol.mistral import SAFE_PROMPT
+from mistral_serve.protocol.openai import with_usage_requested
 
 #: Accepted and not sent: they mean nothing to a self-hosted engine.
 IGNORED_FIELDS = ("prompt_mode", "guardrails", "prediction")
@@ -40,7 +43,15 @@ _TOP_LEVEL = ("random_seed", "safe_prompt", *IGNORED_FIELDS)
 @dataclass(frozen=True)
 class Translation:
     document: dict[str, Any]  # the request as the engine takes it
-    answer: Reshape | None = None  # how its answer becomes Mistral's
+    answer: MistralAnswer  # how its answer becomes Mistral's
+
+    @classmethod
+    def of(cls, engine: dict[str, Any], shape: Reshape | None = None) -> Translation:
+        """The engine's request, asking for a stream's usage (Mistral's streams end with it),
+        and the answer with ``shape``'s changes."""
+        if engine.get("stream"):
+            engine = with_usage_requested(engine)
+        return cls(engine, MistralAnswer(shape))
 
 
 def translate(document: dict[str, Any]) -> Translation | None:
@@ -56,7 +67,7 @@ def translate(document: dict[str, Any]) -> Translation | None:
     if document.get("safe_prompt"):
         messages = _with_safe_prompt(messages)
     engine["messages"] = messages
-    return Translation(engine, Prefixed(prefix) if prefix else None)
+    return Translation.of(engine, Prefixed(prefix) if prefix else None)
 
 
 def seed_from_random_seed(document: dict[str, Any], engine: dict[str, Any]) -> None:

@@ -49,12 +49,7 @@ class FimEncoder:
         engine = {key: value for key, value in document.items() if key not in _NOT_SENT}
         engine["prompt"] = encode_fim(tokenizer, document["prompt"], document.get("suffix"))
         seed_from_random_seed(document, engine)
-        if engine.get("stream"):  # Mistral's streams end with their usage
-            engine["stream_options"] = {
-                **(engine.get("stream_options") or {}),
-                "include_usage": True,
-            }
-        return Translation(engine, ChatFromCompletion())
+        return Translation.of(engine, ChatFromCompletion())
 
     async def _tokenizer(self, root: str) -> MistralTokenizer | None:
         loading = self._tokenizers.get(root)

@@ -53,7 +53,7 @@ from mistral_serve.gateway.answers import report_answer
 from mistral_serve.gateway.cards import CardMaker
 from mistral_serve.gateway.dialect import Translation, translate
 from mistral_serve.gateway.fim import FimEncoder
-from mistral_serve.gateway.reshape import Reshape, reshaped
+from mistral_serve.gateway.reshape import MistralAnswer, reshaped
 from mistral_serve.gateway.responses import GatewayResponse
 from mistral_serve.gateway.streaming import ProxyStream
 from mistral_serve.gateway.timing import timing_headers
@@ -63,6 +63,7 @@ from mistral_serve.protocol.openai import (
     ChatCompletionRequest,
     CompletionRequest,
     GenerationRequest,
+    with_usage_requested,
 )
 from mistral_serve.routing import RouteKey, RoutingPolicy, route_key
 from mistral_serve.telemetry.genai import GenAIObserver, Generation
@@ -135,7 +136,7 @@ class _Call:
     #: Its hold on its key's limits, if the key has any.
     reservation: Reservation | None = None
     #: How the engine's answer becomes the one the client's API promises (Mistral's dialect).
-    reshape: Reshape | None = None
+    reshape: MistralAnswer | None = None
 
     @property
     def limit_headers(self) -> RawHeaders:
@@ -217,7 +218,7 @@ class Gateway:
         request = validate_request(endpoint, document)
         generation.request(request)
         Authenticator.check_model(caller, request.model)
-        reshape: Reshape | None = None
+        reshape: MistralAnswer | None = None
         translation = await self._translate(endpoint, request, document)
         if translation is not None:  # Mistral's dialect: the engine gets OpenAI's
             document, body, reshape = (
@@ -226,12 +227,12 @@ class Gateway:
                 translation.answer,
             )
             request = _validated(endpoint.engine_schema, document)
-            generation.request(request)  # as the engine has it (random_seed is its seed)
+            generation.request(request, as_sent=False)  # random_seed is the engine's seed
         strip_usage = request.is_stream and not (
             request.stream_options and request.stream_options.include_usage
         )
         if strip_usage:
-            body = _with_usage_requested(document)
+            body = orjson.dumps(with_usage_requested(document))
         session = session or request.prompt_cache_key or request.user
         key = route_key(request.model, document, session=session)
         priority = caller.priority if caller.priority is not None else request.priority or 0
@@ -445,13 +446,6 @@ class Gateway:
     @property
     def retry_after_s(self) -> int:
         return self._retry.seconds
-
-
-def _with_usage_requested(document: dict[str, Any]) -> bytes:
-    options = document.get("stream_options")
-    options = dict(options) if isinstance(options, dict) else {}
-    options["include_usage"] = True
-    return orjson.dumps({**document, "stream_options": options})
 
 
 def _engine_message(body: bytes) -> str:

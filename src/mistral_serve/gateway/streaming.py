@@ -5,7 +5,7 @@ Upstream bytes are forwarded event by event, unchanged: no re-encoding, no timer
 use half an event anyway), notes the first event's time, and parses just the few events that
 carry a finish reason or usage. When the gateway itself asked the engine for usage (the client
 did not), the tap drops that usage event, so the client sees the stream it asked for. A request
-in Mistral's dialect whose answer has another shape (:mod:`mistral_serve.gateway.reshape`) has
+in Mistral's dialect, whose answer is Mistral's (:mod:`mistral_serve.gateway.reshape`), has
 every event parsed and re-encoded.
 
 If the engine fails after the first byte, the client gets an OpenAI-shaped SSE error event and
@@ -24,7 +24,7 @@ from mistral_serve.engines.client import UpstreamResponse
 from mistral_serve.engines.registry import Lease
 from mistral_serve.errors import MistralServeError
 from mistral_serve.gateway.answers import report_choices, report_usage
-from mistral_serve.gateway.reshape import Reshape
+from mistral_serve.gateway.reshape import MistralAnswer
 from mistral_serve.protocol import sse
 from mistral_serve.telemetry.genai import Generation
 
@@ -46,7 +46,7 @@ class SSETap:
     """Reads facts off an SSE stream as it passes; returns the bytes to forward."""
 
     def __init__(
-        self, generation: Generation, *, strip_usage: bool, reshape: Reshape | None = None
+        self, generation: Generation, *, strip_usage: bool, reshape: MistralAnswer | None = None
     ) -> None:
         self._generation = generation
         self._strip_usage = strip_usage
@@ -77,7 +77,13 @@ class SSETap:
     def flush(self) -> bytes:
         """Whatever is left when the stream ends (normally nothing)."""
         rest, self._pending = self._pending, b""
-        return rest
+        return self.held_back() + rest
+
+    def held_back(self) -> bytes:
+        """The chunks a reshaped stream holds back (its finishing chunk, waiting for usage)."""
+        if self._reshape is None:
+            return b""
+        return b"".join(sse.event(orjson.dumps(held)) for held in self._reshape.flush())
 
     def _inspect(self, ready: bytes, *, first: bool) -> bytes:
         kept: list[bytes] = []
@@ -95,9 +101,13 @@ class SSETap:
                         changed = True
                         continue
                 if self._reshape is not None:
-                    kept.append(sse.event(orjson.dumps(self._reshape.event(document))))
+                    for shaped in self._reshape.events(document):
+                        kept.append(sse.event(orjson.dumps(shaped)))
                     changed = True
                     continue
+            elif self._reshape is not None and (held := self.held_back()):
+                kept.append(held)  # before [DONE] (or anything else that is not a chunk)
+                changed = True
             kept.append(event + _EVENT_END)
         return b"".join(kept) if changed else ready
 
@@ -132,7 +142,7 @@ class ProxyStream:
         strip_usage: bool,
         lease: Lease,
         request_id: str,
-        reshape: Reshape | None = None,
+        reshape: MistralAnswer | None = None,
     ) -> None:
         self._upstream = upstream
         self._chunks = upstream.chunks()
@@ -176,7 +186,7 @@ class ProxyStream:
             self._lease.finish(error)
             self._generation.failed(error)
             # Events are forwarded whole, so the error event never splices into another one.
-            yield stream_error_event(error)
+            yield self._tap.held_back() + stream_error_event(error)
         finally:
             await self.aclose()
 

@@ -86,3 +86,12 @@ class CompletionRequest(GenerationRequest):
     #: clients of vLLM use that.
     logprobs: StrictInt | None = Field(None, ge=0, le=20)
     best_of: StrictInt | None = Field(None, ge=1, le=20)
+
+
+def with_usage_requested(document: dict[str, Any]) -> dict[str, Any]:
+    """A streamed request's body that asks the engine for the stream's usage
+    (``stream_options.include_usage``), its other stream options kept."""
+    options = document.get("stream_options")
+    options = dict(options) if isinstance(options, dict) else {}
+    options["include_usage"] = True
+    return {**document, "stream_options": options}

@@ -30,6 +30,7 @@ from mistral_serve.errors import (
     MistralServeError,
     NoReadyEngineError,
 )
+from mistral_serve.protocol.fim import FIMCompletionRequest
 from mistral_serve.protocol.openai import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -234,8 +235,12 @@ class Generation:
         return {semconv.OPERATION_NAME: self.operation, semconv.PROVIDER_NAME: semconv.PROVIDER}
 
     # -- the request ---------------------------------------------------------------------------
-    def request(self, request: GenerationRequest) -> None:
-        """The validated request: its model names the span, its parameters become attributes."""
+    def request(self, request: GenerationRequest, *, as_sent: bool = True) -> None:
+        """The validated request: its model names the span, its parameters become attributes,
+        and with content capture on its prompt the input messages. ``as_sent`` False: the
+        engine's form of a request translated from Mistral's dialect, whose parameters (a
+        ``random_seed`` is its ``seed``) replace the client's, while the prompt recorded stays
+        the client's (a FIM prompt is text and a suffix, not the token ids sent)."""
         self._metric_attributes[semconv.REQUEST_MODEL] = request.model
         if not self._recording:
             return
@@ -256,7 +261,7 @@ class Generation:
             ),
         }
         self.span.set_attributes({k: v for k, v in attributes.items() if v is not None})
-        if self._observer.capture_content:
+        if as_sent and self._observer.capture_content:
             self.span.set_attribute(semconv.INPUT_MESSAGES, _input_messages(request))
 
     # -- the caller, admission and routing --------------------------------------------------------
@@ -505,18 +510,40 @@ class Generation:
 
 
 def _input_messages(request: GenerationRequest) -> str:
-    """The prompt in the conventions' message shape (only with content capture on)."""
+    """The prompt in the conventions' message shape (only with content capture on). A FIM
+    request is one user message: its prompt, then its suffix as a part of its own; token ids
+    sent as a prompt are a part holding them, not text."""
     if isinstance(request, ChatCompletionRequest):
         messages = [
             {"role": message.role, "parts": _parts(message.content)} for message in request.messages
         ]
+    elif isinstance(request, FIMCompletionRequest):
+        parts = [_text_part(request.prompt)]
+        if request.suffix is not None:
+            parts.append({"type": "suffix", "content": request.suffix})
+        messages = [{"role": "user", "parts": parts}]
     elif isinstance(request, CompletionRequest):
-        prompt = request.prompt
-        texts = [prompt] if isinstance(prompt, str) else [str(p) for p in prompt]
-        messages = [{"role": "user", "parts": [{"type": "text", "content": t}]} for t in texts]
-    else:  # pragma: no cover - every endpoint has its own request type
-        messages = []
+        messages = [{"role": "user", "parts": [_prompt_part(p)]} for p in _prompts(request.prompt)]
+    else:
+        raise TypeError(f"no message shape for {type(request).__name__}")
     return orjson.dumps(messages).decode()
+
+
+def _prompts(prompt: object) -> list[object]:
+    """A completion's prompts: one text or token list, or a list of them."""
+    if isinstance(prompt, list) and not (prompt and isinstance(prompt[0], int)):
+        return list(prompt)
+    return [prompt]
+
+
+def _prompt_part(prompt: object) -> Mapping[str, Any]:
+    if isinstance(prompt, list):
+        return {"type": "token_ids", "content": prompt}
+    return _text_part(str(prompt))
+
+
+def _text_part(text: str) -> Mapping[str, Any]:
+    return {"type": "text", "content": text}
 
 
 def _parts(content: object) -> list[Mapping[str, Any]]:

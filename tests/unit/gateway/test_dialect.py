@@ -8,7 +8,6 @@ from mistralai.client.models import AssistantMessage, ChatCompletionRequest, Too
 
 from mistral_serve.errors import InvalidRequestError
 from mistral_serve.gateway.dialect import translate
-from mistral_serve.gateway.reshape import Prefixed
 from mistral_serve.protocol.mistral import SAFE_PROMPT
 
 USER = {"role": "user", "content": "Hello"}
@@ -68,7 +67,7 @@ def test_a_prefixed_last_assistant_message_is_continued_and_answered_after_its_p
     assert engine["messages"] == [USER, {"role": "assistant", "content": "Once upon"}]
     assert engine["continue_final_message"] is True and engine["add_generation_prompt"] is False
     answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": " a time"}}]}
-    assert isinstance(translation.answer, Prefixed)
+    assert translation.answer.reshapes_whole
     assert (
         translation.answer.whole(answer)["choices"][0]["message"]["content"] == "Once upon a time"
     )
@@ -79,7 +78,16 @@ def test_a_prefixed_last_assistant_message_is_continued_and_answered_after_its_p
         ][0]["message"]["content"]
         == "Once!"
     )
-    assert translate(chat(random_seed=1)).answer is None
+    assert not translate(chat(random_seed=1)).answer.reshapes_whole  # Mistral's, unchanged
+
+
+def test_a_translated_stream_asks_the_engine_for_its_usage():
+    """Mistral's streams end with their usage: the engine is asked for it, whatever else the
+    client's stream options say."""
+    options = {"stream_options": {"continuous_usage_stats": False}}
+    engine = for_engine(chat(USER, stream=True, random_seed=1, **options))
+    assert engine["stream_options"] == {"continuous_usage_stats": False, "include_usage": True}
+    assert "stream_options" not in for_engine(chat(USER, random_seed=1))  # not streamed
 
 
 def test_prefix_anywhere_else_is_a_400_and_prefix_false_is_dropped():
@@ -134,4 +142,4 @@ def test_vllms_own_continue_final_message_gets_no_prefix_in_front():
     start = {"role": "assistant", "content": "Once"}
     translation = translate(chat(USER, start, continue_final_message=True, random_seed=1))
     assert translation.document["continue_final_message"] is True
-    assert translation.answer is None
+    assert not translation.answer.reshapes_whole

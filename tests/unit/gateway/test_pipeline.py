@@ -7,6 +7,7 @@ import asyncio
 import orjson
 import pytest
 from aiohttp import web
+from opentelemetry.trace import SpanKind
 
 from mistral_serve.admission import AdmissionLimits
 from mistral_serve.engines.registry import EngineRegistry
@@ -25,13 +26,15 @@ from mistral_serve.gateway.pipeline import Endpoint, Gateway, decode_body, valid
 from mistral_serve.routing import LeastOutstanding, PrefixLoad
 from mistral_serve.store import KeyRecords, Store
 from mistral_serve.store.database import sqlite_url
+from mistral_serve.telemetry import semconv
+from mistral_serve.telemetry.genai import GenAIObserver
 from mistral_serve.tenancy.auth import Authenticator
 from mistral_serve.tenancy.cache import KeyCache
 from mistral_serve.tenancy.keys import issue_key
 from mistral_serve.tenancy.limiter import Limits, MemoryLimiter
 from mistral_serve.tenancy.limits import text_headers
 
-from ..conftest import probed
+from ..conftest import capture_telemetry, probed
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -335,3 +338,34 @@ async def test_a_concurrency_slot_frees_when_the_request_ends(fake_engine, clien
         assert answer.status == 200
         await asyncio.sleep(0.01)  # the settlement runs in the background
     await store.close()
+
+
+async def test_a_fim_prompt_is_traced_as_its_text_not_as_the_token_ids_sent(
+    fake_engine, client, built
+):
+    """With content capture on, the span holds what the client sent: a prompt and a suffix
+    (the engine is sent their token ids, which are not the request's text)."""
+    model = str(built["v3"])  # served from the demo checkpoint's folder: its tokenizer has FIM
+    fake_engine.models = [model]
+    registry, _ = await probed(client, fake_engine.url)
+    capture = capture_telemetry(otel_instrumentation_genai_capture_message_content=True)
+    gateway = Gateway(
+        registry, client, LeastOutstanding(), observer=GenAIObserver(capture.telemetry)
+    )
+    fim = {"model": model, "prompt": "def add(a, b):", "suffix": "print(add(1, 2))", "seed": 1}
+    with capture.telemetry.tracer.start_as_current_span("POST", kind=SpanKind.SERVER):
+        await gateway.generate(Endpoint.FIM, orjson.dumps({**fim, "max_tokens": 2}), "r")
+    [span] = [span for span in capture.finished_spans() if span.kind == SpanKind.SERVER]
+    assert orjson.loads(span.attributes[semconv.INPUT_MESSAGES]) == [
+        {
+            "role": "user",
+            "parts": [
+                {"type": "text", "content": "def add(a, b):"},
+                {"type": "suffix", "content": "print(add(1, 2))"},
+            ],
+        }
+    ]
+    assert span.attributes[semconv.REQUEST_SEED] == 1
+    sent = orjson.loads(fake_engine.requests[0][1])
+    assert all(isinstance(token, int) for token in sent["prompt"])  # token ids went out
+    capture.telemetry.shutdown()

@@ -169,3 +169,36 @@ async def test_the_tap_reports_usage_even_when_it_removes_it(fake_engine, client
     [duration] = metrics[semconv.REQUEST_DURATION].data.data_points
     assert duration.attributes[semconv.RESPONSE_MODEL] == "fake-model"
     assert semconv.TIME_TO_FIRST_TOKEN in metrics
+
+
+# -- Mistral's dialect: the usage on the last chunk --------------------------------------------
+MISTRAL_CHAT = orjson.dumps({**CHAT, "random_seed": 7})  # a Mistral field: translated
+
+
+def events_of(received: bytes) -> list[bytes]:
+    return [event for event in received.split(b"\n\n") if event]
+
+
+async def test_a_mistral_stream_ends_with_its_usage_on_the_finishing_chunk(fake_engine, gateway):
+    gw, _ = gateway
+    fake_engine.handlers["/v1/chat/completions"] = sse_handler(CHUNK_1, CHUNK_2, USAGE)
+    result = await gw.generate(Endpoint.CHAT, MISTRAL_CHAT, "rid")
+    events = events_of(b"".join(await collect(result.stream)))
+    assert events[-1] == b"data: [DONE]"
+    chunks = [orjson.loads(event.removeprefix(b"data: ")) for event in events[:-1]]
+    assert all(chunk["choices"] for chunk in chunks)  # choices[0] is there on every chunk
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["usage"] == {"prompt_tokens": 5, "completion_tokens": 2}
+    sent = orjson.loads(fake_engine.requests[0][1])
+    assert sent["stream_options"] == {"include_usage": True} and sent["seed"] == 7
+
+
+async def test_a_mistral_stream_that_breaks_after_finishing_still_sends_that_chunk(
+    fake_engine, gateway
+):
+    gw, _ = gateway
+    fake_engine.handlers["/v1/chat/completions"] = sse_handler(CHUNK_1, CHUNK_2, drop_after=True)
+    result = await gw.generate(Endpoint.CHAT, MISTRAL_CHAT, "rid")
+    events = events_of(b"".join(await collect(result.stream)))
+    assert b'"finish_reason":"stop"' in events[1]  # held for the usage, sent before the error
+    assert events[2].startswith(b'data: {"error"') and events[3] == b"data: [DONE]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -14,7 +15,11 @@ from mistral_serve.errors import (
     NoReadyEngineError,
     ServerOverloadedError,
 )
-from mistral_serve.protocol.openai import ChatCompletionRequest, CompletionRequest
+from mistral_serve.protocol.openai import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    GenerationRequest,
+)
 from mistral_serve.telemetry import semconv
 from mistral_serve.telemetry.genai import GenAIObserver
 
@@ -130,6 +135,38 @@ def test_content_is_captured_when_opted_in():
     capture.spans.clear()
     span = server_span(run_request(capture, request=completion))
     assert '"content":"once upon"' in span.attributes[semconv.INPUT_MESSAGES]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "messages"),
+    [
+        ("once", [{"role": "user", "parts": [{"type": "text", "content": "once"}]}]),
+        (["a", "b"], [{"role": "user", "parts": [{"type": "text", "content": t}]} for t in "ab"]),
+        ([5, 6, 7], [{"role": "user", "parts": [{"type": "token_ids", "content": [5, 6, 7]}]}]),
+        (
+            [[5], [6, 7]],
+            [
+                {"role": "user", "parts": [{"type": "token_ids", "content": c}]}
+                for c in ([5], [6, 7])
+            ],
+        ),
+    ],
+    ids=["text", "texts", "token-ids", "token-id-lists"],
+)
+def test_a_completions_prompts_are_one_message_each(prompt, messages):
+    """A prompt of token ids is one message holding them, not one message per token."""
+    capture = capture_telemetry(otel_instrumentation_genai_capture_message_content=True)
+    request = CompletionRequest.model_validate({"model": "m", "prompt": prompt})
+    span = server_span(run_request(capture, request=request))
+    assert orjson.loads(span.attributes[semconv.INPUT_MESSAGES]) == messages
+
+
+def test_a_request_of_a_kind_it_does_not_know_is_an_error_not_an_empty_prompt():
+    capture = capture_telemetry(otel_instrumentation_genai_capture_message_content=True)
+    with capture.telemetry.tracer.start_as_current_span("POST", kind=SpanKind.SERVER):
+        generation = GenAIObserver(capture.telemetry).start("chat", "rid")
+        with pytest.raises(TypeError, match="GenerationRequest"):
+            generation.request(GenerationRequest(model="m"))
 
 
 def test_metrics_have_the_conventions_names_units_and_buckets(captured):
