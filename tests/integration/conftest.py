@@ -19,15 +19,12 @@ engines every 5 s, so the whole suite runs with canaries going.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import openai
 import psutil
 import pytest
@@ -37,6 +34,7 @@ from mistral_serve.config import Settings
 from mistral_serve.engines.guard import guarded
 from mistral_serve.engines.supervisor import free_port
 from mistral_serve.models.profiles import resolve_model
+from tests.support import start_process, stop_process, vllm_process, wait_until_ok
 
 from .otlp_receiver import OtlpReceiver, running_receiver
 
@@ -69,57 +67,6 @@ class Stack:
     def engine_core(self, model: str) -> psutil.Process:
         """Its engine core (the process `kill -STOP` hangs to reproduce a stuck engine)."""
         return vllm_process(self.engine_processes[model].pid, "VLLM::EngineCore")
-
-
-def vllm_process(root: int, marker: str) -> psutil.Process:
-    """The descendant of ``root`` whose command line holds ``marker``."""
-    for process in psutil.Process(root).children(recursive=True):
-        if marker in " ".join(process.cmdline()):
-            return process
-    raise LookupError(f"no process with {marker!r} under {root}")
-
-
-def start_process(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    log_file = log_path.open("wb")
-    return subprocess.Popen(
-        command,
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        process_group=0,  # not a new session: see engines/supervisor.py
-    )
-
-
-def stop_process(process: subprocess.Popen, timeout_s: float = 30) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
-
-
-def wait_until_ok(url: str, process: subprocess.Popen, log_path: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    # One client for the whole wait: each bare httpx.get builds an SSL context, which costs
-    # the CPU the engines being waited for need.
-    with httpx.Client(timeout=2) as http:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{process.args[:4]} exited with {process.returncode}:\n{tail}")
-            try:
-                if http.get(url).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-    raise RuntimeError(f"{url} not OK after {timeout_s} s; see {log_path}")
 
 
 def demo_engine(

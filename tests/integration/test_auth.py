@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,9 @@ import pytest
 from mistralai.client import Mistral
 from mistralai.client.errors import MistralError
 
-from .conftest import Stack, created_key, mistral_serve, start_gateway, stop_process
+from tests.support import seconds_until, stop_process
+
+from .conftest import Stack, created_key, mistral_serve, start_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -62,19 +63,47 @@ def chat(url: str, key: str | None, model: str = "demo") -> httpx.Response:
     return httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=60)
 
 
-def wait_until(condition, timeout_s: float = 10 * TTL_S) -> float:
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout_s
-        time.sleep(0.1)
-    return time.monotonic() - started
+@pytest.fixture(scope="module")
+def unrefreshed(stack: Stack, otlp, tmp_path_factory) -> Iterator[Secured]:
+    """A gateway with a store of its own whose key cache refreshes once an hour: what it
+    knows of a key made after its start it can only have looked up."""
+    log_dir = tmp_path_factory.mktemp("auth-unrefreshed")
+    data_dir = log_dir / "data"
+    log_path = log_dir / "gateway.log"
+    url, process = start_gateway(
+        ",".join(stack.engine_urls.values()),
+        otlp.endpoint,
+        log_path,
+        MISTRAL_SERVE_DATA_DIR=str(data_dir),
+        KEY_CACHE_TTL_S="3600",
+    )
+    try:
+        yield Secured(url, data_dir, log_path)
+    finally:
+        stop_process(process)
+
+
+def test_a_new_key_works_the_moment_it_exists(unrefreshed: Secured):
+    url = unrefreshed.url
+    assert chat(url, None).status_code == 200  # no key yet: AUTH=auto is open
+    _, first = unrefreshed.create("--name", "first")
+    assert [chat(url, first).status_code for _ in range(6)] == [200] * 6
+    assert chat(url, None).status_code == 401  # the first key turned authentication on
+    _, second = unrefreshed.create("--name", "second", "--models", "demo-v1")
+    assert [chat(url, second, "demo-v1").status_code for _ in range(6)] == [200] * 6
+    assert chat(url, second, "demo").status_code == 403  # its record, as looked up
+    made_up = "msk_" + "a" * 12 + "_" + "b" * 52  # well formed, in no store
+    for _ in range(3):
+        refused = chat(url, made_up)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
 
 
 def test_the_auth_matrix(secured: Secured):
     url = secured.url
     assert chat(url, None).status_code == 200  # no key exists yet: AUTH=auto is open
     key_id, key = secured.create("--name", "app")
-    wait_until(lambda: chat(url, None).status_code == 401)  # the first key closes the door
+    assert chat(url, key).status_code == 200  # a new key works at once (it is looked up)
+    assert chat(url, None).status_code == 401  # and the first key closes the door
 
     client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
     reply = client.chat.completions.create(
@@ -95,8 +124,7 @@ def test_the_auth_matrix(secured: Secured):
     _, limited = secured.create("--name", "v1 only", "--models", "demo-v1")
     _, expired = secured.create("--name", "old", "--expires", "2020-01-01")
     revoked_id, revoked = secured.create("--name", "leaver")
-    # The last key made is known once it works; the ones made before it are known too.
-    wait_until(lambda: chat(url, revoked).status_code == 200)
+    assert chat(url, revoked).status_code == 200
     wrong_secret = key[:-6] + ("a" if key[-6] != "a" else "b") + key[-5:]
     cases = {
         "no key": (None, 401, "invalid_api_key"),
@@ -115,7 +143,9 @@ def test_the_auth_matrix(secured: Secured):
     assert [card["id"] for card in listed.json()["data"]] == ["demo-v1"]
 
     secured.keys("revoke", revoked_id)
-    refused_after = wait_until(lambda: chat(url, revoked).status_code == 401)
+    refused_after = seconds_until(
+        lambda: chat(url, revoked).status_code == 401, 10 * TTL_S, "the revoked key refused"
+    )
     assert refused_after <= 2 * TTL_S + 1, refused_after
     assert chat(url, key).status_code == 200  # the others are untouched
 

@@ -2,39 +2,33 @@
 
 from __future__ import annotations
 
-import re
-import time
-
 import httpx
 import openai
 import pytest
+
+from tests.support import engine_stats, wait_for
 
 pytestmark = pytest.mark.integration
 
 MAX_TOKENS = 8000  # with ignore_eos, about 10 s of generation here if nothing stops it
 
 
-def engine_metric(engine_url: str, name: str, http: httpx.Client | None = None) -> float:
-    metrics = (http or httpx).get(engine_url + "/metrics", timeout=30).text
-    pattern = re.compile(rf"^{re.escape(name)}\{{[^}}]*\}} ([0-9.e+]+)$", re.MULTILINE)
-    return sum(float(value) for value in pattern.findall(metrics))
-
-
 def assert_engine_aborted(engine: str, tokens_before: float) -> None:
     """No request left running shortly after, and it stopped early: a request left to run
     makes all its MAX_TOKENS (ignore_eos), so far fewer tokens is what an abort looks like."""
-    deadline = time.monotonic() + 15
     with httpx.Client() as http:  # polled: one SSL context, not one per poll
-        while engine_metric(engine, "vllm:num_requests_running", http) > 0:
-            assert time.monotonic() < deadline, "the engine kept generating after the client left"
-            time.sleep(0.2)
-    generated = engine_metric(engine, "vllm:generation_tokens_total") - tokens_before
+        wait_for(
+            lambda: engine_stats(engine, http).running == 0,
+            15,
+            "the engine stopped generating once the client left",
+        )
+    generated = engine_stats(engine).generation_tokens - tokens_before
     assert 0 < generated < MAX_TOKENS / 2, f"{generated} tokens made for a client that left"
 
 
 def test_client_disconnect_aborts_engine_request(stack):
     engine = stack.engine_urls["demo"]
-    tokens_before = engine_metric(engine, "vllm:generation_tokens_total")
+    tokens_before = engine_stats(engine).generation_tokens
     body = {
         "model": "demo",
         "messages": [{"role": "user", "content": "Talk forever."}],
@@ -55,7 +49,7 @@ def test_client_disconnect_aborts_engine_request(stack):
 
 def test_client_disconnect_aborts_a_non_streamed_request(stack):
     engine = stack.engine_urls["demo"]
-    tokens_before = engine_metric(engine, "vllm:generation_tokens_total")
+    tokens_before = engine_stats(engine).generation_tokens
     impatient = stack.client(timeout=1.0, max_retries=0)
     with pytest.raises(openai.APITimeoutError):  # it gives up and closes the connection
         impatient.chat.completions.create(

@@ -20,6 +20,8 @@ import openai
 import psutil
 import pytest
 
+from tests.support import wait_for
+
 from .conftest import STALL_TIMEOUT_S, Stack
 
 pytestmark = pytest.mark.integration
@@ -131,10 +133,9 @@ def test_a_stuck_engine_is_found_out_and_back_after_a_canary(stack: Stack):
         assert state["state"] == "stalled"
         assert "no progress" in state["reason"]
         assert engine_state(stack, "demo")["state"] == "ready"  # the other engine is untouched
-    resumed = time.monotonic()
-    while engine_state(stack, "demo-v1")["state"] != "ready":  # a canary got its token
-        assert time.monotonic() - resumed < 30, engine_state(stack, "demo-v1")
-        time.sleep(0.2)
+    wait_for(  # a canary got its token
+        lambda: engine_state(stack, "demo-v1")["state"] == "ready", 30, "back after a canary"
+    )
     answer = client.chat.completions.create(**chat, max_tokens=3)
     assert answer.usage.completion_tokens == 3
 

@@ -20,6 +20,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+pytestmark = pytest.mark.integration
+
 #: What is checked. Not positive_data_acceptance: a body the gateway's schema allows may still
 #: be refused by the engine with a documented 4xx (max_tokens beyond the context, a role the
 #: chat template refuses), which is the right answer, not a failure.

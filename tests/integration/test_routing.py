@@ -22,17 +22,11 @@ import httpx
 import openai
 import pytest
 
-from mistral_serve.engines.stats import EngineStats, parse_stats
+from mistral_serve.engines.stats import parse_stats
 from mistral_serve.engines.supervisor import free_port
+from tests.support import engine_stats, stop_process, until, wait_for, wait_until_ok
 
-from .conftest import (
-    ENGINE_START_TIMEOUT_S,
-    Stack,
-    demo_engine,
-    start_gateway,
-    stop_process,
-    wait_until_ok,
-)
+from .conftest import ENGINE_START_TIMEOUT_S, Stack, demo_engine, start_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -72,17 +66,11 @@ def pair(stack: Stack, otlp, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def wait_for_ready_engines(gateway_url: str, count: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         engines = httpx.get(gateway_url + "/ready", timeout=10).json()["engines"]
-        if sum(engine["ready"] for engine in engines) >= count:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{gateway_url}: fewer than {count} engines ready: {engines}")
+        return sum(engine["ready"] for engine in engines) >= count
 
-
-def engine_stats(url: str) -> EngineStats:
-    return parse_stats(httpx.get(url + "/metrics", timeout=10).text)
+    wait_for(ready, timeout_s, f"{gateway_url}: {count} engines ready")
 
 
 def client(gateway_url: str) -> openai.OpenAI:
@@ -152,6 +140,47 @@ def test_two_gateways_agree_on_each_conversations_engine(pair: Pair):
     assert ready == "prefix-load"
 
 
+def served_by(engines: list[str], ask) -> int:
+    """Which engine served the chat ``ask()`` sends: the one whose prompt-token counter rose by
+    at least the answer's prompt (the session's gateway also sends short canaries to the first
+    engine; they add a few tokens, never a whole prompt)."""
+    before = [engine_stats(url) for url in engines]
+    answer = ask()
+    after = [engine_stats(url) for url in engines]
+    rose = [a.prompt_tokens - b.prompt_tokens for a, b in zip(after, before, strict=True)]
+    [engine] = [i for i, tokens in enumerate(rose) if tokens >= answer.usage.prompt_tokens]
+    return engine
+
+
+def test_a_named_session_keeps_its_engine_whatever_names_it(pair: Pair):
+    """A session named by the x-session-id header, the ``user`` field or ``prompt_cache_key``
+    is one session, kept on one engine, although each of its requests opens with other text
+    (without the session, each would go to its own opening's engine: nine on one engine by
+    chance is 1 in 256)."""
+    chat = client(pair.gateways[0]).chat.completions.create
+    names_it = [
+        {"extra_headers": {"x-session-id": "affinity"}},
+        {"user": "affinity"},
+        {"prompt_cache_key": "affinity"},
+    ]
+    engines = set()
+    for way, session in enumerate(names_it):
+        for n in range(3):
+            text = f"Request {way}.{n} of the session. " + opening(200 + 3 * way + n)[:1200]
+            engines.add(
+                served_by(
+                    pair.engines,
+                    lambda text=text, session=session: chat(
+                        model="demo",
+                        messages=[{"role": "user", "content": text}],
+                        max_tokens=1,
+                        **session,
+                    ),
+                )
+            )
+    assert len(engines) == 1, engines
+
+
 # -- admission ------------------------------------------------------------------------------------
 TARGET = 2
 QUEUE_MAX = 4
@@ -188,11 +217,12 @@ async def burst(url: str, requests: int, on_sent=None) -> list[tuple[int, float,
 async def until_queued(url: str, waiting: int, timeout_s: float = 30) -> None:
     """Until the gateway's queue for "demo" holds ``waiting`` requests (a sleep would race the
     burst's connections on a loaded machine)."""
-    deadline = time.monotonic() + timeout_s
     async with httpx.AsyncClient(timeout=10) as http:
-        while (await http.get(url + "/ready")).json()["waiting"].get("demo", 0) < waiting:
-            assert time.monotonic() < deadline, f"{url}: fewer than {waiting} requests queued"
-            await asyncio.sleep(0.05)
+
+        async def queued() -> bool:
+            return (await http.get(url + "/ready")).json()["waiting"].get("demo", 0) >= waiting
+
+        await until(queued, timeout_s, f"{url}: {waiting} requests queued")
 
 
 @pytest.fixture

@@ -23,10 +23,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mistral_serve.store import Store, UsageRecords, UsageRow
+from mistral_serve.store import Store, UsageRow
 from tests.services import REDIS, postgres_database_sync
+from tests.support import ledger_rows, seconds_until, stop_process
 
-from .conftest import Stack, created_key, mistral_serve, start_gateway, stop_process
+from .conftest import Stack, created_key, mistral_serve, start_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -47,18 +48,17 @@ class Fleet:
 
     def create_key(self, *args: str) -> tuple[str, str]:
         key_id, key = created_key(self.cli("keys", "create", "--name", "test", *args))
-        for url in self.urls:  # every gateway knows it (the cache refreshes every TTL)
-            # AUTH=auto: a gateway that knows no key yet lets anyone in; wait until it knows
-            # keys (a wrong one is refused) and this one (it is let in).
-            wait_until(lambda url=url: _models(url, "msk_wrong") == 401)
-            wait_until(lambda url=url: _models(url, key) == 200)
+        for url in self.urls:  # every gateway takes it at once (a key it does not know yet
+            # is looked up), and from then on refuses a wrong one (AUTH=auto: keys exist)
+            assert _models(url, key) == 200
+            assert _models(url, "msk_wrong") == 401
         return key_id, key
 
     def rows(self) -> list[UsageRow]:
         async def read() -> list[UsageRow]:
             store = await Store.open(self.database_url)
             try:
-                return await UsageRecords(store).rows()
+                return await ledger_rows(store)
             finally:
                 await store.close()
 
@@ -72,14 +72,6 @@ class Fleet:
 def _models(url: str, key: str) -> int:
     headers = {"authorization": f"Bearer {key}"}
     return httpx.get(url + "/v1/models", headers=headers, timeout=30).status_code
-
-
-def wait_until(condition, timeout_s: float = 15.0) -> float:
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout_s, "condition not met"
-        time.sleep(0.1)
-    return time.monotonic() - started
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +202,7 @@ def test_a_restarted_gateway_remembers_what_a_key_spent_today(stack, otlp, tmp_p
     (tmp_path / "again").mkdir()
     again = start_fleet(stack, otlp, tmp_path / "again", 1, **env)
     try:
-        wait_until(lambda: _models(again.urls[0], key) == 200)
+        seconds_until(lambda: _models(again.urls[0], key) == 200, 15, "the key known again")
         # It reserves about 360 of 400: granted by a fresh budget, refused by what is left.
         (answer,) = asyncio.run(_burst(again.urls, key, 1, 350))
     finally:
@@ -225,7 +217,10 @@ def test_a_revoked_key_is_refused_by_every_gateway(shared: Fleet) -> None:
     key_id, key = shared.create_key()
     shared.cli("keys", "revoke", key_id)
     for url in shared.urls:
-        assert wait_until(lambda url=url: _models(url, key) == 401) <= 2 * TTL_S + 1
+        refused_after = seconds_until(
+            lambda url=url: _models(url, key) == 401, 15, "the revoked key refused"
+        )
+        assert refused_after <= 2 * TTL_S + 1
 
 
 # -- the ledger --------------------------------------------------------------------------------
@@ -294,7 +289,9 @@ def test_the_ledger_equals_the_usage_reported(ledger_env, stack, otlp, tmp_path)
         key_id, key = fleet.create_key()
         reported, abandoned = asyncio.run(_mixed_load(fleet.urls[0], key))
         assert len(reported) == 8 and len(abandoned) == 4
-        wait_until(lambda: len([r for r in fleet.rows() if r.key_id == key_id]) == 12)
+        seconds_until(
+            lambda: len([r for r in fleet.rows() if r.key_id == key_id]) == 12, 15, "12 rows"
+        )
     finally:
         for process in fleet.processes:
             stop_process(process)

@@ -19,8 +19,17 @@ import pytest
 
 from mistral_serve.engines.supervisor import free_port
 from mistral_serve.engines.vllm_args import VLLM_SERVER_MODULE
+from tests.support import (
+    alive,
+    family,
+    start_process,
+    stop_process,
+    vllm_process,
+    wait_for,
+    wait_until_ok,
+)
 
-from .conftest import ENGINE_START_TIMEOUT_S, start_process, vllm_process, wait_until_ok
+from .conftest import ENGINE_START_TIMEOUT_S
 
 pytestmark = pytest.mark.integration
 
@@ -58,20 +67,17 @@ def test_up_serves_then_stops_everything_on_sigterm(demo_cache, tmp_path):
         )
         assert reply.choices[0].message.content
 
-        family = psutil.Process(process.pid).children(recursive=True)
-        assert family, "up should have started engine processes"
+        started = family(process.pid) - {psutil.Process(process.pid)}
+        assert started, "up should have started engine processes"
         process.send_signal(signal.SIGTERM)
         output = finish(process, log_path, 180)
         assert process.returncode == 0, output
         assert "engine 0: ready after" in output  # progress was shown
         assert "[engine 0]" in output  # engine logs were relayed with the replica's name
         time.sleep(0.5)
-        survivors = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-        assert not survivors, f"still running after up exited: {survivors}"
+        assert not alive(started), f"still running after up exited: {alive(started)}"
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def test_up_reports_the_engines_own_error_when_it_cannot_start(demo_cache, tmp_path):
@@ -89,15 +95,6 @@ def test_up_reports_the_engines_own_error_when_it_cannot_start(demo_cache, tmp_p
 
 def engine_states(http: httpx.Client) -> dict[str, dict]:
     return {engine["name"]: engine for engine in http.get("/ready").json()["engines"]}
-
-
-def wait_for(condition, timeout_s: float, what: str) -> float:
-    """Poll ``condition`` until true; returns when it became true (monotonic)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
-    return time.monotonic()
 
 
 class Load:
@@ -151,8 +148,7 @@ def test_up_restarts_a_stuck_engine_and_leaves_nothing_when_sigkilled(demo_cache
             ENGINE_START_TIMEOUT_S,
             "both engines ready",
         )
-        up = psutil.Process(process.pid)
-        started |= set(up.children(recursive=True))
+        started |= family(process.pid)
         port_0 = engine_states(http)["engine 0"]["url"].rsplit(":", 1)[1]
         [api_server] = [
             p
@@ -185,7 +181,7 @@ def test_up_restarts_a_stuck_engine_and_leaves_nothing_when_sigkilled(demo_cache
             ENGINE_START_TIMEOUT_S,
             "engine 0 restarted and ready again",
         )
-        started |= set(up.children(recursive=True))  # the restarted engine's processes
+        started |= family(process.pid)  # the restarted engine's processes
         load.stop()
         after_stall = [ok for begun, _, ok in load.results if begun > stopped + stall_s + 3]
         assert after_stall and all(after_stall), load.results
@@ -215,16 +211,12 @@ def test_up_restarts_a_stuck_engine_and_leaves_nothing_when_sigkilled(demo_cache
 
         process.kill()  # SIGKILL: up runs no cleanup at all
         process.wait()
-        time.sleep(10)
-        survivors = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-        assert not survivors, f"still running 10 s after up was SIGKILLed: {survivors}"
+        wait_for(lambda: not alive(started), 10, "every engine process gone after up's SIGKILL")
     finally:
         if load is not None:
             load.stop()
         http.close()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for leftover in started:  # never leave a stopped or orphaned engine behind
+        stop_process(process)
+        for leftover in alive(started):  # never leave a stopped or orphaned engine behind
             with contextlib.suppress(psutil.NoSuchProcess):
                 leftover.kill()

@@ -28,7 +28,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.dialects import sqlite
 
 from mistral_serve.store.database import Store
-from mistral_serve.store.models import UsageEntry, UsageTotal, utc
+from mistral_serve.store.models import UsageEntry, UsageTotal
 
 GroupBy = Literal["day", "model", "key"]
 
@@ -156,15 +156,6 @@ class UsageRecords:
                 for name, requests, prompt, completion in result
             ]
 
-    async def rows(self, *, key_id: str | None = None) -> list[UsageRow]:
-        """Every row (of one key), oldest first: for tests and exports of small ledgers."""
-        query = select(UsageEntry).order_by(UsageEntry.created_at, UsageEntry.id)
-        if key_id is not None:
-            query = query.where(UsageEntry.key_id == key_id)
-        async with self._sessions() as session:
-            entries = await session.scalars(query)
-            return [_row(entry) for entry in entries]
-
 
 _FIELDS = tuple(field.name for field in dataclasses.fields(UsageRow))
 #: What usage_totals adds up per key, model and day.
@@ -210,9 +201,3 @@ def _day_totals(rows: Iterable[UsageRow]) -> list[dict[str, Any]]:
         {"key_id": key_id, "model": model, "day": day, **dict(zip(_COUNTS, counts, strict=True))}
         for (key_id, model, day), counts in sorted(totals.items())
     ]
-
-
-def _row(entry: UsageEntry) -> UsageRow:
-    values = {field: getattr(entry, field) for field in _FIELDS}
-    values["created_at"] = utc(values["created_at"])
-    return UsageRow(**values)

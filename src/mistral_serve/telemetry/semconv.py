@@ -126,3 +126,34 @@ HW_ID: Final = "hw.id"
 HW_NAME: Final = "hw.name"
 HW_VENDOR: Final = "hw.vendor"
 HW_TYPE: Final = "hw.type"
+
+#: Every metric this project emits (the gateway's, the supervisor's, NVML's): what a dashboard
+#: may read besides vLLM's own ``vllm:*``. A test holds it to the instruments really created.
+METRICS: Final = frozenset(
+    {
+        REQUEST_DURATION,
+        TIME_TO_FIRST_TOKEN,
+        TIME_PER_OUTPUT_TOKEN,
+        TOKEN_USAGE,
+        ACTIVE_REQUESTS,
+        REJECTIONS,
+        UPSTREAM_ERRORS,
+        READY_ENGINES,
+        ENGINE_STATE,
+        ENGINE_STALLS,
+        ENGINE_EJECTIONS,
+        ENGINE_RESTARTS,
+        QUEUE_DURATION,
+        QUEUE_DEPTH,
+        KEY_STORE_ERRORS,
+        LIMITS_STORE_ERRORS,
+        LEDGER_ROWS,
+        LEDGER_PENDING,
+        HW_GPU_UTILIZATION,
+        HW_GPU_MEMORY_USAGE,
+        HW_GPU_MEMORY_LIMIT,
+        HW_GPU_MEMORY_UTILIZATION,
+        HW_POWER,
+        HW_TEMPERATURE,
+    }
+)

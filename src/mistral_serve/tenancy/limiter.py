@@ -3,7 +3,8 @@
 :class:`Limiter` is a backend: :class:`MemoryLimiter` keeps counters in this process (one
 gateway process); the Redis one (:mod:`mistral_serve.tenancy.redis_limiter`) shares them
 between every process and replica. :class:`KeyLimits` of a key and an :class:`Ask` go in, a
-:class:`Verdict` comes out, and ``settle`` later corrects the reservation to what was used.
+:class:`Verdict` comes out, and ``settle_soon`` later corrects the reservation to what was used
+(without waiting: the gateway never waits for a settlement).
 
 :class:`Limits` is what the gateway uses: it skips keys without limits, starts a key's day
 and month budgets from the ledger (:mod:`mistral_serve.tenancy.budgets`), turns a refusal into
@@ -45,13 +46,10 @@ class Limiter(SeedableLimiter, Protocol):
         """Grant the request (taking from every limit) or refuse it (taking from none)."""
         ...
 
-    async def settle(self, limits: KeyLimits, ask: Ask, used_tokens: int) -> None:
-        """The request ended having used ``used_tokens``: give back or charge the
-        difference from its reservation, and free its concurrency slot."""
-        ...
-
     def settle_soon(self, limits: KeyLimits, ask: Ask, used_tokens: int, done: Settled) -> None:
-        """The same without waiting (no task per request): ``done`` hears how it went."""
+        """The request ended having used ``used_tokens``: give back or charge the difference
+        from its reservation, and free its concurrency slot, without waiting (no task per
+        request); ``done`` hears how it went."""
         ...
 
     async def close(self) -> None:
@@ -143,9 +141,6 @@ class MemoryLimiter:
         if tokens is not None:
             tokens.level -= ask.tokens
         return _verdict(True, requests, tokens)
-
-    async def settle(self, limits: KeyLimits, ask: Ask, used_tokens: int) -> None:
-        self._settle(limits, ask, used_tokens)
 
     def settle_soon(self, limits: KeyLimits, ask: Ask, used_tokens: int, done: Settled) -> None:
         self._settle(limits, ask, used_tokens)

@@ -378,7 +378,6 @@ class RedisLimiter:
     ) -> None:
         self._redis = client
         self._clock = clock
-        self._timeout_s = timeout_s
         self._take = client.register_script(TAKE)
         self._settle = client.register_script(SETTLE)
         self._seed = client.register_script(SEED)
@@ -440,9 +439,6 @@ class RedisLimiter:
             [_or_none(day_tokens), _or_none(month_tokens)],
         )
 
-    async def settle(self, limits: KeyLimits, ask: Ask, used_tokens: int) -> None:
-        await self._calls.call(self._settle, _keys(ask), self._settlement(limits, ask, used_tokens))
-
     def settle_soon(self, limits: KeyLimits, ask: Ask, used_tokens: int, done: Settled) -> None:
         args = self._settlement(limits, ask, used_tokens)
         self._calls.call_later(
@@ -461,10 +457,6 @@ class RedisLimiter:
             int(limits.tokens_per_day is not None),
             int(limits.tokens_per_month is not None),
         ]
-
-    async def ping(self) -> None:
-        async with asyncio.timeout(self._timeout_s):
-            await self._redis.ping()
 
     async def close(self) -> None:
         await self._calls.close()

@@ -8,11 +8,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import psutil
 
 from mistral_serve.engines.guard import GRACE_S, guarded
+from tests.support import alive, wait_for
 
 # An "engine" with a child, as vLLM's API server has its engine core.
 ENGINE = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); time.sleep(600)"  # noqa: E501
@@ -29,19 +29,8 @@ PARENT = textwrap.dedent(
 )
 
 
-def alive(pids) -> list[int]:
-    living = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                living.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return living
-
-
-def group_members(pgid: int) -> list[int]:
-    return [p.pid for p in psutil.process_iter() if _pgid(p.pid) == pgid]
+def group_members(pgid: int) -> set[psutil.Process]:
+    return {p for p in psutil.process_iter() if _pgid(p.pid) == pgid}
 
 
 def _pgid(pid: int) -> int | None:
@@ -55,17 +44,12 @@ def test_a_sigkilled_parent_takes_the_whole_engine_group_with_it():
     parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE)
     try:
         guard = int(parent.stdout.readline())
-        deadline = time.monotonic() + 30
-        while len(group_members(guard)) < 3:  # guard, engine, the engine's child
-            assert time.monotonic() < deadline, "the engine did not start"
-            time.sleep(0.1)
+        # guard, engine, the engine's child
+        wait_for(lambda: len(group_members(guard)) >= 3, 30, "the engine started")
         members = group_members(guard)
         parent.kill()  # SIGKILL: no handler of the parent's runs
         parent.wait()
-        deadline = time.monotonic() + GRACE_S + 5
-        while alive(members):
-            assert time.monotonic() < deadline, f"still running: {alive(members)}"
-            time.sleep(0.1)
+        wait_for(lambda: not alive(members), GRACE_S + 5, "the whole group gone")
     finally:
         if parent.poll() is None:
             parent.kill()

@@ -9,16 +9,10 @@ import time
 from aiohttp import web
 
 from mistral_serve.engines.health import HealthPolicy, State
+from tests.support import until
 
 from ..conftest import probed
 from .test_stats import EXPOSITION
-
-
-async def eventually(condition, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_the_watch_brings_a_down_engine_back(fake_engine, client):
@@ -30,7 +24,7 @@ async def test_the_watch_brings_a_down_engine_back(fake_engine, client):
     fake_engine.healthy = True
     await monitor.start()
     try:
-        await eventually(lambda: engine.state is State.READY)
+        await until(lambda: engine.state is State.READY)
     finally:
         await monitor.stop()
 
@@ -80,7 +74,7 @@ async def test_an_idle_engine_gets_a_one_token_canary(fake_engine, client):
     registry, monitor = await probed(client, fake_engine.url, policy=policy)
     await monitor.start()
     try:
-        await eventually(lambda: len(seen) >= 2)
+        await until(lambda: len(seen) >= 2)
     finally:
         await monitor.stop()
     assert seen[0] == {"model": "fake-model", "prompt": "Hi", "max_tokens": 1, "temperature": 0}
@@ -99,11 +93,11 @@ async def test_a_stalled_engine_returns_when_a_canary_succeeds(fake_engine, clie
     assert engine.state is State.STALLED
     await monitor.start()
     try:
-        await eventually(lambda: len(seen) >= 1)
+        await until(lambda: len(seen) >= 1)
         await asyncio.sleep(0.2)
         assert engine.state is State.STALLED  # a failed canary proves nothing
         fake_engine.handlers["/v1/completions"] = canary_handler(seen)
-        await eventually(lambda: engine.state is State.READY)
+        await until(lambda: engine.state is State.READY)
     finally:
         await monitor.stop()
 

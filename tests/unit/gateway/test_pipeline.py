@@ -33,6 +33,7 @@ from mistral_serve.tenancy.cache import KeyCache
 from mistral_serve.tenancy.keys import issue_key
 from mistral_serve.tenancy.limiter import Limits, MemoryLimiter
 from mistral_serve.tenancy.limits import text_headers
+from tests.support import until
 
 from ..conftest import capture_telemetry, probed
 
@@ -195,14 +196,6 @@ def held_answers(engine) -> asyncio.Event:
 
     engine.handlers["/v1/chat/completions"] = hold
     return release
-
-
-async def until(condition, timeout_s: float = 5.0) -> None:
-    for _ in range(int(timeout_s / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
 
 
 async def test_past_the_target_requests_wait_then_start_and_past_the_queue_get_429(

@@ -14,6 +14,7 @@ import pytest
 from mistral_serve.store import EncodedRow, Store, UsageRecords
 from mistral_serve.store.database import sqlite_url
 from mistral_serve.tenancy.ledger import Ledger
+from tests.support import ledger_rows, until
 from tests.unit.store.test_usage import row
 
 
@@ -21,6 +22,10 @@ class SwitchableRecords(UsageRecords):
     """Real records whose database can be switched off."""
 
     down = False
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.store = store
 
     async def write(self, rows: Sequence[EncodedRow]) -> int:
         if self.down:
@@ -38,20 +43,12 @@ async def records(tmp_path) -> AsyncIterator[SwitchableRecords]:
     await store.close()
 
 
-async def eventually(condition, timeout_s: float = 5.0) -> None:
-    for _ in range(int(timeout_s / 0.02)):
-        if await condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met")
-
-
 async def test_flushes_when_a_batch_is_full(records, tmp_path) -> None:
     ledger = Ledger(records, tmp_path / "spool", flush_interval_s=60, batch_rows=3)
     await ledger.start()
     for _ in range(3):
         ledger.add(row())
-    await eventually(lambda: _count(records, 3))
+    await until(lambda: _count(records, 3))
     await ledger.close()
 
 
@@ -59,7 +56,7 @@ async def test_flushes_every_interval(records, tmp_path) -> None:
     ledger = Ledger(records, tmp_path / "spool", flush_interval_s=0.05, batch_rows=100)
     await ledger.start()
     ledger.add(row())
-    await eventually(lambda: _count(records, 1))
+    await until(lambda: _count(records, 1))
     await ledger.close()
 
 
@@ -127,11 +124,11 @@ async def test_spools_while_the_database_is_down_then_replays(records, tmp_path)
     records.down = True
     for _ in range(5):
         ledger.add(row())
-    await eventually(lambda: _spooled(ledger, 5))
+    await until(lambda: _spooled(ledger, 5))
     assert len(list((tmp_path / "spool").glob("*.jsonl"))) == 1
     records.down = False
-    await eventually(lambda: _count(records, 5))
-    await eventually(lambda: _no_spool_files(tmp_path / "spool"))
+    await until(lambda: _count(records, 5))
+    await until(lambda: _no_spool_files(tmp_path / "spool"))
     await ledger.close()
 
 
@@ -175,7 +172,7 @@ async def test_rows_past_the_bound_go_to_the_spool(records, tmp_path) -> None:
 
 
 async def _count(records: UsageRecords, expected: int) -> bool:
-    return len(await UsageRecords.rows(records)) == expected
+    return len(await ledger_rows(records.store)) == expected
 
 
 async def _spooled(ledger: Ledger, expected: int) -> bool:

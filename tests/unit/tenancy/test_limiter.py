@@ -21,7 +21,7 @@ from mistral_serve.tenancy.limits import Ask, KeyLimits, duration, reservation, 
 from mistral_serve.tenancy.redis_limiter import RedisLimiter
 from tests.services import REDIS
 
-from .conftest import START, ask, caller
+from .conftest import START, ask, caller, settled
 
 
 async def test_requests_per_minute_refill_continuously(limiter, clock, key_id) -> None:
@@ -49,7 +49,7 @@ async def test_tokens_are_reserved_then_settled_to_what_was_used(limiter, clock,
     assert granted.tokens.reset_s == pytest.approx(36.0)  # 600 tokens at 1000/60 per s
     refused = await limiter.take(limits, ask(key_id, 600))
     assert refused.refused == "tpm" and refused.retry_after_s == pytest.approx(12.0)
-    await limiter.settle(limits, first, 100)  # 500 unused tokens come back
+    await settled(limiter, limits, first, 100)  # 500 unused tokens come back
     again = await limiter.take(limits, ask(key_id, 600))
     assert again.granted and again.tokens.remaining == 300
 
@@ -58,7 +58,7 @@ async def test_using_more_than_reserved_is_charged(limiter, clock, key_id) -> No
     limits = KeyLimits(tpm=1000)
     first = ask(key_id, 100)
     await limiter.take(limits, first)
-    await limiter.settle(limits, first, 700)
+    await settled(limiter, limits, first, 700)
     refused = await limiter.take(limits, ask(key_id, 400))
     assert refused.refused == "tpm" and refused.tokens.remaining == 300
 
@@ -90,7 +90,7 @@ async def test_concurrency_frees_on_settlement_and_after_the_lease(limiter, cloc
     assert (await limiter.take(limits, second)).granted
     refused = await limiter.take(limits, ask(key_id))
     assert refused.refused == "concurrency" and refused.retry_after_s == pytest.approx(1.0)
-    await limiter.settle(limits, first, 5)
+    await settled(limiter, limits, first, 5)
     assert (await limiter.take(limits, ask(key_id))).granted
     clock.now += 901  # the lease of requests a crashed gateway never settled
     assert (await limiter.take(limits, ask(key_id))).granted
@@ -106,7 +106,7 @@ async def test_budgets_cannot_be_overshot(limiter, key_id) -> None:
     error = refused.error(limits, ask(key_id, 600))
     assert isinstance(error, InsufficientQuotaError) and error.status == 429
     assert "retry-after" not in error.headers()
-    await limiter.settle(limits, first, 100)
+    await settled(limiter, limits, first, 100)
     assert (await limiter.take(limits, ask(key_id, 600))).granted
     tomorrow = datetime.fromtimestamp(START + 86_400, UTC)
     assert (await limiter.take(limits, ask(key_id, 1000, at=tomorrow))).granted
@@ -118,7 +118,7 @@ async def test_a_request_from_before_midnight_settles_without_touching_today(lim
     late = ask(key_id, 600)  # reserved before midnight
     assert (await limiter.take(limits, late)).granted
     assert (await limiter.take(limits, ask(key_id, 600, at=tomorrow))).granted  # a new budget
-    await limiter.settle(limits, late, 100)  # yesterday's request ends after midnight
+    await settled(limiter, limits, late, 100)  # yesterday's request ends after midnight
     assert not (await limiter.take(limits, ask(key_id, 500, at=tomorrow))).granted
     assert (await limiter.take(limits, ask(key_id, 400, at=tomorrow))).granted
 
@@ -186,14 +186,27 @@ async def test_a_key_record_changed_in_the_cache_brings_its_new_limits() -> None
     assert await limits.reserve(caller(), "r4", 10) is None  # its limits were removed
 
 
-async def test_settlement_runs_once_in_the_background() -> None:
-    backend = MemoryLimiter()
+class CountingLimiter(MemoryLimiter):
+    """The counters in this process, counting the settlements asked of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settlements: list[tuple[str, int]] = []
+
+    def settle_soon(self, limits, ask, used_tokens, done) -> None:
+        self.settlements.append((ask.request_id, used_tokens))
+        super().settle_soon(limits, ask, used_tokens, done)
+
+
+async def test_a_reservation_settles_once_without_waiting() -> None:
+    backend = CountingLimiter()
     limits = Limits(backend)
     reservation = await limits.reserve(caller(max_concurrent=1), "r1", 10)
-    reservation.end(5)
-    reservation.end(5)
+    assert reservation.end(5) is None  # not a coroutine: nothing for the request to wait on
+    reservation.end(7)  # a second end (a stream's close after its failure) settles nothing
+    assert backend.settlements == [("r1", 5)]
+    assert await limits.reserve(caller(max_concurrent=1), "r2", 10) is not None  # slot freed
     await limits.close()
-    assert await limits.reserve(caller(max_concurrent=1), "r2", 10) is not None
 
 
 class BrokenLimiter(MemoryLimiter):
@@ -234,7 +247,7 @@ async def test_a_redis_that_forgot_the_scripts_is_taught_them_again(clock, key_i
     second, third = ask(key_id), ask(key_id)
     verdicts = await asyncio.gather(backend.take(limits, second), backend.take(limits, third))
     assert [verdict.requests.remaining for verdict in verdicts] == [8, 7]
-    await backend.settle(limits, first, 5)
+    await settled(backend, limits, first, 5)
     assert (await backend.take(limits, ask(key_id))).granted  # first's slot was freed
     await backend.close()
 
@@ -265,7 +278,7 @@ async def test_settlements_at_once_all_apply(limiter, key_id) -> None:
     asks = [ask(key_id, 100) for _ in range(5)]
     for each in asks:
         assert (await limiter.take(limits, each)).granted
-    await asyncio.gather(*(limiter.settle(limits, each, 10) for each in asks))
+    await asyncio.gather(*(settled(limiter, limits, each, 10) for each in asks))
     verdict = await limiter.take(limits, ask(key_id, 100))
     assert verdict.granted and verdict.tokens.remaining == 1000 - 50 - 100
 
