@@ -38,10 +38,12 @@ class Secured:
         return created_key(self.keys("create", *args))
 
 
-@pytest.fixture(scope="module")
-def secured(stack: Stack, otlp, tmp_path_factory) -> Iterator[Secured]:
-    """A gateway over the session's engines whose store this module fills (AUTH=auto)."""
-    log_dir = tmp_path_factory.mktemp("auth")
+def secured_gateway(
+    stack: Stack, otlp, tmp_path_factory, name: str, ttl_s: float
+) -> Iterator[Secured]:
+    """A gateway over the session's engines with a key store of its own (AUTH=auto), its key
+    cache refreshed every ``ttl_s``."""
+    log_dir = tmp_path_factory.mktemp(name)
     data_dir = log_dir / "data"
     log_path = log_dir / "gateway.log"
     url, process = start_gateway(
@@ -49,12 +51,18 @@ def secured(stack: Stack, otlp, tmp_path_factory) -> Iterator[Secured]:
         otlp.endpoint,
         log_path,
         MISTRAL_SERVE_DATA_DIR=str(data_dir),
-        KEY_CACHE_TTL_S=str(TTL_S),
+        KEY_CACHE_TTL_S=str(ttl_s),
     )
     try:
         yield Secured(url, data_dir, log_path)
     finally:
         stop_process(process)
+
+
+@pytest.fixture(scope="module")
+def secured(stack: Stack, otlp, tmp_path_factory) -> Iterator[Secured]:
+    """The gateway whose store the auth matrix fills."""
+    yield from secured_gateway(stack, otlp, tmp_path_factory, "auth", TTL_S)
 
 
 def chat(url: str, key: str | None, model: str = "demo") -> httpx.Response:
@@ -65,22 +73,9 @@ def chat(url: str, key: str | None, model: str = "demo") -> httpx.Response:
 
 @pytest.fixture(scope="module")
 def unrefreshed(stack: Stack, otlp, tmp_path_factory) -> Iterator[Secured]:
-    """A gateway with a store of its own whose key cache refreshes once an hour: what it
-    knows of a key made after its start it can only have looked up."""
-    log_dir = tmp_path_factory.mktemp("auth-unrefreshed")
-    data_dir = log_dir / "data"
-    log_path = log_dir / "gateway.log"
-    url, process = start_gateway(
-        ",".join(stack.engine_urls.values()),
-        otlp.endpoint,
-        log_path,
-        MISTRAL_SERVE_DATA_DIR=str(data_dir),
-        KEY_CACHE_TTL_S="3600",
-    )
-    try:
-        yield Secured(url, data_dir, log_path)
-    finally:
-        stop_process(process)
+    """A gateway whose key cache refreshes once an hour: what it knows of a key made after its
+    start it can only have looked up."""
+    yield from secured_gateway(stack, otlp, tmp_path_factory, "auth-unrefreshed", 3600)
 
 
 def test_a_new_key_works_the_moment_it_exists(unrefreshed: Secured):
