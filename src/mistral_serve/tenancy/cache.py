@@ -13,6 +13,7 @@ all (beyond that, an unknown id is refused until a refresh or the next second's 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -73,8 +74,16 @@ class KeyCache:
                 return None
             finding = asyncio.ensure_future(self._read(key_id))
             self._finding[key_id] = finding
-            finding.add_done_callback(lambda _: self._finding.pop(key_id, None))
+            finding.add_done_callback(functools.partial(self._found, key_id))
         return await asyncio.shield(finding)
+
+    def _found(self, key_id: str, finding: asyncio.Future[KeyRecord | None]) -> None:
+        """A read is over: later requests for the id go by what it found. Its failure is
+        taken here too, so that one whose requests all left (their clients gone) is not
+        reported as never retrieved."""
+        del self._finding[key_id]
+        if not finding.cancelled():
+            finding.exception()
 
     def _may_look_up(self) -> bool:
         now = self._clock()
