@@ -42,6 +42,7 @@ from mistral_serve.engines.supervisor import EngineSpec, Supervisor, free_port
 from mistral_serve.engines.vllm_args import (
     build_vllm_args,
     engine_command,
+    engine_patches_env,
     engine_telemetry_env,
 )
 from mistral_serve.errors import ConfigError, EngineStartError
@@ -139,6 +140,7 @@ def engine_specs(
     for name, folder in (("HF_HUB_CACHE", settings.hf_hub_cache), ("HF_HOME", settings.hf_home)):
         if folder is not None:  # also when only .env says it: engines look where the gateway does
             base_env[name] = str(folder)
+    base_env.update(engine_patches_env(settings, environ))
     if gpu_slices is None:
         base_env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of host memory for KV cache
     specs = []

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     max_model_len: int | None = Field(default=None, ge=16)
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     engine_extra_args: str = ""
+    # The project's vLLM plugin (engine_plugin/): version-guarded fixes of vLLM bugs, applied in
+    # the engines `up` starts (and in the engine image). `off` runs vLLM as released.
+    engine_patches: Literal["on", "off"] = "on"
     engine_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     engine_start_timeout_s: float = Field(default=1800.0, gt=0)
     engine_read_timeout_s: float = Field(default=600.0, gt=0)

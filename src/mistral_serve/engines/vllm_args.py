@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from urllib.parse import quote
 
 from mistral_serve.config import Settings, parse_key_values
@@ -98,6 +98,23 @@ def engine_telemetry_env(settings: Settings, replica: int) -> dict[str, str]:
     headers = otlp_headers(settings)
     if headers:
         env["OTEL_EXPORTER_OTLP_HEADERS"] = ",".join(f"{k}={quote(v)}" for k, v in headers.items())
+    return env
+
+
+# The name pyproject.toml gives engine_plugin's `vllm.general_plugins` entry point.
+PATCHES_PLUGIN = "mistral_serve_patches"
+
+
+def engine_patches_env(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """What tells an engine's vLLM plugin whether to patch: ENGINE_PATCHES (also when only
+    .env says it), and, where VLLM_PLUGINS names the plugins vLLM may load, this one among
+    them, so that list does not leave the patches out silently."""
+    env = {"ENGINE_PATCHES": settings.engine_patches}
+    allowed = environ.get("VLLM_PLUGINS")
+    if allowed is not None and settings.engine_patches == "on":
+        names = [name for name in allowed.split(",") if name]
+        if PATCHES_PLUGIN not in names:
+            env["VLLM_PLUGINS"] = ",".join([*names, PATCHES_PLUGIN])
     return env
 
 
