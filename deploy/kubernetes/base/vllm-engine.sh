@@ -7,6 +7,7 @@
 # Reads: MODEL_ID SERVED_MODEL_NAME TENSOR_PARALLEL_SIZE GPU_MEMORY_UTILIZATION MAX_MODEL_LEN
 #        DTYPE ENGINE_MAX_INFLIGHT (→ --max-num-seqs, default 256)
 #        ENGINE_EXTRA_ARGS (shell words, last: they override the rest)
+#        ENGINE_PATCHES (on, default | off: the project's vLLM plugin, in the engine image)
 #        HUGGING_FACE_HUB_TOKEN (→ HF_TOKEN)  ENGINE_HOST/ENGINE_PORT (default 0.0.0.0:8000)
 #        OTEL_EXPORTER_OTLP_ENDPOINT/_PROTOCOL/_HEADERS OTEL_SERVICE_NAME
 #        OTEL_RESOURCE_ATTRIBUTES ENGINE_REPLICA (names this engine in its spans)
@@ -59,6 +60,23 @@ if [ -n "${OTEL_EXPORTER_OTLP_ENDPOINT:-}" ] && [ "${OTEL_SDK_DISABLED:-false}" 
     export OTEL_SERVICE_NAME="${OTEL_SERVICE_NAME:-mistral-serve}-engine"
     if [ -n "${ENGINE_REPLICA:-}" ]; then
         export OTEL_RESOURCE_ATTRIBUTES="${OTEL_RESOURCE_ATTRIBUTES:+$OTEL_RESOURCE_ATTRIBUTES,}mistral_serve.engine.replica=$ENGINE_REPLICA"
+    fi
+fi
+
+# The project's vLLM plugin (mistral_serve.engine_plugin; deploy/Dockerfile's engine target)
+# reads ENGINE_PATCHES itself. As under `up`: where VLLM_PLUGINS lists the plugins vLLM may load,
+# this one joins the list, and an image without the plugin is said out loud.
+export ENGINE_PATCHES="${ENGINE_PATCHES:-on}"
+if [ "$ENGINE_PATCHES" = on ]; then
+    if [ -n "${VLLM_PLUGINS+set}" ]; then
+        case ",$VLLM_PLUGINS," in
+            *,mistral_serve_patches,*) ;;
+            *) export VLLM_PLUGINS="${VLLM_PLUGINS:+$VLLM_PLUGINS,}mistral_serve_patches" ;;
+        esac
+    fi
+    if ! python3 -c "import mistral_serve.engine_plugin" 2>/dev/null; then
+        echo "vllm-engine.sh: WARNING: ENGINE_PATCHES=on but this image has no mistral-serve engine" \
+            "plugin (build deploy/Dockerfile --target engine): vLLM runs unpatched" >&2
     fi
 fi
 

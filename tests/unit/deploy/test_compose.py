@@ -102,7 +102,11 @@ def test_healthchecks_restarts_and_healthy_dependencies_everywhere(compose):
 def test_engines_run_the_tested_vllm_image_with_the_shared_model_cache(compose):
     for name in ENGINES:
         engine = compose["services"][name]
-        assert engine["image"] == VLLM_IMAGE
+        # The engine image: the tested official vLLM image with the project's vLLM plugin.
+        assert engine["image"] == "mistral-serve-engine:0.1.0"
+        assert engine["build"]["target"] == "engine"
+        assert engine["build"]["args"]["VLLM_VERSION"] == VLLM_IMAGE.split(":")[1]
+        assert engine["environment"]["ENGINE_PATCHES"] == "on"
         assert "model-cache:/cache:rw" in engine["volumes"]
         assert engine["environment"]["HF_HOME"] == "/cache/huggingface"
         assert engine["entrypoint"] == ["sh", "/opt/mistral-serve/vllm-engine.sh"]

@@ -71,7 +71,17 @@ def test_vllm_is_pinned_to_the_tested_release_everywhere():
     assert f"ARG VLLM_VERSION={tag}" in DOCKERFILE.read_text()
     assert f"${{VLLM_VERSION:-{tag}}}" in (REPO / "docker-compose.yml").read_text()
     assert f"VLLM_VERSION={tag}" in (REPO / "config" / "sample.env").read_text().splitlines()
-    assert f"image: {VLLM_IMAGE}" in (DEPLOY / "kubernetes" / "base" / "engines.yaml").read_text()
+    engines = (DEPLOY / "kubernetes" / "base" / "engines.yaml").read_text()
+    assert f"image: mistral-serve-engine  # FROM {VLLM_IMAGE}" in engines
+
+
+def test_the_engine_image_is_the_official_vllm_image_with_the_engine_plugin():
+    engine = stages()["engine"]
+    assert engine[0] == "FROM vllm/vllm-openai:${VLLM_VERSION} AS engine"
+    [install] = [line for line in engine if line.startswith("RUN ")]
+    # The package without the gateway's dependencies, and proof that vLLM can load the plugin.
+    assert "pip install --no-deps /wheels/mistral_serve-" in install
+    assert 'python3 -c "import mistral_serve.engine_plugin"' in install
 
 
 def test_the_build_context_holds_only_what_the_image_needs():

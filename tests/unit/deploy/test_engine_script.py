@@ -15,7 +15,11 @@ from pathlib import Path
 import pytest
 
 from mistral_serve.config import Settings
-from mistral_serve.engines.vllm_args import VLLM_SERVER_MODULE, build_vllm_args
+from mistral_serve.engines.vllm_args import (
+    VLLM_SERVER_MODULE,
+    build_vllm_args,
+    engine_patches_env,
+)
 from mistral_serve.models.profiles import resolve_model
 
 from .conftest import KUBERNETES
@@ -24,6 +28,8 @@ SCRIPT = KUBERNETES / "base" / "vllm-engine.sh"
 
 RECORDER = """#!{python}
 import json, os, sys
+if sys.argv[1] == "-c":  # the script asking whether the image has the engine plugin
+    sys.exit(1 if os.environ.get("STUB_NO_PLUGIN") else 0)
 record = {{"argv": sys.argv[1:], "env": dict(os.environ)}}
 json.dump(record, open(os.environ["RECORD_TO"], "w"))
 """
@@ -31,15 +37,23 @@ json.dump(record, open(os.environ["RECORD_TO"], "w"))
 
 def run_script(tmp_path: Path, **env: str) -> tuple[list[str], dict[str, str]]:
     """The argv after ``python3`` and the environment the script execs vLLM with."""
+    argv, env, _ = run_script_logged(tmp_path, **env)
+    return argv, env
+
+
+def run_script_logged(tmp_path: Path, **env: str) -> tuple[list[str], dict[str, str], str]:
+    """The same, and what the script wrote to stderr."""
     stub = tmp_path / "bin"
     stub.mkdir(exist_ok=True)
     (stub / "python3").write_text(RECORDER.format(python=sys.executable))
     (stub / "python3").chmod(0o755)
     record = tmp_path / "record.json"
     base = {"PATH": f"{stub}:/usr/bin:/bin", "RECORD_TO": str(record)}
-    subprocess.run(["sh", str(SCRIPT)], env={**base, **env}, check=True, timeout=30)
+    done = subprocess.run(
+        ["sh", str(SCRIPT)], env={**base, **env}, check=True, timeout=30, capture_output=True
+    )
     recorded = json.loads(record.read_text())
-    return recorded["argv"], recorded["env"]
+    return recorded["argv"], recorded["env"], done.stderr.decode()
 
 
 def up_args(settings: Settings) -> list[str]:
@@ -118,3 +132,30 @@ def test_no_telemetry_flag_without_an_endpoint(tmp_path):
 def test_the_hub_token_reaches_vllm_as_hf_token(tmp_path):
     _, env = run_script(tmp_path, HUGGING_FACE_HUB_TOKEN="hf_secret")
     assert env["HF_TOKEN"] == "hf_secret"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},  # on by default
+        {"ENGINE_PATCHES": "off"},
+        {"VLLM_PLUGINS": "lora_filesystem_resolver"},  # a list of plugins: the patches join it
+        {"VLLM_PLUGINS": "mistral_serve_patches"},
+        {"VLLM_PLUGINS": ""},
+        {"VLLM_PLUGINS": "lora_filesystem_resolver", "ENGINE_PATCHES": "off"},
+    ],
+)
+def test_the_engine_plugin_is_switched_as_up_switches_it(tmp_path, env):
+    _, recorded, _ = run_script_logged(tmp_path, **env)
+    settings = Settings(
+        _env_file=None, **{k.lower(): v for k, v in env.items() if k != "VLLM_PLUGINS"}
+    )
+    expected = {**env, **engine_patches_env(settings, env)}
+    assert {name: recorded.get(name) for name in expected} == expected
+
+
+def test_an_image_without_the_engine_plugin_is_said_out_loud(tmp_path):
+    _, _, said = run_script_logged(tmp_path, STUB_NO_PLUGIN="1")
+    assert "no mistral-serve engine plugin" in said
+    _, _, said = run_script_logged(tmp_path, STUB_NO_PLUGIN="1", ENGINE_PATCHES="off")
+    assert said == ""

@@ -13,7 +13,7 @@ import yaml
 
 from mistral_serve.config import Settings
 
-from .conftest import KUBERNETES, REPO, VLLM_IMAGE, tool
+from .conftest import KUBERNETES, REPO, tool
 
 OVERLAYS = ("tp1", "tp2")
 
@@ -89,7 +89,7 @@ def test_each_engine_asks_for_its_tensor_parallel_share_of_gpus(overlay, gpus, r
 
 def test_engines_load_weights_under_a_startup_probe_then_are_watched():
     container = engine_container(objects("tp1"))
-    assert container["image"] == VLLM_IMAGE
+    assert container["image"] == "mistral-serve-engine:0.1.0"  # deploy/Dockerfile's engine
     startup = container["startupProbe"]
     assert startup["httpGet"]["path"] == "/health"
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 1800  # 30 min to load

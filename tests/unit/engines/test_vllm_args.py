@@ -6,6 +6,7 @@ from mistral_serve.engines.vllm_args import (
     VLLM_SERVER_MODULE,
     build_vllm_args,
     engine_command,
+    engine_patches_env,
     engine_telemetry_env,
 )
 
@@ -123,3 +124,19 @@ def test_engine_telemetry_env_names_the_engine_and_carries_protocol_and_headers(
         "mistral_serve.engine.replica=1",
         "OTEL_EXPORTER_OTLP_HEADERS": "signoz-ingestion-key=k%3D1",
     }
+
+
+def test_engines_are_told_whether_to_patch_vllm():
+    assert engine_patches_env(Settings(_env_file=None), {}) == {"ENGINE_PATCHES": "on"}
+    off = Settings(_env_file=None, engine_patches="off")
+    assert engine_patches_env(off, {"VLLM_PLUGINS": "a"}) == {"ENGINE_PATCHES": "off"}
+
+
+def test_a_list_of_allowed_vllm_plugins_gets_the_patches_added():
+    on = Settings(_env_file=None)
+    assert (
+        engine_patches_env(on, {"VLLM_PLUGINS": "a,b"})["VLLM_PLUGINS"]
+        == "a,b,mistral_serve_patches"
+    )
+    assert engine_patches_env(on, {"VLLM_PLUGINS": ""})["VLLM_PLUGINS"] == "mistral_serve_patches"
+    assert "VLLM_PLUGINS" not in engine_patches_env(on, {"VLLM_PLUGINS": "mistral_serve_patches"})
