@@ -210,6 +210,17 @@ class EngineRegistry:
                 [state.value for state in State],
                 lambda: [(engine.name, engine.state.value) for engine in self.engines],
             )
+            telemetry.watch_memory(self._resident_memory)
+
+    def _resident_memory(self) -> list[tuple[str, float]]:
+        """Each engine's API-server memory from its latest fresh scrape, where it says."""
+        now = time.monotonic()
+        found = []
+        for engine in self.engines:
+            stats = engine.fresh_stats(now, self.stats_max_age_s)
+            if stats is not None and stats.resident_memory_bytes is not None:
+                found.append((engine.name, stats.resident_memory_bytes))
+        return found
 
     def new_engine(self, url: str, name: str | None = None) -> Engine:
         health = EngineHealth(self.policy, time.monotonic())

@@ -23,6 +23,9 @@ GENERATION_TOKENS = "vllm:generation_tokens_total"
 ITERATIONS = "vllm:iteration_tokens_total_count"  # one observation per engine step
 #: An info metric whose labels are the engine's cache config: its KV capacity in blocks.
 CACHE_CONFIG = "vllm:cache_config_info"
+#: prometheus_client's process collector in vLLM's API server: the memory that process holds,
+#: so a leak in it (docs/architecture.md, "Engine patches") shows before it kills the engine.
+RESIDENT_MEMORY = "process_resident_memory_bytes"
 
 _SUMMED = (
     RUNNING,
@@ -33,7 +36,7 @@ _SUMMED = (
     GENERATION_TOKENS,
     ITERATIONS,
 )
-_WANTED = frozenset((*_SUMMED, KV_CACHE_USAGE, CACHE_CONFIG))
+_WANTED = frozenset((*_SUMMED, KV_CACHE_USAGE, CACHE_CONFIG, RESIDENT_MEMORY))
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class EngineStats:
     iterations: float = 0.0
     #: Tokens its KV cache holds (the smallest rank's); 0 when it does not say.
     kv_capacity_tokens: float = 0.0
+    #: Bytes its API server process holds in memory; None when it does not say.
+    resident_memory_bytes: float | None = None
 
     def progressed_since(self, earlier: EngineStats) -> bool:
         """Whether the engine did work between two scrapes: a step ran, tokens were made."""
@@ -69,6 +74,7 @@ class EngineStats:
             "prompt_tokens": self.prompt_tokens,
             "generation_tokens": self.generation_tokens,
             "kv_capacity_tokens": self.kv_capacity_tokens,
+            "api_server_resident_bytes": self.resident_memory_bytes,
         }
 
 
@@ -78,12 +84,15 @@ def parse_stats(text: str) -> EngineStats:
     totals = dict.fromkeys(_SUMMED, 0.0)
     kv_cache_usage = 0.0
     capacities = []
+    resident = None
     for family in text_string_to_metric_families(wanted + "\n"):
         for sample in family.samples:
             if sample.name == KV_CACHE_USAGE:
                 kv_cache_usage = max(kv_cache_usage, sample.value)
             elif sample.name == CACHE_CONFIG:
                 capacities.append(_kv_capacity_tokens(sample.labels))
+            elif sample.name == RESIDENT_MEMORY:
+                resident = sample.value
             elif sample.name in totals:
                 totals[sample.name] += sample.value
     return EngineStats(
@@ -96,6 +105,7 @@ def parse_stats(text: str) -> EngineStats:
         generation_tokens=totals[GENERATION_TOKENS],
         iterations=totals[ITERATIONS],
         kv_capacity_tokens=min((c for c in capacities if c > 0), default=0.0),
+        resident_memory_bytes=resident,
     )
 
 

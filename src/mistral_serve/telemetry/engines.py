@@ -2,7 +2,8 @@
 
 ``mistral_serve.engines.state`` reports, for every engine and every state, 1 when the engine is
 in it and 0 otherwise, so "how many engines are stalled" is a sum and a series never vanishes
-mid-graph. Stalls, ejections and restarts are counters per engine. The registry and the
+mid-graph. Stalls, ejections and restarts are counters per engine; each engine's API-server
+memory is a gauge. The registry and the
 supervisor report here; neither knows about instruments.
 """
 
@@ -58,6 +59,20 @@ class EngineTelemetry:
             unit="{engine}",
             description="1 for the state each engine is in (ready, loading, stalled, ejected, "
             "down), 0 for the others.",
+        )
+
+    def watch_memory(self, current: Callable[[], Iterable[tuple[str, float]]]) -> None:
+        """Observe ``current()`` — (engine name, bytes its API server holds) — at each export."""
+
+        def observe(options: object) -> list[Observation]:
+            return [Observation(rss, {semconv.ENGINE_NAME: name}) for name, rss in current()]
+
+        self._meter.create_observable_gauge(
+            semconv.ENGINE_MEMORY,
+            [observe],
+            unit="By",
+            description="Resident memory of each engine's API server process, from its /metrics "
+            "(process_resident_memory_bytes): a leak shows here before it kills the engine.",
         )
 
     def stalled(self, engine: str) -> None:

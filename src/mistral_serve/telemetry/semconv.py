@@ -80,6 +80,7 @@ ENGINE_STATE: Final = "mistral_serve.engines.state"
 ENGINE_STALLS: Final = "mistral_serve.engines.stalls"
 ENGINE_EJECTIONS: Final = "mistral_serve.engines.ejections"
 ENGINE_RESTARTS: Final = "mistral_serve.engines.restarts"
+ENGINE_MEMORY: Final = "mistral_serve.engines.memory.resident"
 QUEUE_DURATION: Final = "mistral_serve.admission.queue.duration"
 QUEUE_DEPTH: Final = "mistral_serve.admission.queue.depth"
 #: Tenancy: failed reads of the key store, failed checks of the limit counters (Redis), and
@@ -143,6 +144,7 @@ METRICS: Final = frozenset(
         ENGINE_STALLS,
         ENGINE_EJECTIONS,
         ENGINE_RESTARTS,
+        ENGINE_MEMORY,
         QUEUE_DURATION,
         QUEUE_DEPTH,
         KEY_STORE_ERRORS,

@@ -29,6 +29,9 @@ vllm:generation_tokens_total{engine="0",model_name="demo"} 5.0
 vllm:iteration_tokens_total_bucket{engine="0",le="1.0",model_name="demo"} 4.0
 vllm:iteration_tokens_total_count{engine="0",model_name="demo"} 5.0
 vllm:iteration_tokens_total_sum{engine="0",model_name="demo"} 9.0
+# HELP process_resident_memory_bytes Resident memory size in bytes.
+# TYPE process_resident_memory_bytes gauge
+process_resident_memory_bytes 7.71686912e+08
 """
 
 
@@ -43,7 +46,9 @@ def test_the_samples_that_matter_are_read_and_ranks_combined():
         prompt_tokens=4,
         generation_tokens=5,
         iterations=5,
+        resident_memory_bytes=771686912,  # the API server's own process
     )
+    assert stats.as_dict()["api_server_resident_bytes"] == 771686912
 
 
 def test_missing_samples_read_as_zero():

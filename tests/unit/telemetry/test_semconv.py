@@ -43,5 +43,6 @@ def test_metrics_is_every_instrument_created_and_each_once():
     observer.watch_tenancy(lambda: 0, lambda: 0, dict, lambda: 0)
     engines = EngineTelemetry(meter)  # type: ignore[arg-type]
     engines.watch_states([], list)
+    engines.watch_memory(list)
     GpuMetrics(Nvml(FakeNvmlModule())).register(meter)  # type: ignore[arg-type]
     assert sorted(meter.names) == sorted(semconv.METRICS)
