@@ -1,26 +1,31 @@
-"""What the demo model costs the engine per streamed token, and whether it behaves like a model.
+"""What a Mistral-format engine's API server costs per chat request, with the project's vLLM
+plugin, without it, and without the tool parser; and whether the demo model behaves like one.
 
-    .venv/bin/python bench/demo_engine_cost.py [--requests 64] [--concurrency 16] [--tokens 64]
+    .venv/bin/python bench/demo_engine_cost.py [--requests 2000] [--warmup 200] [--tokens 64]
 
 Starts one vLLM engine on the Mistral-format demo model exactly as `mistral-serve up` does
-(Mistral tokenizer, auto tool choice with Mistral's tool parser), streams chat completions at it
-directly (no gateway) with `tools` in every request, and reports:
+(Mistral tokenizer, auto tool choice with Mistral's tool parser) three times, one after the
+other in one run:
 
-- CPU per streamed token of the engine's API server and of its engine core (user + system time
-  from /proc, divided by the completion tokens the engine reported), and the API server's CPU
-  per chat request, so the per-token figure can be given net of it;
-- tool-parser errors in the engine's log (vLLM logs one traceback per failed streamed token when
-  the model emits a stray [TOOL_CALLS]);
-- greedy (temperature 0) chat completions whose content came back empty.
+- `plugin`: as `up` starts it (ENGINE_PATCHES=on, the default);
+- `no plugin`: ENGINE_PATCHES=off, vLLM as released;
+- `no tool parser`: without `--enable-auto-tool-choice --tool-call-parser mistral`.
 
-A demo model that samples control tokens on its own shows up in all three. Not a test: the
-numbers go to docs/architecture.md with the command that produced them.
+Each gets ``--warmup`` streamed chat completions, then ``--requests`` more (no `tools` in them,
+``--tokens`` each, `stream_options.include_usage`), and reports: the API server's CPU per chat
+request (user + system time over the first 400 at concurrency 16), tokens per second at
+concurrency 16 and 64 (tokens counted from `usage`, never from chunks: a saturated API server
+merges several tokens into one), the API server's RSS after the warm-up and after the
+requests, tool-parser errors in the engine's log, and greedy chat completions with empty
+content (a demo model that samples control tokens shows up there). Not a test: the numbers go
+to docs/architecture.md with the command that produced them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -93,17 +98,6 @@ async def stream_load(
     return total
 
 
-def chat_request_cpu(url: str, api_server: psutil.Process, count: int = 20) -> float:
-    """API-server CPU of one chat request that generates a single token: the per-request part
-    of the cost (with a Mistral tokenizer, vLLM 0.32 builds its tool parser per request)."""
-    body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
-    with httpx.Client(timeout=120) as http:
-        before = cpu_seconds(api_server)
-        for _ in range(count):
-            http.post(url + "/v1/chat/completions", json=body).raise_for_status()
-        return (cpu_seconds(api_server) - before) / count
-
-
 def greedy_empty(url: str, count: int) -> int:
     """Greedy chat completions (what evaluations send) whose content is empty."""
     empty = 0
@@ -122,49 +116,87 @@ def greedy_empty(url: str, count: int) -> int:
     return empty
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=64)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--no-tools", action="store_true", help="streams without `tools`")
-    parser.add_argument("--greedy", type=int, default=10, help="greedy completions to check")
-    args = parser.parse_args()
+CONFIGS = {
+    "plugin": ({"ENGINE_PATCHES": "on"}, False),
+    "no plugin": ({"ENGINE_PATCHES": "off"}, False),
+    "no tool parser": ({"ENGINE_PATCHES": "on"}, True),
+}
+TOOL_PARSER_FLAGS = ("--enable-auto-tool-choice", "--tool-call-parser")
 
-    work = Path(tempfile.mkdtemp(prefix="mistral-serve-bench-"))
+
+def without_tool_parser(command: list[str]) -> list[str]:
+    kept, skip = [], False
+    for word in command:
+        if skip:
+            skip = False
+        elif word == "--tool-call-parser":
+            skip = True
+        elif word not in TOOL_PARSER_FLAGS:
+            kept.append(word)
+    return kept
+
+
+def measure(name: str, work: Path, args: argparse.Namespace) -> dict[str, float]:
+    env_change, drop_parser = CONFIGS[name]
     spec = demo_engine_spec(work)
-    log_path = work / "engine.log"
+    command = without_tool_parser(spec.command) if drop_parser else spec.command
+    spec = dataclasses.replace(spec, command=command, env={**spec.env, **env_change})
+    log_path = work / f"engine-{name.replace(' ', '-')}.log"
     engine = start_engine(spec, log_path)
     try:
         wait_ok(spec.url + "/health")
         api_server = api_server_of(engine)
-        [core] = [p for p in api_server.children() if "EngineCore" in " ".join(p.cmdline())]
-        load = {"tools": not args.no_tools, "temperature": args.temperature}
-        asyncio.run(stream_load(spec.url, 8, 4, 16, **load))  # warm up
-        per_request = chat_request_cpu(spec.url, api_server)
-        errors_before = log_path.read_text(errors="replace").count(TOOL_PARSER_ERROR)
-        api_before, core_before = cpu_seconds(api_server), cpu_seconds(core)
-        started = time.perf_counter()
-        tokens = asyncio.run(
-            stream_load(spec.url, args.requests, args.concurrency, args.tokens, **load)
-        )
-        wall = time.perf_counter() - started
-        api_cpu = cpu_seconds(api_server) - api_before
-        core_cpu = cpu_seconds(core) - core_before
-        errors = log_path.read_text(errors="replace").count(TOOL_PARSER_ERROR) - errors_before
-        empty = greedy_empty(spec.url, args.greedy)
+        load = {"tools": False, "temperature": args.temperature}
+        asyncio.run(stream_load(spec.url, args.warmup, 16, args.tokens, **load))
+        rss_before = api_server.memory_info().rss
+        results = {}
+        measured = 400
+        for concurrency in (16, 64):
+            cpu_before, started = cpu_seconds(api_server), time.perf_counter()
+            tokens = asyncio.run(stream_load(spec.url, measured, concurrency, args.tokens, **load))
+            wall = time.perf_counter() - started
+            results[f"tok/s c={concurrency}"] = tokens / wall
+            if concurrency == 16:
+                results["cpu ms/request"] = (cpu_seconds(api_server) - cpu_before) / measured * 1e3
+        rest = max(0, args.requests - 2 * measured)
+        asyncio.run(stream_load(spec.url, rest, 16, args.tokens, **load))
+        results["rss MB after warm-up"] = rss_before / 2**20
+        results["rss MB after requests"] = api_server.memory_info().rss / 2**20
+        log = log_path.read_text(errors="replace")
+        results["parser errors"] = log.count(TOOL_PARSER_ERROR)
+        results["greedy empty"] = greedy_empty(spec.url, args.greedy)
+        results["patches applied"] = "engine patches applied" in log
     finally:
         stop_all([engine])
-    print(f"streamed tokens: {tokens} in {wall:.1f} s ({tokens / wall:.0f} tok/s)")
-    print(f"API server CPU per chat request (1 token): {per_request * 1e3:.1f} ms")
-    print(f"API server CPU per streamed token: {api_cpu / tokens * 1e3:.3f} ms")
-    net = (api_cpu - per_request * args.requests) / tokens
-    print(f"API server CPU per streamed token, net of the per-request part: {net * 1e3:.3f} ms")
-    print(f"engine core CPU per streamed token: {core_cpu / tokens * 1e3:.3f} ms")
-    print(f"tool-parser errors in the engine log: {errors}")
-    print(f"greedy chat completions with empty content: {empty} of {args.greedy}")
-    print(f"engine log: {log_path}")
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000, help="after the warm-up")
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--greedy", type=int, default=10, help="greedy completions to check")
+    parser.add_argument("--only", choices=list(CONFIGS), action="append", help="configs to run")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="mistral-serve-bench-"))
+    names = args.only or list(CONFIGS)
+    table = {name: measure(name, work, args) for name in names}
+    columns = list(next(iter(table.values())))
+    print("| engine | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    for name, results in table.items():
+        cells = [f"{v:.1f}" if isinstance(v, float) else str(v) for v in results.values()]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    if "plugin" in table and "no tool parser" in table:
+        ratio = table["plugin"]["cpu ms/request"] / table["no tool parser"]["cpu ms/request"]
+        print(f"CPU per chat request, plugin / no tool parser: {ratio:.2f}")
+    for name, results in table.items():
+        growth = results["rss MB after requests"] - results["rss MB after warm-up"]
+        print(f"RSS growth over {args.requests} requests, {name}: {growth:.0f} MB")
+    print(f"engine logs: {work}")
 
 
 if __name__ == "__main__":

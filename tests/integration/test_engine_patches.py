@@ -14,22 +14,10 @@ import openai
 import pytest
 
 from .conftest import Stack
+from .test_chat_completions import WEATHER  # city is an enum: random weights never end a string
 
 pytestmark = pytest.mark.integration
 
-#: With a closed set of values: a random-weight model given a free string never closes it.
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "enum": ["Paris", "Lyon"]}},
-            "required": ["city"],
-        },
-    },
-}
 CITIES = ("Paris", "Lyon")
 MESSAGES = [{"role": "user", "content": "Weather in Paris?"}]
 #: Measured on this stack: 3-5 MB over 300 streamed requests with the plugin; 2.7 MB per
