@@ -53,12 +53,24 @@ def apply_patches(patches: Iterable[Patch], vllm_version: str) -> list[Outcome]:
                 f"vLLM {vllm_version} is outside the versions it was verified on ({patch.verified})"
             )
             outcomes.append(Outcome(patch, False, why))
-        elif not patch.applies():
-            outcomes.append(Outcome(patch, False, "the code it replaces has changed"))
         else:
-            patch.apply()
-            outcomes.append(Outcome(patch, True, ""))
+            outcomes.append(_try(patch))
     return outcomes
+
+
+def _try(patch: Patch) -> Outcome:
+    """A patch whose target is gone or moved is left out, never an error: vLLM calls plugins
+    outside any handler, so an exception here would stop the engine from starting."""
+    try:
+        if not patch.applies():
+            return Outcome(patch, False, "the code it replaces has changed")
+    except Exception as error:  # e.g. the module it patches no longer exists
+        return Outcome(patch, False, f"the code it replaces has changed ({error!r})")
+    try:
+        patch.apply()
+    except Exception as error:
+        return Outcome(patch, False, f"applying it failed ({error!r})")
+    return Outcome(patch, True, "")
 
 
 def report(outcomes: list[Outcome], vllm_version: str, log: logging.Logger) -> None:

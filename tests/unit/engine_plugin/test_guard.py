@@ -47,6 +47,24 @@ def test_a_patch_whose_target_changed_is_left_out():
     assert outcome.reason == "the code it replaces has changed"
 
 
+def test_a_target_that_cannot_even_be_looked_at_is_left_out_not_raised():
+    def gone() -> bool:
+        raise ModuleNotFoundError("No module named 'vllm.parser.mistral'")
+
+    made = Patch("example", "vLLM #1", SpecifierSet(">=0.32"), applies=gone, apply=lambda: None)
+    [outcome] = apply_patches([made], "0.32.0")
+    assert not outcome.applied and "changed" in outcome.reason
+
+
+def test_a_patch_that_fails_while_applied_is_reported_not_raised():
+    def broken() -> None:
+        raise AttributeError("no such attribute")
+
+    made = Patch("example", "vLLM #1", SpecifierSet(">=0.32"), applies=lambda: True, apply=broken)
+    [outcome] = apply_patches([made], "0.32.0")
+    assert not outcome.applied and "applying it failed" in outcome.reason
+
+
 def test_an_unreadable_version_patches_nothing():
     made, calls = patch()
     [outcome] = apply_patches([made], "unknown")
