@@ -16,9 +16,10 @@ Each gets ``--warmup`` streamed chat completions, then ``--requests`` more (no `
 request (user + system time over the first 400 at concurrency 16), tokens per second at
 concurrency 16 and 64 (tokens counted from `usage`, never from chunks: a saturated API server
 merges several tokens into one), the API server's RSS after the warm-up and after the
-requests, tool-parser errors in the engine's log, and greedy chat completions with empty
-content (a demo model that samples control tokens shows up there). Not a test: the numbers go
-to docs/architecture.md with the command that produced them.
+requests, tool-parser errors in the engine's log, greedy chat completions with empty content
+(a demo model that samples control tokens shows up there), and sampled streamed named tool
+calls whose arguments, put together from the stream, are not JSON (``--tool-calls`` of them).
+Not a test: the numbers go to docs/architecture.md with the command that produced them.
 """
 
 from __future__ import annotations
@@ -52,6 +53,18 @@ TOOLS = [
         },
     }
 ]
+#: A closed set of values: the demo's random weights never end a free string.
+WEATHER_ENUM = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "enum": ["Paris", "Lyon"]}},
+            "required": ["city"],
+        },
+    },
+}
 PROMPTS = [
     "Tell me a story about a lighthouse.",
     "What is the capital of France?",
@@ -116,6 +129,42 @@ def greedy_empty(url: str, count: int) -> int:
     return empty
 
 
+async def broken_tool_calls(url: str, count: int, concurrency: int = 16) -> int:
+    """Sampled, streamed chat completions with a named tool choice whose arguments, put
+    together from the deltas as a client does, are not the call's JSON."""
+    broken = 0
+    queue = iter(range(count))
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal broken
+        for index in queue:
+            body = {
+                "model": "demo",
+                "messages": [{"role": "user", "content": f"Weather in Paris? ({index})"}],
+                "tools": [WEATHER_ENUM],
+                "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+                "max_tokens": 60,
+                "stream": True,
+            }
+            arguments = ""
+            async with session.post(url + "/v1/chat/completions", json=body) as response:
+                async for line in response.content:
+                    if not line.startswith(b"data: {"):
+                        continue
+                    for choice in orjson.loads(line[6:])["choices"]:
+                        for call in choice["delta"].get("tool_calls") or []:
+                            arguments += (call.get("function") or {}).get("arguments") or ""
+            try:
+                broken += orjson.loads(arguments)["city"] not in ("Paris", "Lyon")
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                broken += 1
+
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return broken
+
+
 CONFIGS = {
     "plugin": ({"ENGINE_PATCHES": "on"}, False),
     "no plugin": ({"ENGINE_PATCHES": "off"}, False),
@@ -165,6 +214,9 @@ def measure(name: str, work: Path, args: argparse.Namespace) -> dict[str, float]
         log = log_path.read_text(errors="replace")
         results["parser errors"] = log.count(TOOL_PARSER_ERROR)
         results["greedy empty"] = greedy_empty(spec.url, args.greedy)
+        results[f"broken tool calls of {args.tool_calls}"] = asyncio.run(
+            broken_tool_calls(spec.url, args.tool_calls)
+        )
         results["patches applied"] = "engine patches applied" in log
     finally:
         stop_all([engine])
@@ -178,6 +230,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--greedy", type=int, default=10, help="greedy completions to check")
+    parser.add_argument("--tool-calls", type=int, default=200, help="streamed named calls")
     parser.add_argument("--only", choices=list(CONFIGS), action="append", help="configs to run")
     args = parser.parse_args()
 

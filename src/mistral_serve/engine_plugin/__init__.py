@@ -18,10 +18,10 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from mistral_serve.engine_plugin import drop_info_cache, parser_cycle
+from mistral_serve.engine_plugin import arguments_start, drop_info_cache, parser_cycle
 from mistral_serve.engine_plugin.guard import apply_patches, report
 
-PATCHES = (drop_info_cache.PATCH, parser_cycle.PATCH)
+PATCHES = (drop_info_cache.PATCH, parser_cycle.PATCH, arguments_start.PATCH)
 SWITCH = "ENGINE_PATCHES"  # on (default) | off
 
 
