@@ -51,15 +51,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-import orjson
 import psutil
 from harness import cpu_time, start, start_gateway, stop_all, wait_ok
-from routing import engine_counters, prose, start_engines, wait_engines_ready
+from routing import engine_counters, prose, start_engines, stream_chat, wait_engines_ready
 from tenancy_cost import LIMITS, create_key
 
 from mistral_serve.engines.supervisor import free_port
 
-MODEL = "demo-v1"
 ROUTER = [str(Path(sys.executable).with_name("vllm-router"))]
 
 
@@ -118,41 +116,6 @@ def start_front_doors(work: Path, engines: list[str]) -> list[FrontDoor]:
 
 
 # -- traffic ---------------------------------------------------------------------------------------
-async def stream_chat(
-    session: aiohttp.ClientSession, url: str, key: str | None, messages: list[dict], tokens: int
-) -> tuple[float | None, str, int]:
-    """One streamed chat completion: (TTFT, reply, completion tokens from usage)."""
-    body = {
-        "model": MODEL,
-        "messages": messages,
-        "max_tokens": tokens,
-        "ignore_eos": True,
-        "temperature": 0,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    headers = {"authorization": f"Bearer {key}"} if key else {}
-    started = time.perf_counter()
-    ttft, parts, used = None, [], 0
-    async with session.post(url + "/v1/chat/completions", json=body, headers=headers) as answer:
-        if answer.status != 200:
-            await answer.read()
-            return None, "", 0
-        async for line in answer.content:
-            if not line.startswith(b"data: {"):
-                continue
-            event = orjson.loads(line[6:])
-            if event.get("usage"):
-                used = event["usage"]["completion_tokens"]
-            for choice in event.get("choices") or []:
-                content = (choice.get("delta") or {}).get("content")
-                if content:
-                    if ttft is None:
-                        ttft = time.perf_counter() - started
-                    parts.append(content)
-    return ttft, "".join(parts), used
-
-
 def conversations(nonce: str, count: int) -> list[list[str]]:
     rng = random.Random(nonce)
     return [[f"{nonce} conversation {i}. {prose(rng, 260)}", prose(rng, 15)] for i in range(count)]
@@ -172,7 +135,9 @@ async def one_round(
             messages: list[dict] = []
             for text in turns:
                 messages.append({"role": "user", "content": text})
-                ttft, reply, used = await stream_chat(session, url, door.key, messages, tokens)
+                ttft, reply, used = await stream_chat(
+                    session, url, messages, max_tokens=tokens, key=door.key, ignore_eos=True
+                )
                 if ttft is None:
                     totals["failed"] += 1
                     break

@@ -194,20 +194,29 @@ class RunResult:
 
 
 async def stream_chat(
-    session: aiohttp.ClientSession, url: str, messages: list[dict]
+    session: aiohttp.ClientSession,
+    url: str,
+    messages: list[dict],
+    *,
+    max_tokens: int = 16,
+    key: str | None = None,
+    **extra: object,
 ) -> tuple[float | None, str, int]:
-    """One streamed chat completion: (TTFT, text, output tokens)."""
+    """One streamed chat completion: (TTFT, text, output tokens from usage). ``key``: sent as
+    a bearer token; ``extra``: more body fields (vLLM's ``ignore_eos``)."""
     body = {
         "model": MODEL,
         "messages": messages,
-        "max_tokens": 16,
+        "max_tokens": max_tokens,
         "temperature": 0,
         "stream": True,
         "stream_options": {"include_usage": True},
+        **extra,
     }
+    headers = {"authorization": f"Bearer {key}"} if key else {}
     started = time.perf_counter()
     ttft, parts, tokens = None, [], 0
-    async with session.post(url + "/v1/chat/completions", json=body) as response:
+    async with session.post(url + "/v1/chat/completions", json=body, headers=headers) as response:
         if response.status != 200:
             await response.read()
             return None, "", 0
