@@ -231,7 +231,7 @@ async def run_up(settings: Settings, specs: list[EngineSpec], telemetry: Telemet
     stop = asyncio.Event()
     servers: list[GatewayServer] = []
     _install_signal_handlers(stop, servers)
-    client = EngineClient(read_timeout_s=settings.engine_read_timeout_s)
+    client = EngineClient()
     await client.start()
     engine_telemetry = EngineTelemetry(telemetry.meter)
     supervisor = Supervisor(

@@ -14,6 +14,7 @@ against real engines too, in tests/integration.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,8 @@ class FakeEngine:
         self.metrics_text: str | None = None
         self.handlers: dict[str, Handler] = {}
         self.requests: list[tuple[str, bytes, CIMultiDict[str]]] = []
+        #: How many GETs each watched path (/health, /v1/models, /metrics) has answered.
+        self.gets: Counter[str] = Counter()
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -82,14 +85,17 @@ class FakeEngine:
             await self._runner.cleanup()
 
     async def _health(self, request: web.Request) -> web.Response:
+        self.gets[request.path] += 1
         return web.Response(status=200 if self.healthy else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        self.gets[request.path] += 1
         if self.metrics_text is None:
             return web.Response(status=404)
         return web.Response(text=self.metrics_text, content_type="text/plain")
 
     async def _models(self, request: web.Request) -> web.Response:
+        self.gets[request.path] += 1
         return web.json_response(
             {"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]}
         )
@@ -106,7 +112,7 @@ class FakeEngine:
 @pytest.fixture
 async def client() -> AsyncIterator[EngineClient]:
     """The real pooled engine client, as the gateway uses it."""
-    engine_client = EngineClient(read_timeout_s=5)
+    engine_client = EngineClient()
     await engine_client.start()
     yield engine_client
     await engine_client.close()

@@ -7,8 +7,10 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from mistral_serve import __version__
 from mistral_serve.admission import AdmissionLimits
@@ -20,7 +22,8 @@ from mistral_serve.api.middleware import (
     UnexpectedErrorMiddleware,
 )
 from mistral_serve.api.openapi import install_openapi
-from mistral_serve.api.routes import router
+from mistral_serve.api.responses import GatewayApp
+from mistral_serve.api.routes import GENERATION_APPS, router
 from mistral_serve.config import Settings
 from mistral_serve.engines.client import EngineClient
 from mistral_serve.engines.discovery import EngineDirectory
@@ -202,7 +205,7 @@ def create_app(
 
     @asynccontextmanager
     async def _serving(app: FastAPI, tenants: Tenancy) -> AsyncIterator[None]:
-        client = EngineClient(read_timeout_s=settings.engine_read_timeout_s)
+        client = EngineClient()
         await client.start()
         registry = EngineRegistry(
             await directory.resolve(),
@@ -254,7 +257,7 @@ def create_app(
             await monitor.stop()
             await client.close()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="mistral-serve",
         version=__version__,
         lifespan=lifespan,
@@ -265,10 +268,19 @@ def create_app(
     app.include_router(router)
     app.include_router(admin_router)
     install_error_handlers(app)
-    # Last added is outermost: every answer, even an unexpected 500, gets its request id, and
-    # the span sees the status of every answer.
-    app.add_middleware(UnexpectedErrorMiddleware)
+    # Innermost first: every answer, even an unexpected 500, gets its request id, and the span
+    # sees the status of every answer. The generation routes get the same layers.
+    layers: list[tuple[type, dict[str, Any]]] = [(UnexpectedErrorMiddleware, {})]
     if telemetry.enabled:
-        app.add_middleware(TracingMiddleware, tracer=telemetry.tracer, routes=TRACED_ROUTES)
-    app.add_middleware(RequestIdMiddleware)
+        layers.append((TracingMiddleware, {"tracer": telemetry.tracer, "routes": TRACED_ROUTES}))
+    layers.append((RequestIdMiddleware, {}))
+    for layer, options in layers:
+        app.add_middleware(layer, **options)
+    app.serve_directly({path: _wrapped(route, layers) for path, route in GENERATION_APPS.items()})
+    return app
+
+
+def _wrapped(app: ASGIApp, layers: Sequence[tuple[type, dict[str, Any]]]) -> ASGIApp:
+    for layer, options in layers:
+        app = layer(app, **options)
     return app

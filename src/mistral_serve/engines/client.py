@@ -9,7 +9,7 @@ is retried once on a fresh connection: nothing has reached the client yet, so it
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -65,15 +65,15 @@ class UpstreamResponse:
         finally:
             self.close()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives, chunk by chunk, unchanged."""
+    async def read_any(self) -> bytes:
+        """Every byte of the body that has arrived, waiting for some if none has; ``b""`` at
+        its end. Bytes that arrived together come back together: one read per wake-up, so a
+        stream's per-chunk cost does not grow with how far the reader lags behind."""
         try:
-            async for chunk in self._response.content.iter_any():
-                yield chunk
+            return await self._response.content.readany()
         except _TRANSPORT_ERRORS as exc:
-            raise _map_transport_error(exc, self._url) from exc
-        finally:
             self.close()
+            raise _map_transport_error(exc, self._url) from exc
 
     def abort(self, error: MistralServeError) -> None:
         """Make the pending and every later read raise ``error`` (the engine stalled or went
@@ -90,25 +90,21 @@ class UpstreamResponse:
 
 
 class EngineClient:
-    """One aiohttp session shared by every request to every engine."""
+    """One aiohttp session shared by every request to every engine.
 
-    def __init__(
-        self,
-        *,
-        read_timeout_s: float,
-        connect_timeout_s: float = 5.0,
-        keepalive_s: float = 4.0,
-    ) -> None:
-        self._read_timeout_s = read_timeout_s
+    Its requests have no read timeout of their own: aiohttp would re-arm a timer on every chunk
+    of every stream. The registry takes back a request its engine has been silent on for
+    ENGINE_READ_TIMEOUT_S instead (:meth:`EngineRegistry.time_out_silent_requests`).
+    """
+
+    def __init__(self, *, connect_timeout_s: float = 5.0, keepalive_s: float = 4.0) -> None:
         self._connect_timeout_s = connect_timeout_s
         self._keepalive_s = keepalive_s
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self._keepalive_s)
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self._connect_timeout_s, sock_read=self._read_timeout_s
-        )
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout_s)
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=timeout, auto_decompress=False
         )

@@ -54,6 +54,9 @@ class HealthPolicy:
     eject_max_share: float = 0.5
     #: How often a stalled engine is offered another canary.
     stalled_canary_every_s: float = 1.0
+    #: A request whose engine sent it nothing for this long is taken back (ENGINE_READ_TIMEOUT_S):
+    #: one stuck request on an engine that progresses otherwise is no stall.
+    read_timeout_s: float = 600.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HealthPolicy:
@@ -64,6 +67,7 @@ class HealthPolicy:
             eject_base_s=settings.engine_eject_base_s,
             eject_max_s=settings.engine_eject_max_s,
             eject_max_share=settings.engine_eject_max_percent / 100,
+            read_timeout_s=settings.engine_read_timeout_s,
         )
 
 

@@ -2,14 +2,18 @@
 
 Per engine, two loops run side by side, so a slow answer to one never delays the other:
 
-- the probe (every ENGINE_HEALTH_INTERVAL_S): ``/health`` then ``/v1/models``. A refused
-  connection or a non-200 ``/health`` is believed at once; a probe that times out is only
-  silence, which the clock judges together with progress;
+- the probe (every ENGINE_HEALTH_INTERVAL_S): ``/health``, and ``/v1/models`` when the engine
+  is not in rotation or its list is older than ``models_refresh_s``. A refused connection or a
+  non-200 ``/health`` is believed at once; a probe that times out is only silence, which the
+  clock judges together with progress. A ready engine that made progress since its last probe
+  has just proved more than a probe can, so it is not probed (under load that is every probe:
+  the watching costs the gateway little CPU when it has the least to spare);
 - the scrape (every ENGINE_STATS_INTERVAL_S): ``/metrics``, whose counters moving is progress
   even when no stream of the gateway's own is open.
 
 One more loop reads the clock for every engine a few times a second: stalls, silence, the end
-of an ejection, and whether an idle or stalled engine is due a canary (a one-token completion).
+of an ejection, requests their engine has left without an answer for ENGINE_READ_TIMEOUT_S,
+and whether an idle or stalled engine is due a canary (a one-token completion).
 If the gateway's own event loop was held up, that round passes no verdicts: the gateway's pause
 is not the engine's stall.
 """
@@ -44,12 +48,16 @@ class EngineMonitor:
         probe_interval_s: float = 2.0,
         probe_timeout_s: float = 3.0,
         stats_interval_s: float = 1.0,
+        models_refresh_s: float = 30.0,
     ) -> None:
         self._registry = registry
         self._client = client
         self._probe_interval_s = probe_interval_s
         self._probe_timeout_s = probe_timeout_s
         self._stats_interval_s = stats_interval_s
+        self._models_refresh_s = models_refresh_s
+        self._listed_at: dict[Engine, float] = {}  # when each engine's model list was read
+        self._probed_at: dict[Engine, float] = {}  # when each engine's last probe began
         policy = registry.policy
         self._tick_s = min(0.5, policy.stall_timeout_s / 4, policy.canary_interval_s / 4)
         self._watchers: dict[Engine, list[asyncio.Task[None]]] = {}
@@ -94,6 +102,8 @@ class EngineMonitor:
         added, removed = self._registry.replace_engines([known.get(u) or new[u] for u in urls])
         for engine in removed:
             self._no_metrics.discard(engine)
+            self._listed_at.pop(engine, None)
+            self._probed_at.pop(engine, None)
             for task in self._watchers.pop(engine, []):
                 task.cancel()
         if self._clock is not None:
@@ -103,7 +113,8 @@ class EngineMonitor:
     def _watch(self, engine: Engine) -> None:
         self._watchers[engine] = [
             asyncio.create_task(
-                self._every(self._probe_interval_s, self.probe, engine), name=f"probe {engine.name}"
+                self._every(self._probe_interval_s, self._probe_unless_progressing, engine),
+                name=f"probe {engine.name}",
             ),
             asyncio.create_task(
                 self._every(self._stats_interval_s, self.scrape, engine),
@@ -122,11 +133,21 @@ class EngineMonitor:
                 log.exception("%s: watching failed", engine.name)
 
     # -- observations --------------------------------------------------------------------------
+    async def _probe_unless_progressing(self, engine: Engine) -> None:
+        probed_at = self._probed_at.get(engine)
+        if engine.ready and probed_at is not None and engine.health.last_progress > probed_at:
+            self._probed_at[engine] = time.monotonic()
+            return
+        await self.probe(engine)
+
     async def probe(self, engine: Engine) -> None:
-        """``/health`` then the model list. Only a refusal or an explicit "unhealthy" counts
-        against the engine; a probe with no answer in time is silence, nothing more."""
+        """``/health``, then the model list if it is due. Only a refusal or an explicit
+        "unhealthy" counts against the engine; a probe with no answer in time is silence."""
         registry, health = self._registry, engine.health
-        started = time.monotonic()
+        started = self._probed_at[engine] = time.monotonic()
+        listed_at = self._listed_at.get(engine)
+        list_models = not engine.ready or listed_at is None
+        list_models = list_models or started - listed_at >= self._models_refresh_s
         try:
             status, _ = await self._client.get(
                 engine.url + "/health", timeout_s=self._probe_timeout_s
@@ -136,17 +157,20 @@ class EngineMonitor:
                     engine, health.unhealthy(time.monotonic(), f"/health answered {status}")
                 )
                 return
-            listing = await self._client.get_json(
-                engine.url + "/v1/models", timeout_s=self._probe_timeout_s
-            )
+            if list_models:
+                listing = await self._client.get_json(
+                    engine.url + "/v1/models", timeout_s=self._probe_timeout_s
+                )
         except EngineConnectError as exc:
             registry.apply(engine, health.refused(time.monotonic(), exc.message))
             return
         except EngineError as exc:
             log.debug("%s: probe unanswered: %s", engine.name, exc.message)
             return
-        cards = [card for card in (listing or {}).get("data", []) if "id" in card]
-        registry.learned_models(engine, cards)
+        if list_models:
+            cards = [card for card in (listing or {}).get("data", []) if "id" in card]
+            registry.learned_models(engine, cards)
+            self._listed_at[engine] = started
         registry.apply(engine, health.probe_succeeded(time.monotonic(), started))
 
     async def scrape(self, engine: Engine) -> None:
@@ -187,6 +211,7 @@ class EngineMonitor:
             if late_s > max(1.0, self._tick_s):
                 log.warning("event loop held up %.1f s: no engine verdicts this round", late_s)
                 continue
+            self._registry.time_out_silent_requests(now)
             for engine in list(self._registry.engines):
                 self._registry.apply(engine, engine.health.check(now))
                 if engine not in self._canaries and engine.health.canary_due(now):

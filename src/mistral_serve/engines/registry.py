@@ -29,6 +29,7 @@ from mistral_serve.engines.stats import EngineStats
 from mistral_serve.errors import (
     EngineError,
     EngineStalledError,
+    EngineTimeoutError,
     EngineUnreachableError,
     MistralServeError,
 )
@@ -108,11 +109,12 @@ class Lease:
 
     __slots__ = (
         "_abort_error",
-        "_aborted",
         "_ended",
         "_registry",
+        "_sending",
         "_upstream",
         "engine",
+        "last_read",
         "prompt_bytes",
     )
 
@@ -122,37 +124,39 @@ class Lease:
         self._registry = registry
         self._upstream: UpstreamResponse | None = None
         self._abort_error: MistralServeError | None = None
-        self._aborted: asyncio.Future[MistralServeError] | None = None
+        self._sending: asyncio.Task[object] | None = None  # the task awaiting the headers
         self._ended = False
+        #: When the engine last sent this request anything (monotonic; at first, the choice).
+        self.last_read = time.monotonic()
 
     def progressed(self) -> None:
         """Bytes arrived from the engine (called per chunk: cheap)."""
-        self.engine.health.progressed(time.monotonic())
+        self.last_read = now = time.monotonic()
+        self.engine.health.progressed(now)
 
     async def send(
         self, client: EngineClient, url: str, body: bytes, headers: Mapping[str, str]
     ) -> UpstreamResponse:
         """POST the request to the engine and return once its headers are in, unless the lease
         is taken back first: then raise why. Reads of the answer's body raise the same way,
-        at no cost per chunk (the abort reaches the body's stream reader)."""
+        at no cost per chunk (the abort reaches the body's stream reader).
+
+        The request is sent from the caller's own task, and taking the lease back cancels that
+        task while it waits (no second task, no wait on two futures per request); a
+        cancellation that is not the lease's stays a cancellation."""
         if self._abort_error is not None:
             raise self._abort_error
-        if self._aborted is None:
-            self._aborted = asyncio.get_running_loop().create_future()
-        sending = asyncio.ensure_future(client.post(url, body, headers))
+        task = self._sending = asyncio.current_task()
         try:
-            await asyncio.wait((sending, self._aborted), return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            _discard(sending)
+            upstream = await client.post(url, body, headers)
+        except asyncio.CancelledError:
+            if self._abort_error is not None and task is not None and task.uncancel() == 0:
+                raise self._abort_error from None
             raise
-        if not sending.done():
-            _discard(sending)
-            raise self._aborted.result()
-        upstream = sending.result()
+        finally:
+            self._sending = None
         self.engine.health.answered(time.monotonic())  # its headers are in
         self._upstream = upstream
-        if self._abort_error is not None:
-            upstream.abort(self._abort_error)
         return upstream
 
     def abort(self, error: MistralServeError) -> None:
@@ -160,8 +164,8 @@ class Lease:
         if self._ended or self._abort_error is not None:
             return
         self._abort_error = error
-        if self._aborted is not None and not self._aborted.done():
-            self._aborted.set_result(error)
+        if self._sending is not None:
+            self._sending.cancel()
         if self._upstream is not None:
             self._upstream.abort(error)
 
@@ -230,6 +234,18 @@ class EngineRegistry:
         """New statistics for ``engine``; other gateways' load on it may have fallen."""
         engine.observed(stats, now)
         self._capacity_changed(engine, False)
+
+    def time_out_silent_requests(self, now: float) -> None:
+        """Take back every request its engine has sent nothing for ENGINE_READ_TIMEOUT_S. Read
+        by the monitor's clock, not by a timer per request: a timer re-armed on every chunk
+        would cost the streaming path a timer handle per chunk."""
+        limit = self.policy.read_timeout_s
+        for engine in self.engines:
+            for lease in list(engine.leases):
+                if now - lease.last_read >= limit:
+                    lease.abort(
+                        EngineTimeoutError(f"{engine.name} sent nothing for {limit:.0f} s")
+                    )
 
     def has_room(self, engine: Engine, now: float) -> bool:
         """Whether ``engine`` is below its concurrency target, counting every gateway's load."""
@@ -407,10 +423,3 @@ def _unique_cards(groups: Iterable[Iterable[dict[str, Any]]]) -> list[dict[str, 
             seen.setdefault(card["id"], card)
     return list(seen.values())
 
-
-def _discard(sending: asyncio.Task[UpstreamResponse]) -> None:
-    """Stop sending; an answer already in is closed, not leaked."""
-    if not sending.done():
-        sending.cancel()
-    elif not sending.cancelled() and sending.exception() is None:
-        sending.result().close()

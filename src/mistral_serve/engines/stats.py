@@ -1,14 +1,22 @@
-"""What an engine reports about itself on ``/metrics``, read with Prometheus' own text parser.
+"""What an engine reports about itself on ``/metrics``.
 
 The counters (tokens generated and prefilled, engine steps) are how the gateway sees an engine
 make progress even when no stream of its own is open; the gauges (running, waiting, KV-cache
 usage) and prefix-cache counters are what load-aware routing reads. vLLM exposes a few hundred
-lines; only the samples named here are parsed.
+lines (55 KB); only the samples named here are read.
+
+The gateway scrapes every engine every second, so reading must be cheap: Prometheus' own parser
+(pure Python, character by character through the labels) took 0.83 ms a scrape over just these
+samples, most of it in the cache-config line's forty labels. So a sample's value is read
+straight off its line (``name{labels} value [timestamp]``: the labels are not needed), and
+only the cache-config line, whose labels are the point, goes through Prometheus' parser, once
+per distinct line.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -37,6 +45,7 @@ _SUMMED = (
     ITERATIONS,
 )
 _WANTED = frozenset((*_SUMMED, KV_CACHE_USAGE, CACHE_CONFIG, RESIDENT_MEMORY))
+_WANTED_PREFIXES = tuple(_WANTED)  # str.startswith takes a tuple: one C call per line
 
 
 @dataclass(frozen=True)
@@ -79,22 +88,24 @@ class EngineStats:
 
 
 def parse_stats(text: str) -> EngineStats:
-    """The statistics in a Prometheus text exposition; absent samples read as 0."""
-    wanted = "\n".join(line for line in text.splitlines() if _sample_name(line) in _WANTED)
+    """The statistics in a Prometheus text exposition; absent samples read as 0. Raises
+    ValueError for a wanted sample whose line is malformed."""
     totals = dict.fromkeys(_SUMMED, 0.0)
     kv_cache_usage = 0.0
     capacities = []
     resident = None
-    for family in text_string_to_metric_families(wanted + "\n"):
-        for sample in family.samples:
-            if sample.name == KV_CACHE_USAGE:
-                kv_cache_usage = max(kv_cache_usage, sample.value)
-            elif sample.name == CACHE_CONFIG:
-                capacities.append(_kv_capacity_tokens(sample.labels))
-            elif sample.name == RESIDENT_MEMORY:
-                resident = sample.value
-            elif sample.name in totals:
-                totals[sample.name] += sample.value
+    for line in text.splitlines():
+        if not line.startswith(_WANTED_PREFIXES):
+            continue
+        name, value = _sample(line)
+        if name == KV_CACHE_USAGE:
+            kv_cache_usage = max(kv_cache_usage, value)
+        elif name == CACHE_CONFIG:
+            capacities.append(_kv_capacity_of_line(line))
+        elif name == RESIDENT_MEMORY:
+            resident = value
+        elif name in totals:
+            totals[name] += value
     return EngineStats(
         running=totals[RUNNING],
         waiting=totals[WAITING],
@@ -109,6 +120,29 @@ def parse_stats(text: str) -> EngineStats:
     )
 
 
+def _sample(line: str) -> tuple[str, float]:
+    """A sample line's name and value (``name{labels} value [timestamp]``). The labels end at
+    the line's last ``}``: label values may hold braces, the value and timestamp cannot."""
+    labels = line.find("{")
+    if labels < 0:
+        name, _, rest = line.partition(" ")
+    else:
+        name, rest = line[:labels], line[line.rfind("}") + 1 :]
+    fields = rest.split()
+    if not fields:
+        raise ValueError(f"no value in sample line {line[:80]!r}")
+    return name, float(fields[0])  # float() says ValueError for a malformed value
+
+
+@lru_cache(maxsize=64)  # the line repeats on every scrape of an engine
+def _kv_capacity_of_line(line: str) -> float:
+    capacity = 0.0
+    for family in text_string_to_metric_families(line + "\n"):
+        for sample in family.samples:
+            capacity = _kv_capacity_tokens(sample.labels)
+    return capacity
+
+
 def _kv_capacity_tokens(labels: dict[str, str]) -> float:
     """Blocks × block size; ``kv_cache_size_tokens`` where only that is given."""
     try:
@@ -119,12 +153,3 @@ def _kv_capacity_tokens(labels: dict[str, str]) -> float:
         return float(labels["kv_cache_size_tokens"])
     except (KeyError, ValueError):
         return 0.0
-
-
-def _sample_name(line: str) -> str:
-    end = len(line)
-    for separator in ("{", " "):
-        found = line.find(separator)
-        if 0 <= found < end:
-            end = found
-    return line[:end]

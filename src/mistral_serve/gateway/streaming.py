@@ -16,7 +16,6 @@ went away) closes the upstream connection, which makes vLLM abort the generation
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 import orjson
 
@@ -132,6 +131,10 @@ class ProxyStream:
     HTTP error (or a move to another engine) and the first-token time is known when the
     headers go out. Every chunk is progress on the engine's lease; the lease ends with the
     stream.
+
+    This is the per-chunk path, so it is one plain iterator over the engine's reader (no
+    generators stacked on generators): each step is one read of whatever has arrived, the
+    lease's progress mark, and the tap.
     """
 
     def __init__(
@@ -145,7 +148,6 @@ class ProxyStream:
         reshape: MistralAnswer | None = None,
     ) -> None:
         self._upstream = upstream
-        self._chunks = upstream.chunks()
         self._generation = generation
         self._tap = SSETap(generation, strip_usage=strip_usage, reshape=reshape)
         self._lease = lease
@@ -157,38 +159,56 @@ class ProxyStream:
         """Wait for the first event. On failure the upstream is closed and the error
         propagates with the request still open: the caller may try another engine."""
         try:
-            async for chunk in self._chunks:
+            while not self._head:
+                chunk = await self._upstream.read_any()
+                if not chunk:
+                    self._head = self._tap.flush()  # a body with no whole event in it
+                    return
                 self._lease.progressed()
                 self._head = self._tap.feed(chunk)
-                if self._head:
-                    return
         except BaseException:
-            await self._close()
+            self._close()
             raise
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        progressed = self._lease.progressed
+    def __aiter__(self) -> ProxyStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            return head
+        if self._finished:
+            raise StopAsyncIteration
         try:
-            if self._head:
-                yield self._head
-            async for chunk in self._chunks:
-                progressed()
+            while True:
+                chunk = await self._upstream.read_any()
+                if not chunk:
+                    return self._end()
+                self._lease.progressed()
                 ready = self._tap.feed(chunk)
                 if ready:
-                    yield ready
-            rest = self._tap.flush()
-            if rest:  # a last event without its blank line: forwarded as the engine sent it
-                yield rest
-            self._lease.finish()
-            self._generation.succeeded()
+                    return ready
         except MistralServeError as error:
             log.warning("request %s: stream broke off: %s", self._request_id, error.message)
             self._lease.finish(error)
             self._generation.failed(error)
+            self._close()
             # Events are forwarded whole, so the error event never splices into another one.
-            yield self._tap.held_back() + stream_error_event(error)
-        finally:
+            return self._tap.held_back() + stream_error_event(error)
+        except BaseException:
             await self.aclose()
+            raise
+
+    def _end(self) -> bytes:
+        """The engine's body ended: the request succeeded. Whatever the tap still holds (a
+        last event without its blank line, forwarded as the engine sent it)."""
+        rest = self._tap.flush()
+        self._lease.finish()
+        self._generation.succeeded()
+        self._close()
+        if not rest:
+            raise StopAsyncIteration
+        return rest
 
     async def aclose(self) -> None:
         """The client is gone (or the stream ended): close the upstream so vLLM aborts."""
@@ -196,11 +216,9 @@ class ProxyStream:
             return
         self._generation.client_left()  # a no-op when the request already ended
         self._lease.release()  # likewise
-        await self._close()
+        self._close()
 
-    async def _close(self) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        self._upstream.close()
-        await self._chunks.aclose()
+    def _close(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._upstream.close()

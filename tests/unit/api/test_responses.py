@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from mistral_serve.api.responses import ClientGone, unless_client_leaves
+from mistral_serve.api.responses import ClientGone, ClientWatch, unless_client_leaves
 
 
 def receive_disconnect_after(delay_s: float | None):
@@ -30,7 +30,7 @@ async def test_a_client_that_leaves_cancels_the_work():
             raise
 
     with pytest.raises(ClientGone):
-        await unless_client_leaves(endless(), receive_disconnect_after(0.05))
+        await unless_client_leaves(endless(), ClientWatch(receive_disconnect_after(0.05)))
     assert cancelled.is_set()
 
 
@@ -38,7 +38,9 @@ async def test_finished_work_returns_its_result():
     async def quick():
         return "answer"
 
-    assert await unless_client_leaves(quick(), receive_disconnect_after(None)) == "answer"
+    assert (
+        await unless_client_leaves(quick(), ClientWatch(receive_disconnect_after(None))) == "answer"
+    )
 
 
 async def test_the_works_own_error_propagates():
@@ -46,4 +48,35 @@ async def test_the_works_own_error_propagates():
         raise ValueError("boom")
 
     with pytest.raises(ValueError, match="boom"):
-        await unless_client_leaves(broken(), receive_disconnect_after(None))
+        await unless_client_leaves(broken(), ClientWatch(receive_disconnect_after(None)))
+
+
+async def test_one_watch_serves_the_whole_request_and_stops_with_it():
+    """The route's work and then its stream are guarded by the same watch (one task); a client
+    gone between the two is noticed at once, and a cancellation that is not the client's stays
+    a cancellation."""
+    watch = ClientWatch(receive_disconnect_after(0.05))
+
+    async def quick():
+        return "headers"
+
+    assert await unless_client_leaves(quick(), watch) == "headers"
+    await asyncio.sleep(0.1)  # the client leaves between the answer's start and its body
+    assert watch.gone
+    with pytest.raises(ClientGone):
+        with watch.guarding():
+            pass
+    watch.stop()
+
+    other = ClientWatch(receive_disconnect_after(None))
+
+    async def cancelled_by_someone_else():
+        with other.guarding():
+            await asyncio.Event().wait()
+
+    task = asyncio.ensure_future(cancelled_by_someone_else())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    other.stop()

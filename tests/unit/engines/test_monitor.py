@@ -9,6 +9,8 @@ import time
 from aiohttp import web
 
 from mistral_serve.engines.health import HealthPolicy, State
+from mistral_serve.engines.monitor import EngineMonitor
+from mistral_serve.engines.registry import EngineRegistry
 from tests.support import until
 
 from ..conftest import probed
@@ -53,7 +55,7 @@ async def test_an_engine_without_metrics_is_still_watched(fake_engine, client):
     registry, monitor = await probed(client, fake_engine.url)
     engine = registry.engines[0]
     await monitor.scrape(engine)  # the fake answers 404
-    fake_engine.metrics_text = "vllm:generation_tokens_total{engine=0} 1\n"  # unquoted label
+    fake_engine.metrics_text = 'vllm:generation_tokens_total{engine="0"} one\n'  # no number
     await monitor.scrape(engine)
     assert engine.stats is None
     assert engine.state is State.READY
@@ -127,3 +129,37 @@ async def test_a_model_whose_engines_are_gone_is_still_known(fake_engine, client
     assert registry.engines == []
     assert registry.is_known("fake-model")  # 503 "retry", not 404, while engines come back
     assert not registry.is_known("other")
+
+
+async def test_the_model_list_is_read_again_only_when_due(fake_engine, client):
+    registry = EngineRegistry([fake_engine.url])
+    monitor = EngineMonitor(registry, client, models_refresh_s=0.3)
+    engine = registry.engines[0]
+    await monitor.probe(engine)  # loading: /health, then the list
+    assert engine.ready and fake_engine.gets["/v1/models"] == 1
+    fake_engine.models = ["fake-model", "fake-adapter"]
+    await monitor.probe(engine)  # ready, list fresh: /health only
+    assert fake_engine.gets == {"/health": 2, "/v1/models": 1}
+    await asyncio.sleep(0.3)
+    await monitor.probe(engine)
+    assert fake_engine.gets["/v1/models"] == 2
+    assert engine.model_ids == {"fake-model", "fake-adapter"}
+
+
+async def test_an_engine_progressing_since_its_last_probe_is_not_probed(fake_engine, client):
+    registry = EngineRegistry([fake_engine.url])
+    monitor = EngineMonitor(registry, client, probe_interval_s=0.05, stats_interval_s=60)
+    engine = registry.engines[0]
+    await monitor.probe_all()
+    await monitor.start()
+    try:
+        await until(lambda: fake_engine.gets["/health"] >= 4)  # idle: probed every interval
+        probes = fake_engine.gets["/health"]
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:  # busy: its streams' bytes prove it alive
+            engine.health.progressed(time.monotonic())
+            await asyncio.sleep(0.01)
+        assert fake_engine.gets["/health"] <= probes + 1
+        await until(lambda: fake_engine.gets["/health"] >= probes + 3)  # idle again
+    finally:
+        await monitor.stop()

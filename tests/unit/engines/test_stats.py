@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mistral_serve.engines.stats import EngineStats, parse_stats
 
 # An excerpt of vLLM 0.32's /metrics after one request (demo model, CPU), with two engine
@@ -70,3 +72,27 @@ def test_progress_is_any_counter_moving():
         'num_requests_waiting{engine="0",model_name="demo"} 9.0',
     )
     assert not parse_stats(more_waiting).progressed_since(before)
+
+
+def test_the_kv_capacity_is_read_from_the_cache_config_labels():
+    config = (
+        'vllm:cache_config_info{block_size="128",cache_dtype="auto",engine="0",'
+        'num_gpu_blocks="2048",prefix_caching_hash_algo="sha256"} 1.0\n'
+    )
+    assert parse_stats(EXPOSITION + config).kv_capacity_tokens == 2048 * 128
+    # vLLM versions that say only the token count
+    tokens_only = 'vllm:cache_config_info{engine="0",kv_cache_size_tokens="4096"} 1.0\n'
+    assert parse_stats(tokens_only).kv_capacity_tokens == 4096
+
+
+def test_values_are_read_whatever_the_labels_hold():
+    braces = 'vllm:num_requests_running{engine="0",model_name="a}b {c} 9"} 2.0 1700000000000\n'
+    assert parse_stats(braces).running == 2  # the timestamp after the value is not the value
+    assert parse_stats("process_resident_memory_bytes 1e+09\n").resident_memory_bytes == 1e9
+
+
+def test_a_wanted_sample_without_a_number_is_malformed():
+    with pytest.raises(ValueError):
+        parse_stats('vllm:generation_tokens_total{engine="0"} one\n')
+    with pytest.raises(ValueError):
+        parse_stats("vllm:generation_tokens_total\n")

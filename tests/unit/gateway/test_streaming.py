@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from mistral_serve.engines.client import EngineClient
+from mistral_serve.engines.health import HealthPolicy
 from mistral_serve.errors import EngineUnreachableError
 from mistral_serve.gateway.pipeline import Endpoint, Gateway
 from mistral_serve.gateway.streaming import stream_error_event
@@ -30,7 +31,7 @@ BODY_WITHOUT_USAGE = orjson.dumps(CHAT)
 
 @pytest.fixture
 async def gateway(fake_engine):
-    client = EngineClient(read_timeout_s=5)
+    client = EngineClient()
     await client.start()
     registry, _ = await probed(client, fake_engine.url)
     yield Gateway(registry, client, LeastOutstanding()), registry
@@ -141,6 +142,32 @@ async def test_closing_early_releases_the_engine(fake_engine, gateway):
     await result.stream.aclose()  # the client went away before reading anything
     assert registry.engines[0].outstanding == 0
     await result.stream.aclose()  # idempotent
+    assert registry.engines[0].outstanding == 0
+
+
+async def test_a_stream_its_engine_leaves_silent_is_taken_back_after_the_read_timeout(
+    fake_engine, client
+):
+    """ENGINE_READ_TIMEOUT_S without a timer per chunk: the monitor's clock takes back a request
+    whose engine has sent it nothing for that long, while the engine itself stays in rotation
+    (it may be progressing on everything else)."""
+    policy = HealthPolicy(read_timeout_s=0.4, stall_timeout_s=60)
+    registry, monitor = await probed(client, fake_engine.url, policy=policy)
+    fake_engine.handlers["/v1/chat/completions"] = sse_handler(CHUNK_1, CHUNK_2, pause_s=30)
+    await monitor.start()
+    try:
+        result = await Gateway(registry, client, LeastOutstanding()).generate(
+            Endpoint.CHAT, BODY, "rid-silent"
+        )
+        started = asyncio.get_running_loop().time()
+        chunks = await collect(result.stream)
+        waited = asyncio.get_running_loop().time() - started
+    finally:
+        await monitor.stop()
+    assert chunks[0] == CHUNK_1
+    event = orjson.loads(chunks[-1].split(b"\n\n")[0].removeprefix(b"data: "))
+    assert event["error"]["code"] == "engine_timeout"
+    assert 0.3 < waited < 2.0
     assert registry.engines[0].outstanding == 0
 
 
