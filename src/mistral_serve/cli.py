@@ -35,6 +35,7 @@ from pydantic import ValidationError
 
 from mistral_serve import __version__
 from mistral_serve.api.app import begin_draining, create_app
+from mistral_serve.api.http_protocol import limited_protocol
 from mistral_serve.config import Settings, describe_validation_error
 from mistral_serve.engines.client import EngineClient
 from mistral_serve.engines.gpus import gpu_memory_gib, replica_count, slice_gpus, visible_gpus
@@ -86,7 +87,7 @@ def _uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         loop="none",  # we already run on uvloop
-        http="httptools",
+        http=limited_protocol(settings.max_request_headers, settings.max_request_header_bytes),
         lifespan="on",
         log_config=None,  # our logging setup stays in charge
         access_log=settings.log_level == "DEBUG",

@@ -159,6 +159,13 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=1, le=65535)
     shutdown_timeout_s: float = Field(default=30.0, ge=0)
+    # What the front door reads of one request before refusing it. Bodies: 413 from
+    # Content-Length, or as soon as a chunked body passes it; unset, the larger of 8 MiB and
+    # 32 bytes per token of the longest context the engines serve. Headers: 431 past the count
+    # or their total size (Envoy's defaults).
+    max_request_bytes: int | None = Field(default=None, ge=1024)
+    max_request_headers: int = Field(default=100, ge=8)
+    max_request_header_bytes: int = Field(default=65536, ge=1024)
 
     # -- telemetry and logs ------------------------------------------------------------------
     # The standard OTEL_* names. No endpoint: telemetry is off (spans and metrics are no-ops).
@@ -184,6 +191,7 @@ class Settings(BaseSettings):
         "max_model_len",
         "engine_base_port",
         "engine_max_inflight",
+        "max_request_bytes",
         "api_key",
         "admin_api_key",
         "database_url",

@@ -13,7 +13,9 @@ it is logged, traced and counted with :data:`CLIENT_CLOSED_STATUS`.
     ├── ConfigError                        (start-up only: a bad setting; never an HTTP answer)
     ├── EngineStartError                   (start-up only: an engine died before it was ready)
     ├── InvalidRequestError                400 invalid_request_error
-    │   └── ModelNotFoundError             404 invalid_request_error / model_not_found
+    │   ├── ModelNotFoundError             404 invalid_request_error / model_not_found
+    │   ├── RequestTooLargeError           413 invalid_request_error / request_too_large
+    │   └── HeadersTooLargeError           431 invalid_request_error / request_headers_too_large
     ├── NotFoundError                      404 invalid_request_error / not_found (unknown route)
     ├── HttpStatusError                    4xx invalid_request_error (the web framework's own:
     │                                      405 method_not_allowed, …)
@@ -126,6 +128,32 @@ class ModelNotFoundError(InvalidRequestError):
 
     def __init__(self, model: str) -> None:
         super().__init__(f"The model `{model}` does not exist.", param="model")
+
+
+class RequestTooLargeError(InvalidRequestError):
+    """The body is larger than MAX_REQUEST_BYTES: refused before it is read (or as soon as a
+    chunked one passes the bound), and the connection closed, so nothing more of it is read."""
+
+    status = 413
+    code = "request_too_large"
+    label = "request_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"The request body is larger than this server takes ({limit} bytes, MAX_REQUEST_BYTES)."
+        )
+
+    def _own_headers(self) -> dict[str, str]:
+        return {"connection": "close"}
+
+
+class HeadersTooLargeError(InvalidRequestError):
+    """Too many request headers, or too many bytes of them (MAX_REQUEST_HEADERS,
+    MAX_REQUEST_HEADER_BYTES). Answered by the HTTP protocol itself, before any request exists."""
+
+    status = 431
+    code = "request_headers_too_large"
+    label = "headers_too_large"
 
 
 class NotFoundError(MistralServeError):

@@ -17,9 +17,11 @@ from mistral_serve.admission import AdmissionLimits
 from mistral_serve.api.admin import router as admin_router
 from mistral_serve.api.errors import install_error_handlers
 from mistral_serve.api.middleware import (
+    BodyLimitMiddleware,
     RequestIdMiddleware,
     TracingMiddleware,
     UnexpectedErrorMiddleware,
+    body_limit,
 )
 from mistral_serve.api.openapi import install_openapi
 from mistral_serve.api.responses import GatewayApp
@@ -268,9 +270,18 @@ def create_app(
     app.include_router(router)
     app.include_router(admin_router)
     install_error_handlers(app)
-    # Innermost first: every answer, even an unexpected 500, gets its request id, and the span
-    # sees the status of every answer. The generation routes get the same layers.
-    layers: list[tuple[type, dict[str, Any]]] = [(UnexpectedErrorMiddleware, {})]
+
+    def request_body_limit() -> int:
+        services: Services | None = getattr(app.state, "services", None)
+        longest = services.registry.longest_context if services is not None else 0
+        return body_limit(settings.max_request_bytes, longest)
+
+    # Innermost first: every answer, even an unexpected 500 or a 413, gets its request id, and
+    # the span sees the status of every answer. The generation routes get the same layers.
+    layers: list[tuple[type, dict[str, Any]]] = [
+        (UnexpectedErrorMiddleware, {}),
+        (BodyLimitMiddleware, {"limit": request_body_limit}),
+    ]
     if telemetry.enabled:
         layers.append((TracingMiddleware, {"tracer": telemetry.tracer, "routes": TRACED_ROUTES}))
     layers.append((RequestIdMiddleware, {}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Callable
 
 import orjson
 from opentelemetry import trace
@@ -12,7 +13,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mistral_serve.errors import MistralServeError
+from mistral_serve.api.errors import error_response
+from mistral_serve.errors import MistralServeError, RequestTooLargeError
 from mistral_serve.telemetry import semconv
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,74 @@ class UnexpectedErrorMiddleware:
                 }
             )
             await send({"type": "http.response.body", "body": orjson.dumps(error.to_dict())})
+
+
+#: MAX_REQUEST_BYTES unset: at least this, ...
+BODY_LIMIT_FLOOR = 8 * 1024 * 1024
+#: ... or this many bytes per token of the longest context an engine serves: a token is about
+#: four bytes of text, and JSON's escapes (\uXXXX is six bytes) and a chat's framing add more.
+BODY_BYTES_PER_TOKEN = 32
+
+
+def body_limit(configured: int | None, longest_context: int) -> int:
+    """MAX_REQUEST_BYTES, or what the longest context the engines serve calls for."""
+    if configured is not None:
+        return configured
+    return max(BODY_LIMIT_FLOOR, BODY_BYTES_PER_TOKEN * longest_context)
+
+
+class BodyLimitMiddleware:
+    """Refuses a request body larger than ``limit()`` bytes before reading it: a 413 from its
+    ``Content-Length``, or, for a chunked body, as soon as what was read passes the bound (the
+    app's read raises :class:`RequestTooLargeError`). Either answer closes the connection, so
+    the rest of the body is never read."""
+
+    def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit()
+        length = _content_length(scope)
+        if length is not None:  # the server holds the body to its Content-Length
+            if length > limit:
+                await error_response(RequestTooLargeError(limit))(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        read = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal read
+            message = await receive()
+            if message["type"] == "http.request":
+                read += len(message.get("body", b""))
+                if read > limit:
+                    raise RequestTooLargeError(limit)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except RequestTooLargeError as error:  # the app did not answer it itself
+            if started:
+                raise
+            await error_response(error)(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
 
 
 class TracingMiddleware:

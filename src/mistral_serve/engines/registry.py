@@ -207,6 +207,8 @@ class EngineRegistry:
         #: Every model id any engine has listed, so a model whose engines are all gone (or
         #: replaced) is answered "not ready, retry" rather than "no such model".
         self._known_models: set[str] = set()
+        #: The longest context (max_model_len, tokens) any engine has listed; 0 until one has.
+        self.longest_context = 0
         self._telemetry = telemetry
         self._restarter = restarter
         if telemetry is not None:
@@ -243,9 +245,7 @@ class EngineRegistry:
         for engine in self.engines:
             for lease in list(engine.leases):
                 if now - lease.last_read >= limit:
-                    lease.abort(
-                        EngineTimeoutError(f"{engine.name} sent nothing for {limit:.0f} s")
-                    )
+                    lease.abort(EngineTimeoutError(f"{engine.name} sent nothing for {limit:.0f} s"))
 
     def has_room(self, engine: Engine, now: float) -> bool:
         """Whether ``engine`` is below its concurrency target, counting every gateway's load."""
@@ -381,6 +381,10 @@ class EngineRegistry:
         engine.model_cards = tuple(cards)
         engine.model_ids = frozenset(card["id"] for card in engine.model_cards)
         self._known_models |= engine.model_ids
+        for card in engine.model_cards:
+            length = card.get("max_model_len")
+            if isinstance(length, int) and length > self.longest_context:
+                self.longest_context = length
 
     def readiness(self) -> list[dict[str, Any]]:
         """Each engine's state and why, for /ready."""
@@ -422,4 +426,3 @@ def _unique_cards(groups: Iterable[Iterable[dict[str, Any]]]) -> list[dict[str, 
         for card in cards:
             seen.setdefault(card["id"], card)
     return list(seen.values())
-

@@ -63,7 +63,7 @@ from mistral_serve.protocol.openai import (
     ChatCompletionRequest,
     CompletionRequest,
     GenerationRequest,
-    with_usage_requested,
+    usage_requested,
 )
 from mistral_serve.routing import RouteKey, RoutingPolicy, route_key
 from mistral_serve.telemetry.genai import GenAIObserver, Generation
@@ -232,7 +232,7 @@ class Gateway:
             request.stream_options and request.stream_options.include_usage
         )
         if strip_usage:
-            body = orjson.dumps(with_usage_requested(document))
+            body = usage_requested(body, document)
         session = session or request.prompt_cache_key or request.user
         key = route_key(request.model, document, session=session)
         priority = caller.priority if caller.priority is not None else request.priority or 0

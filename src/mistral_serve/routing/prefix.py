@@ -36,13 +36,21 @@ BLOCK_BYTES = 128
 TOKENS_PER_BYTE = 0.25
 #: An engine whose KV capacity is not known yet is assumed to hold this many tokens.
 DEFAULT_CAPACITY_TOKENS = 200_000
+#: Routable text hashed at most: 256 KiB, about 64k tokens. Two requests that agree that far
+#: are the same conversation (or share that document), which is all routing needs to know;
+#: the rest is not hashed, encoded or copied. Hashing runs on the event loop, and before this
+#: bound a 7.5 MB message took 94 ms of it and 200,000 short messages 309 ms.
+MAX_ROUTED_BYTES = 256 * 1024
 
 _RECORD = b"\x1e"  # between messages
 _UNIT = b"\x1f"  # between a message's parts
 
 
+_blake2b = hashlib.blake2b
+
+
 def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=8).digest()
+    return _blake2b(data, digest_size=8).digest()
 
 
 @dataclass(frozen=True)
@@ -63,34 +71,65 @@ def route_key(model: str, document: Mapping[str, Any], *, session: str | None = 
     """The route key of a chat (``messages``) or completion (``prompt``) request body."""
     messages = document.get("messages")
     if isinstance(messages, list):
-        parts = [_message_bytes(message) for message in messages]
+        parts, size = _routed_messages(messages)
         opening = _opening(messages, parts)
         text = _RECORD.join(parts)
     else:
         text = _prompt_bytes(document.get("prompt"))
         opening = text[:BLOCK_BYTES]
+        size = len(text)
     seed = model.encode() + b"\x00"
     blocks = chain_hashes(seed, text)
     if session:
         home = _digest(seed + b"session\x00" + session.encode())
-        return RouteKey(blocks, home, session=True, size=len(text))
-    return RouteKey(blocks, _digest(seed + opening), size=len(text))
+        return RouteKey(blocks, home, session=True, size=size)
+    return RouteKey(blocks, _digest(seed + opening), size=size)
+
+
+def _routed_messages(messages: list[Any]) -> tuple[list[bytes], int]:
+    """The routable bytes of the messages up to :data:`MAX_ROUTED_BYTES`, and the size of all
+    of them. Text past the bound is neither encoded nor copied, only counted (in characters:
+    the size is an estimate's input, and encoding a long text twice cost more than hashing)."""
+    parts: list[bytes] = []
+    routed = unrouted = 0
+    for message in messages:
+        length = _text_length(message)
+        if routed < MAX_ROUTED_BYTES:
+            budget = MAX_ROUTED_BYTES - routed
+            part = _message_bytes(message, budget)
+            parts.append(part)
+            routed += len(part) + 1
+            unrouted += max(0, length - budget)
+        else:
+            unrouted += length + 1
+    return parts, max(0, routed - 1) + unrouted
+
+
+def _text_length(message: object) -> int:
+    content = message.get("content") if isinstance(message, dict) else None
+    return len(content) if isinstance(content, str) else 0
 
 
 def chain_hashes(seed: bytes, text: bytes) -> tuple[bytes, ...]:
-    """The chained hash of every full block of ``text``; the first covers ``seed`` too."""
+    """The chained hash of every full block of ``text`` (up to :data:`MAX_ROUTED_BYTES`); the
+    first covers ``seed`` too. The loop is :func:`_digest` inlined over a view of the text: no
+    copy of the text, no call per block (a third of the time on long prompts)."""
     hashes = []
+    append = hashes.append
+    view = memoryview(text)[:MAX_ROUTED_BYTES]
     previous = seed
-    for start in range(0, len(text) - BLOCK_BYTES + 1, BLOCK_BYTES):
-        previous = _digest(previous + text[start : start + BLOCK_BYTES])
-        hashes.append(previous)
+    for start in range(0, len(view) - BLOCK_BYTES + 1, BLOCK_BYTES):
+        previous = _blake2b(previous + view[start : start + BLOCK_BYTES], digest_size=8).digest()
+        append(previous)
     return tuple(hashes)
 
 
-def _message_bytes(message: object) -> bytes:
+def _message_bytes(message: object, limit: int = MAX_ROUTED_BYTES) -> bytes:
+    """A message's routable bytes; text content past ``limit`` characters is left out."""
     if not isinstance(message, dict):
         return orjson.dumps(message)
-    parts = [str(message.get("role", "")).encode(), _content_bytes(message.get("content"))]
+    content = message.get("content")
+    parts = [str(message.get("role", "")).encode(), _content_bytes(content, limit)]
     for field in ("tool_calls", "tool_call_id", "name"):
         value = message.get(field)
         if value is not None:
@@ -98,9 +137,9 @@ def _message_bytes(message: object) -> bytes:
     return _UNIT.join(parts)
 
 
-def _content_bytes(content: object) -> bytes:
+def _content_bytes(content: object, limit: int) -> bytes:
     if isinstance(content, str):
-        return content.encode()
+        return (content[:limit] if len(content) > limit else content).encode()
     if content is None:
         return b""
     # Parts (text, image_url, …): their JSON, keys sorted so equal parts give equal bytes.

@@ -515,7 +515,8 @@ def _input_messages(request: GenerationRequest) -> str:
     sent as a prompt are a part holding them, not text."""
     if isinstance(request, ChatCompletionRequest):
         messages = [
-            {"role": message.role, "parts": _parts(message.content)} for message in request.messages
+            {"role": message["role"], "parts": _parts(message.get("content"))}
+            for message in request.messages
         ]
     elif isinstance(request, FIMCompletionRequest):
         parts = [_text_part(request.prompt)]

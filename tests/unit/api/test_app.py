@@ -6,6 +6,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from mistral_serve.api.app import create_app, routing_policy
+from mistral_serve.api.middleware import body_limit
 from mistral_serve.config import Settings
 from mistral_serve.engines.supervisor import free_port
 from mistral_serve.routing import POLICIES
@@ -137,3 +138,28 @@ def test_the_app_routes_with_the_policy_routing_policy_names(name):
     assert type(policy) is POLICIES[name]
     if name == "prefix-load":
         assert policy._balance.absolute == 9 and policy._stats_max_age_s == 3.0
+
+
+def test_a_body_over_max_request_bytes_is_a_413_on_every_route():
+    settings = Settings(
+        _env_file=None, engine_urls=[f"http://127.0.0.1:{free_port()}"], max_request_bytes=2048
+    )
+    with TestClient(create_app(settings)) as http:
+        big = b'{"model": "m", "messages": [], "pad": "' + b"x" * 4096 + b'"}'
+        for path in ("/v1/chat/completions", "/v1/completions", "/admin/keys"):
+            response = http.post(path, content=big)
+            error = assert_openai_error(response, 413, "invalid_request_error", "request_too_large")
+            assert "MAX_REQUEST_BYTES" in error["message"]
+            assert response.headers["connection"] == "close"
+            assert response.headers["x-request-id"]
+        chunks = (b"x" * 1024 for _ in range(4))  # no Content-Length: chunked
+        assert http.post("/v1/chat/completions", content=chunks).status_code == 413
+        small = http.post("/v1/chat/completions", content=b"{not json")
+        assert_openai_error(small, 400, "invalid_request_error")
+
+
+def test_the_default_body_limit_follows_the_longest_context():
+    assert body_limit(None, 0) == 8 * 1024 * 1024  # no engine has said yet
+    assert body_limit(None, 32_768) == 8 * 1024 * 1024
+    assert body_limit(None, 1_048_576) == 32 * 1_048_576  # a million-token context: 32 MiB
+    assert body_limit(4096, 1_048_576) == 4096  # MAX_REQUEST_BYTES wins

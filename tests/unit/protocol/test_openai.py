@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
-from mistral_serve.protocol.openai import ChatCompletionRequest, CompletionRequest
+from mistral_serve.protocol.openai import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    usage_requested,
+)
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 COMPLETION = {"model": "m", "prompt": "hi"}
@@ -58,3 +63,29 @@ def test_mistral_fields_are_typed():
         {**CHAT, "random_seed": 7, "safe_prompt": True, "prompt_mode": "reasoning"}
     )
     assert request.random_seed == 7 and request.safe_prompt
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model": "m", "stream": true, "messages": [{"role": "user", "content": "}"}]}',
+        b'  {"model":"m","stream":true}\n\n',
+        b'{"model": "m", "stream": true, "stream_options": {"include_usage": false}}',
+        b'{"model": "m", "stream": true, "stream_options": {"continuous_usage_stats": true}}',
+    ],
+)
+def test_usage_is_asked_for_and_nothing_else_changes(body):
+    document = orjson.loads(body)
+    sent = orjson.loads(usage_requested(body, document))
+    assert sent["stream_options"]["include_usage"] is True
+    assert {k: v for k, v in sent.items() if k != "stream_options"} == {
+        k: v for k, v in document.items() if k != "stream_options"
+    }
+    assert {**(document.get("stream_options") or {}), "include_usage": True} == sent[
+        "stream_options"
+    ]
+
+
+def test_without_stream_options_the_clients_bytes_are_kept():
+    body = b'{"model": "m",  "stream": true, "x": "\\u00e9"}'
+    assert usage_requested(body, orjson.loads(body)).startswith(body[:-1])
