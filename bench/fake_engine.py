@@ -1,12 +1,14 @@
 """A FAKE engine, for load no CPU engine reaches: vLLM's routes answered at once with a fixed
-chat completion (usage included). Only for benchmarks of the gateway's own cost; everything a
-real engine can do is measured against one.
+chat completion (usage included), or, for a streamed request, ``max_tokens`` chunks shaped as
+vLLM's, one token each, PACE seconds apart (its usage chunk when asked for). Only for
+benchmarks of the gateway's own cost; everything a real engine can do is measured against one.
 
-    .venv/bin/python bench/fake_engine.py PORT [MODEL]
+    .venv/bin/python bench/fake_engine.py PORT [MODEL] [PACE]
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import orjson
@@ -16,7 +18,39 @@ from aiohttp import web
 USAGE = {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}
 
 
-def app(model: str) -> web.Application:
+def chunk(model: str, content: str | None, finish: str | None = None) -> bytes:
+    delta = {"content": content} if content is not None else {}
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    document = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": model,
+        "choices": [choice],
+    }
+    return b"data: " + orjson.dumps(document) + b"\n\n"
+
+
+async def stream(request: web.Request, body: dict, model: str, pace_s: float) -> web.StreamResponse:
+    """As vLLM streams: a role chunk, one chunk per token, the usage chunk if asked, [DONE]."""
+    response = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8"})
+    await response.prepare(request)
+    tokens = body.get("max_tokens") or 16
+    await response.write(chunk(model, ""))
+    for index in range(tokens):
+        await asyncio.sleep(pace_s)
+        await response.write(chunk(model, " word", "length" if index == tokens - 1 else None))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        usage = {"prompt_tokens": 12, "completion_tokens": tokens, "total_tokens": tokens + 12}
+        document = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0}
+        document.update(model=model, choices=[], usage=usage)
+        await response.write(b"data: " + orjson.dumps(document) + b"\n\n")
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+def app(model: str, pace_s: float = 0.01) -> web.Application:
     answer = orjson.dumps(
         {
             "id": "chatcmpl-fake",
@@ -41,8 +75,10 @@ def app(model: str) -> web.Application:
     async def listed(request: web.Request) -> web.Response:
         return web.Response(body=models, content_type="application/json")
 
-    async def generate(request: web.Request) -> web.Response:
-        await request.read()
+    async def generate(request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        if body.get("stream"):
+            return await stream(request, body, model, pace_s)
         return web.Response(body=answer, content_type="application/json")
 
     application = web.Application()
@@ -55,7 +91,10 @@ def app(model: str) -> web.Application:
 if __name__ == "__main__":
     uvloop.install()
     web.run_app(
-        app(sys.argv[2] if len(sys.argv) > 2 else "demo"),
+        app(
+            sys.argv[2] if len(sys.argv) > 2 else "demo",
+            float(sys.argv[3]) if len(sys.argv) > 3 else 0.01,
+        ),
         host="127.0.0.1",
         port=int(sys.argv[1]),
         access_log=None,
