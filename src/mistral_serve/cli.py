@@ -36,9 +36,20 @@ from pydantic import ValidationError
 from mistral_serve import __version__
 from mistral_serve.api.app import begin_draining, create_app
 from mistral_serve.api.http_protocol import limited_protocol
+from mistral_serve.api.workers import (
+    WorkerRole,
+    Workers,
+    check_workers,
+    die_with,
+    engines_given,
+    listening_socket,
+    restart_requester,
+    worker_count,
+)
 from mistral_serve.config import Settings, describe_validation_error
 from mistral_serve.engines.client import EngineClient
 from mistral_serve.engines.gpus import gpu_memory_gib, replica_count, slice_gpus, visible_gpus
+from mistral_serve.engines.registry import Restarter
 from mistral_serve.engines.supervisor import EngineSpec, Supervisor, free_port
 from mistral_serve.engines.vllm_args import (
     build_vllm_args,
@@ -101,10 +112,12 @@ def _uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
     )
 
 
-async def _serve_until_signal(server: GatewayServer, stop: asyncio.Event) -> None:
+async def _serve_until_signal(
+    server: GatewayServer, stop: asyncio.Event, sockets: list[socket.socket] | None = None
+) -> None:
     """Serve until a signal arrives (or the server gives up), then drain: requests waiting for
     an engine are answered 503 at once, those on an engine finish."""
-    serving = asyncio.create_task(server.serve())
+    serving = asyncio.create_task(server.serve(sockets))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
     begin_draining(server.config.app)  # type: ignore[arg-type]
@@ -172,20 +185,8 @@ def engine_specs(
     return specs
 
 
-def check_port_free(settings: Settings) -> None:
-    """Refuse at once if the gateway's port is taken, not after minutes of engine loading."""
-    try:
-        with socket.create_server((settings.host, settings.port)):
-            pass
-    except OSError as exc:
-        raise ConfigError(
-            f"PORT: cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
-        ) from None
-
-
 def plan_up(settings: Settings, environ: Mapping[str, str]) -> list[EngineSpec]:
     """The engines `up` starts, in ``environ`` (this process's: CUDA_VISIBLE_DEVICES too)."""
-    check_port_free(settings)
     gpus = visible_gpus(environ)
     replicas = replica_count(settings, gpus)
     slices = slice_gpus(gpus, replicas, settings.tensor_parallel_size) if gpus else None
@@ -233,7 +234,15 @@ def _weights_dtype(settings: Settings) -> planner.Dtype:
     return {"float16": "fp16", "float32": "fp32"}.get(settings.dtype, "bf16")
 
 
-async def run_up(settings: Settings, specs: list[EngineSpec], telemetry: Telemetry) -> int:
+async def run_up(
+    settings: Settings,
+    specs: list[EngineSpec],
+    telemetry: Telemetry,
+    listening: socket.socket,
+    workers: int = 1,
+) -> int:
+    """Engines, then the gateway on ``listening`` (bound before the engines started: refused
+    at once if the port is taken, not after minutes of loading, and held while they load)."""
     stop = asyncio.Event()
     servers: list[GatewayServer] = []
     _install_signal_handlers(stop, servers)
@@ -259,6 +268,12 @@ async def run_up(settings: Settings, specs: list[EngineSpec], telemetry: Telemet
             return 0
         interrupted.cancel()
         starting.result()  # raises EngineStartError
+        if workers > 1:
+            engines = dict(zip(supervisor.urls, supervisor.names, strict=True))
+            await _serve_with_workers(
+                settings, workers, listening, stop, engines, supervisor.restart
+            )
+            return 0
         app = create_app(
             settings,
             engine_urls=supervisor.urls,
@@ -270,7 +285,7 @@ async def run_up(settings: Settings, specs: list[EngineSpec], telemetry: Telemet
         server = GatewayServer(_uvicorn_config(app, settings))
         servers.append(server)
         log.info("gateway listening on http://%s:%d", settings.host, settings.port)
-        await _serve_until_signal(server, stop)
+        await _serve_until_signal(server, stop, [listening])
         return 0
     finally:
         await supervisor.stop()  # engines go after the gateway has drained
@@ -281,14 +296,22 @@ async def run_up(settings: Settings, specs: list[EngineSpec], telemetry: Telemet
 def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings()
     setup_logging(settings)
+    workers = _workers(settings)
+    listening = listening_socket(settings.host, settings.port)
     specs = plan_up(settings, os.environ)
     with _process_telemetry(settings) as telemetry:
-        return _run(run_up(settings, specs, telemetry))
+        return _run(run_up(settings, specs, telemetry, listening, workers))
 
 
 # -- gateway -------------------------------------------------------------------------------------
-async def run_gateway(settings: Settings, telemetry: Telemetry) -> int:
+async def run_gateway(
+    settings: Settings, telemetry: Telemetry, listening: socket.socket, workers: int = 1
+) -> int:
     stop = asyncio.Event()
+    if workers > 1:
+        _install_signal_handlers(stop, [])
+        await _serve_with_workers(settings, workers, listening, stop)
+        return 0
     app = create_app(settings, telemetry=telemetry)
     server = GatewayServer(_uvicorn_config(app, settings))
     _install_signal_handlers(stop, [server])
@@ -298,7 +321,7 @@ async def run_gateway(settings: Settings, telemetry: Telemetry) -> int:
         settings.host,
         settings.port,
     )
-    await _serve_until_signal(server, stop)
+    await _serve_until_signal(server, stop, [listening])
     return 0
 
 
@@ -307,8 +330,77 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     if not settings.engine_urls:
         raise ConfigError("ENGINE_URLS: required by `mistral-serve gateway` (comma-separated URLs)")
     setup_logging(settings)
+    workers = _workers(settings)
+    listening = listening_socket(settings.host, settings.port)
     with _process_telemetry(settings) as telemetry:
-        return _run(run_gateway(settings, telemetry))
+        return _run(run_gateway(settings, telemetry, listening, workers))
+
+
+# -- gateway workers -----------------------------------------------------------------------------
+def _workers(settings: Settings) -> int:
+    """How many gateway processes serve PORT (GATEWAY_WORKERS; api/workers.py)."""
+    count = worker_count(settings, len(visible_gpus(os.environ)), os.cpu_count())
+    check_workers(settings, count)
+    return count
+
+
+async def _serve_with_workers(
+    settings: Settings,
+    count: int,
+    listening: socket.socket,
+    stop: asyncio.Event,
+    engines: Mapping[str, str] | None = None,
+    restarter: Restarter | None = None,
+) -> None:
+    """Serve PORT with ``count`` worker processes until a signal, then let each drain."""
+    workers = Workers(
+        settings, count, listening, engines=engines, restarter=restarter, environ=os.environ
+    )
+    await workers.start()
+    log.info(
+        "gateway listening on http://%s:%d with %d workers", settings.host, settings.port, count
+    )
+    await stop.wait()
+    await workers.stop(settings.shutdown_timeout_s + 5)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """One of several gateway processes (started by `up` or `gateway`, never by hand)."""
+    die_with(args.parent)
+    settings = _settings()
+    setup_logging(settings)
+    engines = engines_given(args.engine)
+    role = WorkerRole(args.index, args.workers, args.load_table_fd)
+    telemetry = start_telemetry(settings)
+    if telemetry.enabled:
+        export_logs(telemetry)
+    try:
+        return _run(_run_worker(settings, telemetry, role, engines, args))
+    finally:
+        telemetry.shutdown()
+
+
+async def _run_worker(
+    settings: Settings,
+    telemetry: Telemetry,
+    role: WorkerRole,
+    engines: Mapping[str, str],
+    args: argparse.Namespace,
+) -> int:
+    stop = asyncio.Event()
+    app = create_app(
+        settings,
+        engine_urls=list(engines) or None,
+        engine_names=list(engines.values()) or None,
+        telemetry=telemetry,
+        restarter=restart_requester(args.control_fd) if engines else None,
+        worker=role,
+    )
+    server = GatewayServer(_uvicorn_config(app, settings))
+    _install_signal_handlers(stop, [server])
+    listening = socket.socket(fileno=args.listen_fd)
+    await _serve_until_signal(server, stop, [listening])
+    return 0
 
 
 # -- demo-model ----------------------------------------------------------------------------------
@@ -553,6 +645,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(handler=cmd_up)
     gateway = commands.add_parser("gateway", help="run the gateway over ENGINE_URLS")
     gateway.set_defaults(handler=cmd_gateway)
+    worker = commands.add_parser("worker")  # started by up/gateway (GATEWAY_WORKERS), not listed
+    worker.add_argument("--index", type=int, required=True)
+    worker.add_argument("--workers", type=int, required=True)
+    worker.add_argument("--listen-fd", type=int, required=True)
+    worker.add_argument("--control-fd", type=int, required=True)
+    worker.add_argument("--load-table-fd", type=int, required=True)
+    worker.add_argument("--parent", type=int, required=True)
+    worker.add_argument("--engine", action="append", default=[], help="NAME=URL (under up)")
+    worker.set_defaults(handler=cmd_worker)
     demo = commands.add_parser("demo-model", help="write the built-in demo model to DIR")
     demo.add_argument("directory", metavar="DIR")
     demo.add_argument(

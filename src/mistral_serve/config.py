@@ -164,6 +164,10 @@ class Settings(BaseSettings):
     # 32 bytes per token of the longest context the engines serve. Headers: 431 past the count
     # or their total size (Envoy's defaults).
     max_request_bytes: int | None = Field(default=None, ge=1024)
+    # Gateway processes serving PORT together (api/workers.py). auto: 1 without GPUs (the CPU
+    # engines need the cores), else one per 16 cores, 2 to 4. More than one needs REDIS_URL
+    # unless AUTH=off: per-key limits are counted in one place.
+    gateway_workers: int | Literal["auto"] = "auto"
     max_request_headers: int = Field(default=100, ge=8)
     max_request_header_bytes: int = Field(default=65536, ge=1024)
 
@@ -212,7 +216,7 @@ class Settings(BaseSettings):
     def _expand_home(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
 
-    @field_validator("engine_replicas", mode="before")
+    @field_validator("engine_replicas", "gateway_workers", mode="before")
     @classmethod
     def _replicas(cls, value: object) -> object:
         if isinstance(value, str):

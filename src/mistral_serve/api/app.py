@@ -26,6 +26,7 @@ from mistral_serve.api.middleware import (
 from mistral_serve.api.openapi import install_openapi
 from mistral_serve.api.responses import GatewayApp
 from mistral_serve.api.routes import GENERATION_APPS, router
+from mistral_serve.api.workers import WorkerRole
 from mistral_serve.config import Settings
 from mistral_serve.engines.client import EngineClient
 from mistral_serve.engines.discovery import EngineDirectory
@@ -184,18 +185,23 @@ def create_app(
     engine_telemetry: EngineTelemetry | None = None,
     restarter: Restarter | None = None,
     clock: WallClock = utc_now,
+    worker: WorkerRole | None = None,
 ) -> FastAPI:
     """The gateway app over ``engine_urls`` (default: ENGINE_URLS from settings, whose
     ``dns://`` names are followed as their answers change).
 
     ``telemetry`` is started and shut down by the caller (the CLI), which owns the process.
     Under ``up``, ``restarter`` is the supervisor's: a stalled engine is restarted. ``clock``
-    is the wall clock of keys and the ledger.
+    is the wall clock of keys and the ledger. ``worker``: this process is one of several
+    gateway workers (api/workers.py).
     """
     directory = EngineDirectory(engine_urls if engine_urls is not None else settings.engine_urls)
     telemetry = telemetry or disabled_telemetry()
     observer = GenAIObserver(telemetry)
-    engine_telemetry = engine_telemetry or EngineTelemetry(telemetry.meter)
+    exports_engines = worker is None or worker.exports_engines
+    if engine_telemetry is None:  # the engines' states are one worker's to export
+        meter = telemetry.meter if exports_engines else disabled_telemetry().meter
+        engine_telemetry = EngineTelemetry(meter)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -217,6 +223,7 @@ def create_app(
             restarter=restarter,
             stats_interval_s=settings.engine_stats_interval_s,
             max_inflight=settings.engine_concurrency_target,
+            shared=None if worker is None else worker.shared_load(),
         )
         monitor = EngineMonitor(
             registry,
@@ -233,7 +240,8 @@ def create_app(
             if directory.dynamic
             else None
         )
-        observer.watch_ready_engines(lambda: len(registry.ready_engines()))
+        if exports_engines:
+            observer.watch_ready_engines(lambda: len(registry.ready_engines()))
         gateway = Gateway(
             registry,
             client,
@@ -246,6 +254,7 @@ def create_app(
             observer=observer,
             accounting=tenants.accounting,
             fim=FimEncoder(settings.hub_cache),
+            workers=(0, 1) if worker is None else (worker.index, worker.count),
         )
         observer.watch_queue_depths(gateway.admission.depths)
         admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
@@ -258,6 +267,8 @@ def create_app(
             await _stopped(following)
             await monitor.stop()
             await client.close()
+            if registry.shared is not None:
+                registry.shared.close()
 
     app = GatewayApp(
         title="mistral-serve",

@@ -15,9 +15,10 @@ a removed one finishes the requests it has.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 from mistral_serve.config import DEFAULT_ENGINE_MAX_INFLIGHT
 from mistral_serve.engines.client import EngineClient, EngineConnectError, UpstreamResponse
 from mistral_serve.engines.health import Change, EngineHealth, HealthPolicy, State
+from mistral_serve.engines.shared_load import SharedLoad, slot_of
 from mistral_serve.engines.stats import EngineStats
 from mistral_serve.errors import (
     EngineError,
@@ -69,6 +71,10 @@ class Engine:
     stats_at: float | None = None
     #: Requests other gateways had on it at the last scrape: what it counted beyond ours.
     others: float = 0.0
+    #: This gateway's other worker processes' requests on it, now (GATEWAY_WORKERS), and its
+    #: slot in their shared load table.
+    siblings: Callable[[], int] = field(default=lambda: 0, repr=False)
+    slot: int = 0
 
     @property
     def state(self) -> State:
@@ -89,17 +95,19 @@ class Engine:
         return self.stats
 
     def load(self, now: float, max_age_s: float) -> float:
-        """Requests on it now: ours, known exactly at every choice, plus other gateways' as of
-        its last fresh scrape (none known when the scrape is stale)."""
+        """Requests on it now: ours (every worker's), known exactly at every choice, plus other
+        gateways' as of its last fresh scrape (none known when the scrape is stale)."""
+        ours = self.outstanding + self.siblings()
         if self.fresh_stats(now, max_age_s) is None:
-            return float(self.outstanding)
-        return self.outstanding + self.others
+            return float(ours)
+        return ours + self.others
 
     def observed(self, stats: EngineStats, now: float) -> None:
         """A scrape: its statistics, and the requests on it that are not ours (running and
-        waiting beyond what we have in flight: other gateway replicas')."""
+        waiting beyond what our workers have in flight: other gateway replicas')."""
         self.stats, self.stats_at = stats, now
-        self.others = max(0.0, stats.running + stats.waiting - self.outstanding)
+        ours = self.outstanding + self.siblings()
+        self.others = max(0.0, stats.running + stats.waiting - ours)
 
 
 class Lease:
@@ -196,8 +204,11 @@ class EngineRegistry:
         restarter: Restarter | None = None,
         stats_interval_s: float = 1.0,
         max_inflight: int = DEFAULT_ENGINE_MAX_INFLIGHT,
+        shared: SharedLoad | None = None,
     ) -> None:
         self.policy = policy or HealthPolicy()
+        #: The load table of this gateway's workers (None: one process).
+        self.shared = shared
         self.max_inflight = max_inflight
         self._listeners: list[CapacityListener] = []
         #: Statistics older than three scrape intervals are unknown, never "idle".
@@ -230,7 +241,22 @@ class EngineRegistry:
 
     def new_engine(self, url: str, name: str | None = None) -> Engine:
         health = EngineHealth(self.policy, time.monotonic())
-        return Engine(url, name or engine_name(url), health, max_inflight=self.max_inflight)
+        engine = Engine(url, name or engine_name(url), health, max_inflight=self.max_inflight)
+        if self.shared is not None:
+            shared, slot = self.shared, slot_of(url)
+            engine.slot = slot
+            engine.siblings = lambda: shared.others(slot)
+        return engine
+
+    @contextlib.contextmanager
+    def choosing(self) -> Iterator[None]:
+        """Held while an engine is chosen by its load and leased: with several workers, one at
+        a time, so that no two take an engine's last free place."""
+        if self.shared is None:
+            yield
+        else:
+            with self.shared.exclusive():
+                yield
 
     def scraped(self, engine: Engine, stats: EngineStats, now: float) -> None:
         """New statistics for ``engine``; other gateways' load on it may have fallen."""
@@ -290,6 +316,8 @@ class EngineRegistry:
         lease = Lease(self, engine, prompt_bytes)
         engine.leases.add(lease)
         engine.outstanding += 1
+        if self.shared is not None:
+            self.shared.add(engine.slot, 1)
         engine.prompt_bytes += prompt_bytes
         if engine.outstanding == 1:
             engine.health.busy(time.monotonic(), True)
@@ -301,6 +329,8 @@ class EngineRegistry:
         engine = lease.engine
         engine.leases.discard(lease)
         engine.outstanding -= 1
+        if self.shared is not None:
+            self.shared.add(engine.slot, -1)
         engine.prompt_bytes -= lease.prompt_bytes
         now = time.monotonic()
         if engine.outstanding == 0:
@@ -402,7 +432,7 @@ def _describe(engine: Engine, now: float, stats_max_age_s: float) -> dict[str, A
         "reason": health.reason,
         "for_s": round(now - health.since, 1),
         "models": sorted(engine.model_ids),
-        "outstanding": engine.outstanding,
+        "outstanding": engine.outstanding + engine.siblings(),  # every worker's
         "max_inflight": engine.max_inflight,
         "prompt_bytes_in_flight": engine.prompt_bytes,
         "last_progress_s": round(now - health.last_progress, 1),

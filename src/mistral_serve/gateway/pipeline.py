@@ -144,6 +144,10 @@ class _Call:
         return self.reservation.headers if self.reservation is not None else []
 
 
+#: How often the lines move while requests wait for room other workers hold.
+SIBLING_POLL_S = 0.005
+
+
 @dataclass(frozen=True)
 class RetryAdvice:
     """How long clients are told to wait when no engine is ready."""
@@ -164,8 +168,10 @@ class Gateway:
         accounting: Accounting | None = None,
         retry: RetryAdvice = RetryAdvice(),
         fim: FimEncoder | None = None,
+        workers: tuple[int, int] = (0, 1),
     ) -> None:
         self._registry = registry
+        self._workers = workers  # (this worker's index, how many serve the port)
         self._accounting = accounting or Accounting()
         self._authenticator = authenticator
         self._client = client
@@ -176,6 +182,7 @@ class Gateway:
         self._fim = fim or FimEncoder()
         limits = admission or AdmissionLimits()
         self.admission: Admission[Lease] = Admission(limits, release=Lease.release)
+        self._sibling_watch: asyncio.Task[None] | None = None
         registry.on_capacity(self._capacity_changed)
 
     # -- generation --------------------------------------------------------------------------
@@ -367,16 +374,35 @@ class Gateway:
             candidates = [engine for engine in candidates if engine not in exclude]
         if not candidates:
             raise self._no_engine(model)
-        now = time.monotonic()
-        if within_target:
-            candidates = [e for e in candidates if self._registry.has_room(e, now)]
-            if not candidates:
-                return None
-        decision = self._policy.choose(candidates, call.key, now)
+        with self._registry.choosing():  # the load read and the lease: one worker at a time
+            now = time.monotonic()
+            if within_target:
+                candidates = [e for e in candidates if self._registry.has_room(e, now)]
+                if not candidates:
+                    self._watch_siblings()
+                    return None
+            decision = self._policy.choose(candidates, call.key, now)
+            lease = self._registry.lease(decision.engine, call.key.size)
         call.generation.routed(
             self._policy.name, decision.engine.name, decision.reason, decision.prefix_share
         )
-        return self._registry.lease(decision.engine, call.key.size)
+        return lease
+
+    def _watch_siblings(self) -> None:
+        """Requests wait for room that other workers hold: their ends are not seen here, so
+        the lines are moved every few milliseconds while anything waits (no timer otherwise)."""
+        if self._registry.shared is None or self._sibling_watch is not None:
+            return
+
+        async def watch() -> None:
+            try:
+                while any(self.admission.depths().values()):
+                    await asyncio.sleep(SIBLING_POLL_S)
+                    self.admission.wake(set(self.admission.depths()))
+            finally:
+                self._sibling_watch = None
+
+        self._sibling_watch = asyncio.get_running_loop().create_task(watch())
 
     def _no_engine(self, model: str) -> MistralServeError:
         if not self._registry.ready_engines() or self._registry.is_known(model):
@@ -441,6 +467,9 @@ class Gateway:
             "engines": engines,
             "waiting": self.admission.depths(),
         }
+        index, count = self._workers
+        if count > 1:  # engines' outstanding counts are every worker's; waiting is this one's
+            detail["workers"] = {"count": count, "this": index}
         return ready, detail
 
     @property
