@@ -220,42 +220,52 @@ def report(doors: list[FrontDoor], concurrency: int) -> None:
 def profile(door: FrontDoor, engines: list[str], work: Path, args: argparse.Namespace) -> None:
     """An on-CPU profile of ``door`` under concurrency 8; its top frames by own samples."""
     out = work / "gateway-profile.txt"
-    spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--native", "--nonblocking"]
-    spy += ["-r", "250", "-f", "raw", "-o", str(out), "-p", str(door.process.pid), "-d", "600"]
+    spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--native"]
+    spy += ["-r", "1000", "-f", "raw", "-o", str(out), "-p", str(door.process.pid), "-d", "900"]
     recorder = subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1)
-        talks = conversations(f"{time.time_ns()} profile", 8 * args.conversations_per_slot * 2)
+        talks = conversations(f"{time.time_ns()} profile", 8 * args.conversations_per_slot * 8)
         asyncio.run(one_round(door, talks, 8, args.tokens))
     finally:
         recorder.send_signal(2)  # SIGINT: py-spy writes what it has
         recorder.wait(60)
+    summarize(out, args.top)
+
+
+def summarize(out: Path, top: int) -> None:
+    """The profile's on-CPU samples by library and by frame. A sample whose innermost frame is
+    ``epoll_wait`` is the event loop waiting for work: left out (py-spy's own idle filter does
+    not apply to ``--native`` samples)."""
     own: Counter = Counter()
     inclusive: Counter = Counter()
     where: Counter = Counter()
-    total = 0
+    total = idle = 0
     for line in out.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
+        if frames[-1].startswith(("epoll_pwait ", "epoll_wait ")):
+            idle += int(count)
+            continue
         total += int(count)
         own[frames[-1]] += int(count)
         where[_library(frames)] += int(count)
         for frame in set(frames):
             inclusive[frame] += int(count)
-    print(f"\n### on-CPU profile, gateway AUTH=off, concurrency 8 ({total} samples, {out})\n")
+    print(f"\n### on-CPU profile ({total} samples on the CPU, {idle} waiting left out; {out})\n")
     print("| share | where (the innermost Python frame's library; C below it included) |")
     print("|---|---|")
-    for library, count in where.most_common(args.top):
+    for library, count in where.most_common(top):
         print(f"| {count / total:.1%} | {library} |")
     print("\n| own share | frame |\n|---|---|")
-    for frame, count in own.most_common(args.top):
+    for frame, count in own.most_common(top):
         print(f"| {count / total:.1%} | `{frame}` |")
     print("\n| inclusive share | frame |\n|---|---|")
-    for frame, count in inclusive.most_common(args.top * 2):
+    for frame, count in inclusive.most_common(top * 2):
         print(f"| {count / total:.1%} | `{frame}` |")
 
 
-_SYSCALL = re.compile(r"^(read|write|writev|recv\w*|send\w*|epoll_\w+|getpid)\b.*libc")
+_SYSCALL = re.compile(r"^(read|write|writev|recv\w*|send\w*|getpid)\b.*libc")
 _PYTHON_FILE = re.compile(r"\(([\w/.<>-]+)\.py:\d+\)")
 
 
@@ -276,7 +286,9 @@ def _library(frames: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument(
+        "--concurrency", type=int, nargs="*", default=[1, 8, 64], help="none: --profile only"
+    )
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--conversations-per-slot", type=int, default=2)
     parser.add_argument("--profile", action="store_true")

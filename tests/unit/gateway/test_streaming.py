@@ -102,6 +102,32 @@ async def test_events_are_forwarded_as_they_arrive_and_whole(fake_engine, gatewa
     assert chunks[:2] == [CHUNK_1, CHUNK_2]  # the half event was held back until whole
 
 
+async def test_events_that_arrive_together_leave_together_and_none_waits(fake_engine, gateway):
+    """Three events the engine sends at once are one write to the client (one item of the
+    stream, one ASGI send); an event alone leaves at once, not with a later one."""
+    gw, _ = gateway
+    together = CHUNK_2 + USAGE + b"data: [DONE]\n\n"
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(CHUNK_1)
+        await asyncio.sleep(0.5)
+        await response.write(together)  # one write: the events arrive together
+        await response.write_eof()
+        return response
+
+    fake_engine.handlers["/v1/chat/completions"] = handler
+    result = await gw.generate(Endpoint.CHAT, BODY, "rid-together")
+    started = asyncio.get_running_loop().time()
+    items = []
+    async for item in result.stream:
+        items.append((item, asyncio.get_running_loop().time() - started))
+    assert [item for item, _ in items] == [CHUNK_1, together]
+    assert items[0][1] < 0.2  # the first did not wait for the next
+    assert items[1][1] >= 0.45
+
+
 async def test_drop_mid_stream_becomes_an_sse_error_then_done(fake_engine, gateway):
     gw, registry = gateway
     fake_engine.handlers["/v1/chat/completions"] = sse_handler(CHUNK_1, drop_after=True)
