@@ -1,8 +1,10 @@
-"""`mistral-serve up` as a user runs it: engines and gateway from one command, a stuck engine
-restarted, and nothing left behind after SIGTERM or even SIGKILL."""
+"""`mistral-serve up` as a user runs it: engines and gateway from one command, two gateway
+workers that agree on routing and on the engines' concurrency targets, a stuck engine
+restarted at a worker's request, and nothing left behind after SIGTERM or even SIGKILL."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -17,6 +19,7 @@ import openai
 import psutil
 import pytest
 
+from mistral_serve.engines.stats import parse_stats
 from mistral_serve.engines.supervisor import free_port
 from mistral_serve.engines.vllm_args import VLLM_SERVER_MODULE
 from tests.support import (
@@ -30,6 +33,7 @@ from tests.support import (
 )
 
 from .conftest import ENGINE_START_TIMEOUT_S
+from .test_routing import assert_conversations_kept_their_engine, burst, converse
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +130,51 @@ class Load:
             thread.join(timeout=120)
 
 
-def test_up_restarts_a_stuck_engine_and_leaves_nothing_when_sigkilled(demo_cache, tmp_path):
+#: Per engine, in the two-worker `up` below.
+TARGET = 2
+
+
+def assert_two_workers_agree(url: str, http: httpx.Client) -> None:
+    """Both workers answer; a conversation keeps its engine whichever worker takes each turn
+    (a new connection per turn); a 16-stream burst through both never puts more than the
+    target on an engine, the rest waiting in the workers' lines."""
+    seen: dict[int, list[str]] = {}
+
+    def both_workers_see_both_engines() -> bool:
+        detail = httpx.get(url + "/ready", timeout=10).json()  # a new connection each time
+        ready = sorted(engine["url"] for engine in detail["engines"] if engine["ready"])
+        if len(ready) == 2:
+            seen[detail["workers"]["this"]] = ready
+        return set(seen) == {0, 1}
+
+    wait_for(both_workers_see_both_engines, 120, "both workers answer, both engines ready")
+    engines = seen[0]
+    served = converse(lambda turn: url, range(300, 306), turns=3, engines=engines)
+    assert_conversations_kept_their_engine(served)
+
+    peak = dict.fromkeys(engines, 0.0)
+
+    async def watch_engines() -> None:
+        async with httpx.AsyncClient(timeout=10) as engine_http:
+            for _ in range(60):
+                for engine in engines:
+                    stats = parse_stats((await engine_http.get(engine + "/metrics")).text)
+                    peak[engine] = max(peak[engine], stats.running + stats.waiting)
+                await asyncio.sleep(0.05)
+
+    results = asyncio.run(burst(url, 16, on_sent=watch_engines))
+    assert [status for status, *_ in results] == [200] * 16
+    assert all(body.rstrip().endswith(b"data: [DONE]") for *_, body in results)
+    assert max(peak.values()) <= TARGET, peak
+    assert min(peak.values()) >= 1, peak  # both engines were used
+
+
+def test_up_with_two_workers_restarts_a_stuck_engine_and_leaves_nothing_when_sigkilled(
+    demo_cache, tmp_path
+):
+    """`up` with two gateway workers (GATEWAY_WORKERS=2): they agree (above); an engine stuck
+    under load is found by a worker and restarted by `up` at its request; SIGKILL of `up`
+    leaves no engine and no worker behind."""
     stall_s = 5
     log_path = tmp_path / "up.log"
     settings = {
@@ -135,6 +183,10 @@ def test_up_restarts_a_stuck_engine_and_leaves_nothing_when_sigkilled(demo_cache
         "ENGINE_STALL_TIMEOUT_S": str(stall_s),
         "ENGINE_HEALTH_INTERVAL_S": "0.5",
         "ENGINE_STATS_INTERVAL_S": "0.5",
+        "GATEWAY_WORKERS": "2",
+        "AUTH": "off",
+        "ENGINE_MAX_INFLIGHT": str(TARGET),
+        "ENGINE_CANARY_INTERVAL_S": "3600",  # the engines' counters are the tests' traffic
     }
     process, port = run_up(settings, demo_cache, log_path)
     url = f"http://127.0.0.1:{port}"
@@ -148,7 +200,10 @@ def test_up_restarts_a_stuck_engine_and_leaves_nothing_when_sigkilled(demo_cache
             ENGINE_START_TIMEOUT_S,
             "both engines ready",
         )
+        assert_two_workers_agree(url, http)
         started |= family(process.pid)
+        workers = [p for p in started if p.cmdline()[3:4] == ["worker"]]
+        assert len(workers) == 2, [p.cmdline() for p in started]
         port_0 = engine_states(http)["engine 0"]["url"].rsplit(":", 1)[1]
         [api_server] = [
             p
@@ -207,11 +262,13 @@ def test_up_restarts_a_stuck_engine_and_leaves_nothing_when_sigkilled(demo_cache
                         range(4),
                     )
                 )
-        assert "restarting in" in log_path.read_text()  # the supervisor's own account
+        output = log_path.read_text()
+        assert "restarting in" in output  # the supervisor's own account
+        assert "(worker " in output  # at a worker's request, over the pipe
 
         process.kill()  # SIGKILL: up runs no cleanup at all
         process.wait()
-        wait_for(lambda: not alive(started), 10, "every engine process gone after up's SIGKILL")
+        wait_for(lambda: not alive(started), 10, "every engine and worker gone after up's SIGKILL")
     finally:
         if load is not None:
             load.stop()
