@@ -14,6 +14,7 @@ against real engines too, in tests/integration.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -62,6 +63,8 @@ class FakeEngine:
         self.metrics_text: str | None = None
         self.handlers: dict[str, Handler] = {}
         self.requests: list[tuple[str, bytes, CIMultiDict[str]]] = []
+        #: How many requests were cut off by the gateway closing the connection (an abort).
+        self.aborted = 0
         #: How many GETs each watched path (/health, /v1/models, /metrics) has answered.
         self.gets: Counter[str] = Counter()
         self.url = ""
@@ -73,7 +76,8 @@ class FakeEngine:
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/v1/{tail:.*}", self._generate)
-        self._runner = web.AppRunner(app)
+        # A client that goes cancels its handler, as vLLM aborts a request whose client left.
+        self._runner = web.AppRunner(app, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -106,7 +110,11 @@ class FakeEngine:
         handler = self.handlers.get(request.path)
         if handler is None:
             return web.json_response({"id": "x", "choices": []})
-        return await handler(request)
+        try:
+            return await handler(request)
+        except asyncio.CancelledError:
+            self.aborted += 1
+            raise
 
 
 @pytest.fixture

@@ -195,6 +195,11 @@ async def test_a_stream_its_engine_leaves_silent_is_taken_back_after_the_read_ti
     assert event["error"]["code"] == "engine_timeout"
     assert 0.3 < waited < 2.0
     assert registry.engines[0].outstanding == 0
+    for _ in range(100):  # the engine's request was cut off, as vLLM aborts it
+        if fake_engine.aborted:
+            break
+        await asyncio.sleep(0.01)
+    assert fake_engine.aborted == 1
 
 
 def test_error_event_shape():
