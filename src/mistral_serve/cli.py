@@ -59,6 +59,7 @@ from mistral_serve.engines.vllm_args import (
 )
 from mistral_serve.errors import ConfigError, EngineStartError
 from mistral_serve.models import planner
+from mistral_serve.models.catalog import UnknownModelError, architecture_of
 from mistral_serve.models.demo import VARIANTS, ensure_demo_model
 from mistral_serve.models.profiles import ServedModel, resolve_model
 from mistral_serve.store import KeyRecords, Store, UsageRecords, utc_now
@@ -209,8 +210,8 @@ def check_fits(settings: Settings, model: ServedModel, gpus: list[str]) -> None:
     instead of failing after minutes of loading. A model the planner cannot size, or GPUs
     whose memory nvidia-smi does not tell, are left to vLLM."""
     try:
-        architecture = planner.architecture_of(model.source, settings.hub_cache)
-    except planner.PlanError as exc:
+        architecture = architecture_of(model.source, settings.hub_cache)
+    except UnknownModelError as exc:
         log.info("not sizing the model before loading it: %s", exc)
         return
     memory = gpu_memory_gib(gpus)
@@ -551,7 +552,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """Will MODEL fit on these GPUs, and how should they be split between engines?"""
     settings = _settings()
     try:
-        architecture = planner.architecture_of(args.model, settings.hub_cache)
+        architecture = architecture_of(args.model, settings.hub_cache)
         gpus = planner.Gpus.parse(args.gpus)
         result = planner.plan(
             architecture,
@@ -560,7 +561,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             max_model_len=args.max_model_len,
             utilization=args.gpu_memory_utilization,
         )
-    except planner.PlanError as exc:
+    except (planner.PlanError, UnknownModelError) as exc:
         raise ConfigError(str(exc)) from None
     print(json.dumps(result.to_json(), indent=2) if args.json else planner.render(result))
     return 0 if result.recommended is not None else 1

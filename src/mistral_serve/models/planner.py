@@ -20,13 +20,12 @@ Reference: Mistral 7B in bf16 keeps 32 × 8 × 128 × 2 × 2 = 128 KiB per token
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-from mistral_serve.models.hub import local_folder
+from mistral_serve.models.catalog import known_architecture
+from mistral_serve.models.checkpoint import KV_BYTES, Architecture
 
 GIB = 1024**3
 #: Per GPU, outside the weights and the KV cache: CUDA context, activations at the engine's
@@ -39,52 +38,10 @@ DEFAULT_UTILIZATION = 0.9
 
 Dtype = Literal["bf16", "fp16", "fp32", "fp8"]
 WEIGHT_BYTES: dict[str, float] = {"bf16": 2.0, "fp16": 2.0, "fp32": 4.0, "fp8": 1.0}
-KV_BYTES = 2  # the KV cache in bf16
 
 
 class PlanError(ValueError):
     """A model or GPU the planner cannot size; the message says what to give instead."""
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """The facts of a checkpoint that size it."""
-
-    name: str
-    parameters: float  # all of them (every expert of a mixture)
-    layers: int
-    hidden_size: int
-    attention_heads: int
-    kv_heads: int
-    head_dim: int
-    max_context: int
-    experts: int = 0  # 0: dense
-
-    def kv_bytes_per_token(self) -> int:
-        return self.layers * self.kv_heads * self.head_dim * 2 * KV_BYTES
-
-
-#: Mistral's published models, by the facts in their config.json / params.json.
-KNOWN: tuple[tuple[str, Architecture], ...] = (
-    (r"mistral-7b", Architecture("Mistral 7B", 7.25e9, 32, 4096, 32, 8, 128, 32768)),
-    (r"mixtral-8x7b", Architecture("Mixtral 8x7B", 46.7e9, 32, 4096, 32, 8, 128, 32768, 8)),
-    (r"mixtral-8x22b", Architecture("Mixtral 8x22B", 140.6e9, 56, 6144, 48, 8, 128, 65536, 8)),
-    (r"mistral-nemo", Architecture("Mistral Nemo 12B", 12.2e9, 40, 5120, 32, 8, 128, 131072)),
-    (
-        r"mistral-small-3\.[1-9]",
-        Architecture("Mistral Small 3.1 24B", 24.0e9, 40, 5120, 32, 8, 128, 131072),
-    ),
-    (
-        r"mistral-small-(24b|3\b)",
-        Architecture("Mistral Small 3 24B", 23.6e9, 40, 5120, 32, 8, 128, 32768),
-    ),
-    (r"mistral-small", Architecture("Mistral Small 22B", 22.2e9, 56, 6144, 48, 8, 128, 32768)),
-    (r"codestral", Architecture("Codestral 22B", 22.2e9, 56, 6144, 48, 8, 128, 32768)),
-    (r"ministral", Architecture("Ministral 8B", 8.02e9, 36, 4096, 32, 8, 128, 131072)),
-    (r"pixtral-large", Architecture("Pixtral Large", 124e9, 88, 12288, 96, 8, 128, 131072)),
-    (r"pixtral", Architecture("Pixtral 12B", 12.4e9, 40, 5120, 32, 8, 128, 131072)),
-    (r"mistral-large", Architecture("Mistral Large 2", 122.6e9, 88, 12288, 96, 8, 128, 131072)),
-)
 
 
 @dataclass(frozen=True)
@@ -372,121 +329,6 @@ def _longest_that_fits(layouts: tuple[Layout, ...]) -> str | None:
     if roomiest is None or roomiest.kv_tokens_per_engine < 1024:
         return None
     return f"MAX_MODEL_LEN up to {roomiest.kv_tokens_per_engine} with TP={roomiest.tensor_parallel}"
-
-
-# -- what a model is ---------------------------------------------------------------------------
-def architecture_of(model: str, hf_cache: Path | None = None) -> Architecture:
-    """A local folder (config.json or params.json), a Hugging Face id in the ``hf_cache``
-    (``Settings.hub_cache``; None: none is looked in), or one of Mistral's published models by
-    name (``mistralai/Mixtral-8x7B-Instruct-v0.1``, ``mixtral-8x7b``)."""
-    folder = local_folder(model, hf_cache)
-    if folder is not None:
-        local = folder == Path(model).expanduser()
-        return _from_folder(folder, folder.name if local else model)
-    known = known_architecture(model)
-    if known is None:
-        names = ", ".join(arch.name for _, arch in KNOWN)
-        raise PlanError(
-            f"{model!r} is not a local folder, not in the Hugging Face cache, and not one of "
-            f"Mistral's published models known by name ({names})"
-        )
-    return known
-
-
-def known_architecture(name: str) -> Architecture | None:
-    short = name.rsplit("/", 1)[-1]
-    for pattern, architecture in KNOWN:
-        if re.search(pattern, short, re.IGNORECASE):
-            return architecture
-    return None
-
-
-def _from_folder(folder: Path, name: str) -> Architecture:
-    for reader in (_from_params_json, _from_config_json):
-        found = reader(folder, name)
-        if found is not None:
-            return found
-    known = known_architecture(name)
-    if known is None:
-        raise PlanError(f"{folder} has neither config.json nor params.json")
-    return known
-
-
-def _from_config_json(folder: Path, name: str) -> Architecture | None:
-    """Hugging Face's config.json (MistralForCausalLM, MixtralForCausalLM …)."""
-    config = _read_json(folder / "config.json")
-    if config is None:
-        return None
-    config = config.get("text_config", config)  # vision models keep the decoder's here
-    hidden, heads = config["hidden_size"], config["num_attention_heads"]
-    return _architecture(
-        name,
-        layers=config["num_hidden_layers"],
-        hidden=hidden,
-        heads=heads,
-        kv_heads=config.get("num_key_value_heads", heads),
-        head_dim=config.get("head_dim") or hidden // heads,
-        intermediate=config["intermediate_size"],
-        vocab=config["vocab_size"],
-        experts=config.get("num_local_experts", 0),
-        context=config.get("max_position_embeddings", 32768),
-        tied=bool(config.get("tie_word_embeddings", False)),
-    )
-
-
-def _from_params_json(folder: Path, name: str) -> Architecture | None:
-    """Mistral's params.json (consolidated checkpoints)."""
-    params = _read_json(folder / "params.json")
-    if params is None:
-        return None
-    hidden, heads = params["dim"], params["n_heads"]
-    moe = params.get("moe") or {}
-    return _architecture(
-        name,
-        layers=params["n_layers"],
-        hidden=hidden,
-        heads=heads,
-        kv_heads=params.get("n_kv_heads", heads),
-        head_dim=params.get("head_dim") or hidden // heads,
-        intermediate=params["hidden_dim"],
-        vocab=params["vocab_size"],
-        experts=moe.get("num_experts", 0),
-        context=params.get("max_position_embeddings") or params.get("max_seq_len") or 32768,
-        tied=bool(params.get("tied_embeddings", False)),
-    )
-
-
-def _architecture(
-    name: str,
-    *,
-    layers: int,
-    hidden: int,
-    heads: int,
-    kv_heads: int,
-    head_dim: int,
-    intermediate: int,
-    vocab: int,
-    experts: int,
-    context: int,
-    tied: bool,
-) -> Architecture:
-    """Parameters counted from the shapes: embeddings (and an untied output layer), attention,
-    the feed-forward (every expert, and the router), norms."""
-    attention = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2
-    feed_forward = 3 * hidden * intermediate * max(1, experts) + hidden * experts
-    per_layer = attention + feed_forward + 2 * hidden
-    parameters = vocab * hidden * (1 if tied else 2) + layers * per_layer + hidden
-    return Architecture(
-        name, float(parameters), layers, hidden, heads, kv_heads, head_dim, context, experts
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return document if isinstance(document, dict) else None
 
 
 # -- the sizing table in docs/deploy.md ---------------------------------------------------------

@@ -10,11 +10,12 @@ mistral_common doing the tokenizing; older ones (Mistral-7B-Instruct-v0.1, v0.2,
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from mistral_serve.config import DEFAULT_MODEL_ID, Settings
+from mistral_serve.models.catalog import is_mistral_format_repo
+from mistral_serve.models.checkpoint import is_mistral_format_dir
 from mistral_serve.models.demo import Variant, ensure_demo_model
 
 DEMO_IDS: dict[str, Variant] = {"demo": "v3", "demo-v1": "v1"}
@@ -25,17 +26,6 @@ DEMO_IDS: dict[str, Variant] = {"demo": "v3", "demo-v1": "v1"}
 DEMO_ENGINE_ARGS = (
     "--structured-outputs-config",
     json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
-)
-
-# Official repos that ship Mistral-format weights and tokenizer (matched on the repo name).
-_MISTRAL_FORMAT_REPOS = re.compile(
-    r"^mistralai/("
-    r"Mistral-7B-Instruct-v0\.3|Mistral-7B-v0\.3|"
-    r"Mistral-Nemo-.*|Mistral-Small-.*|Mistral-Large-.*|Mistral-Medium-.*|"
-    r"Ministral-.*|Magistral-.*|Devstral-.*|Codestral-.*|Pixtral-.*|Mathstral-.*|"
-    r"Mixtral-8x22B-.*v0\.3"
-    r")$",
-    re.IGNORECASE,
 )
 
 
@@ -98,16 +88,3 @@ def _demo(settings: Settings, model_id: str) -> ServedModel:
         engine_args=DEMO_ENGINE_ARGS,
         is_demo=True,
     )
-
-
-def is_mistral_format_repo(repo_id: str) -> bool:
-    """An official hub repo that ships Mistral-format weights and tokenizer."""
-    return bool(_MISTRAL_FORMAT_REPOS.match(repo_id))
-
-
-def is_mistral_format_dir(path: Path) -> bool:
-    """A local checkpoint in Mistral's format: params.json, consolidated weights, a Mistral
-    tokenizer."""
-    has_tokenizer = (path / "tekken.json").exists() or any(path.glob("tokenizer.model.v*"))
-    has_weights = any(path.glob("consolidated*.safetensors"))
-    return (path / "params.json").exists() and has_weights and has_tokenizer

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from mistral_serve.models.catalog import DEMO, capabilities_of, family_of
+from mistral_serve.models.catalog import (
+    DEMO,
+    capabilities_of,
+    family_of,
+    is_mistral_format_repo,
+)
 from mistral_serve.protocol.mistral import Capabilities
 
 CHAT = Capabilities(completion_chat=True)
@@ -45,8 +50,42 @@ def test_published_models_by_name(root, expected):
 
 def test_the_first_matching_family_wins():
     assert family_of("Mistral-Small-3.1-24B-Instruct-2503").name == "Mistral Small 3.1+"
-    assert family_of("Mistral-Small-24B-Instruct-2501").name == "Mistral Small"
+    assert family_of("Mistral-Small-24B-Instruct-2501").name == "Mistral Small 3"
+    assert family_of("mistralai/Mistral-7B-Instruct-v0.3").name == "Mistral 7B v0.3"
+    assert family_of("intfloat/e5-mistral-7b-instruct").name == "Mistral 7B embeddings"
     assert family_of("llama") is None
+
+
+def test_one_table_says_what_a_family_can_do_and_how_big_it_is():
+    """Every family whose weights are published can be sized by name: capabilities and
+    shapes cannot drift apart (Devstral and Magistral could not be planned before)."""
+    for name in ("Devstral-Small-2505", "Magistral-Small-2506", "Mistral-Small-24B-Instruct-2501"):
+        family = family_of(name)
+        assert family.architecture is not None and family.capabilities.function_calling
+    assert family_of("Magistral-Small-2506").capabilities.reasoning
+    assert family_of("Mistral-Small-24B-Instruct-2501").architecture.max_context == 32768
+    assert family_of("Mistral-Medium-3").architecture is None  # not published
+
+
+@pytest.mark.parametrize(
+    ("repo", "mistral_format"),
+    [
+        ("mistralai/Mistral-7B-Instruct-v0.3", True),
+        ("mistralai/Mistral-7B-v0.3", True),
+        ("mistralai/Mistral-7B-Instruct-v0.1", False),
+        ("mistralai/Mixtral-8x7B-Instruct-v0.1", False),
+        ("mistralai/Mixtral-8x22B-Instruct-v0.1", False),
+        ("mistralai/Mixtral-8x22B-Instruct-v0.3", True),
+        ("mistralai/Devstral-Small-2505", True),
+        ("someone/Mistral-7B-Instruct-v0.3", False),  # only official repos are known
+    ],
+)
+def test_which_official_repos_ship_mistrals_format(repo, mistral_format):
+    assert is_mistral_format_repo(repo) is mistral_format
+
+
+def test_an_embedding_model_has_no_chat_capability():
+    assert capabilities_of("intfloat/e5-mistral-7b-instruct") == Capabilities()
 
 
 def test_the_demo_models_say_what_they_are(built):

@@ -1,24 +1,15 @@
-"""The planner's arithmetic against cases computed by hand, and the model facts it reads."""
+"""The planner's arithmetic against cases computed by hand."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from mistral_serve.models import planner
-from mistral_serve.models.planner import (
-    GIB,
-    Architecture,
-    Gpu,
-    Gpus,
-    PlanError,
-    architecture_of,
-    check_layout,
-    known_architecture,
-    plan,
-)
+from mistral_serve.models.catalog import known_architecture
+from mistral_serve.models.checkpoint import Architecture
+from mistral_serve.models.planner import GIB, Gpu, Gpus, PlanError, check_layout, plan
 
 H100 = Gpu("H100", 79.6)
 MISTRAL_7B = known_architecture("mistralai/Mistral-7B-Instruct-v0.3")
@@ -112,63 +103,6 @@ def test_up_is_told_the_tensor_parallel_size_that_fits():
         LARGE, Gpus(2, H100), 2, dtype="bf16", max_model_len=None, utilization=0.9
     )
     assert "does not fit on 2xH100" in nowhere
-
-
-# -- reading a model's facts ---------------------------------------------------------------------
-#: Mistral-7B-Instruct-v0.3's config.json (the fields the planner reads).
-MISTRAL_7B_CONFIG = {
-    "architectures": ["MistralForCausalLM"],
-    "hidden_size": 4096,
-    "intermediate_size": 14336,
-    "max_position_embeddings": 32768,
-    "num_attention_heads": 32,
-    "num_hidden_layers": 32,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "tie_word_embeddings": False,
-    "vocab_size": 32768,
-}
-
-
-def test_a_hugging_face_folder_is_sized_from_its_config(tmp_path: Path):
-    folder = tmp_path / "Mistral-7B-Instruct-v0.3"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(MISTRAL_7B_CONFIG))
-    architecture = architecture_of(str(folder))
-    assert architecture.parameters == pytest.approx(7.248e9, rel=0.001)  # published: 7.25 B
-    assert architecture.kv_bytes_per_token() == 131072
-
-
-def test_a_mixture_counts_every_expert(tmp_path: Path):
-    folder = tmp_path / "mixtral"
-    folder.mkdir()
-    config = {**MISTRAL_7B_CONFIG, "num_local_experts": 8, "vocab_size": 32000}
-    (folder / "config.json").write_text(json.dumps(config))
-    assert architecture_of(str(folder)).parameters == pytest.approx(46.70e9, rel=0.001)
-
-
-def test_a_mistral_format_folder_is_sized_from_params_json(built):
-    demo = architecture_of(str(built["v3"]))  # the demo checkpoint writes params.json
-    params = json.loads((built["v3"] / "params.json").read_text())
-    assert (demo.layers, demo.kv_heads, demo.head_dim) == (
-        params["n_layers"],
-        params["n_kv_heads"],
-        params["head_dim"],
-    )
-
-
-def test_a_model_in_the_hugging_face_cache(tmp_path: Path):
-    snapshot = tmp_path / "models--acme--tiny" / "snapshots" / "abc123"
-    snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text(json.dumps({**MISTRAL_7B_CONFIG, "num_hidden_layers": 2}))
-    assert architecture_of("acme/tiny", hf_cache=tmp_path).layers == 2
-
-
-def test_published_models_are_known_by_name_and_others_are_refused(tmp_path: Path):
-    assert architecture_of("mixtral-8x22b", hf_cache=tmp_path).experts == 8
-    assert architecture_of("mistralai/Pixtral-Large-Instruct-2411", hf_cache=tmp_path).layers == 88
-    with pytest.raises(PlanError, match="not one of Mistral's published models"):
-        architecture_of("acme/unknown", hf_cache=tmp_path)
 
 
 def test_the_sizing_table_in_the_deploy_docs_is_the_planners():

@@ -1,7 +1,8 @@
 from pathlib import Path
 
 from mistral_serve.config import DEFAULT_MODEL_ID, Settings
-from mistral_serve.models.profiles import DEMO_ENGINE_ARGS, is_mistral_format_dir, resolve_model
+from mistral_serve.models.checkpoint import is_mistral_format_dir
+from mistral_serve.models.profiles import DEMO_ENGINE_ARGS, resolve_model
 
 
 def settings(tmp_path: Path, **values) -> Settings:
