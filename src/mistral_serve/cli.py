@@ -58,10 +58,11 @@ from mistral_serve.engines.vllm_args import (
     engine_telemetry_env,
 )
 from mistral_serve.errors import ConfigError, EngineStartError
-from mistral_serve.models import planner
+from mistral_serve.models import placement, planner
 from mistral_serve.models.catalog import UnknownModelError, architecture_of
 from mistral_serve.models.demo import VARIANTS, ensure_demo_model
-from mistral_serve.models.profiles import ServedModel, resolve_model
+from mistral_serve.models.fleet import demands_of, load_fleet
+from mistral_serve.models.profiles import ServedModel, locate, resolve_model
 from mistral_serve.store import KeyRecords, Store, UsageRecords, utc_now
 from mistral_serve.store.database import configured_url
 from mistral_serve.telemetry.engines import EngineTelemetry
@@ -549,8 +550,13 @@ def _add_usage_parser(commands: argparse._SubParsersAction) -> None:
 
 # -- plan --------------------------------------------------------------------------------------
 def cmd_plan(args: argparse.Namespace) -> int:
-    """Will MODEL fit on these GPUs, and how should they be split between engines?"""
+    """Will MODEL (or the fleet of a models file) fit on these GPUs, and how should they be
+    split between engines?"""
     settings = _settings()
+    if (args.model is None) == (args.fleet is None):
+        raise ConfigError("plan: give a MODEL or --fleet FILE")
+    if args.fleet is not None:
+        return _plan_fleet(args, settings)
     try:
         architecture = architecture_of(args.model, settings.hub_cache)
         gpus = planner.Gpus.parse(args.gpus)
@@ -567,15 +573,42 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0 if result.recommended is not None else 1
 
 
+def _plan_fleet(args: argparse.Namespace, settings: Settings) -> int:
+    """Every engine of the models file placed on the GPUs, or why the fleet does not fit."""
+    fleet = load_fleet(args.fleet)
+    try:
+        gpus = planner.Gpus.parse(args.gpus)
+    except planner.PlanError as exc:
+        raise ConfigError(str(exc)) from None
+    demands = demands_of(fleet, settings.hub_cache, lambda source: locate(settings, source))
+    try:
+        result = placement.place(demands, gpus)
+    except placement.PlacementError as exc:
+        print(f"does not fit: {exc}")
+        return 1
+    print(placement.render(result))
+    return 0
+
+
 def _add_plan_parser(commands: argparse._SubParsersAction) -> None:
     plan = commands.add_parser(
-        "plan", help="size MODEL for GPUs: layouts that fit, KV cache, the recommended one"
+        "plan",
+        help="size MODEL for GPUs (layouts that fit, KV cache, the recommended one), or place "
+        "a fleet (--fleet FILE)",
     )
     plan.add_argument(
         "model",
         metavar="MODEL",
+        nargs="?",
         help="a local folder, a Hugging Face id in the local cache, or a published Mistral "
         "model by name (mistralai/Mixtral-8x7B-Instruct-v0.1, mixtral-8x7b …)",
+    )
+    plan.add_argument(
+        "--fleet",
+        metavar="FILE",
+        type=Path,
+        help="instead of MODEL: place every engine of this models file (MODELS_FILE's format, "
+        "config/models.example.yaml) on the GPUs",
     )
     plan.add_argument("--gpus", default="2xH100", help="COUNTxNAME (default 2xH100)")
     plan.add_argument("--max-model-len", type=int, help="default: the model's context length")

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -260,3 +261,20 @@ def test_plan_says_when_nothing_fits_and_refuses_what_it_cannot_size(capsys):
     assert main(["plan", "acme/unknown-model"]) == 2
     assert main(["plan", "mistral-7b", "--gpus", "3xTPU"]) == 2
     assert "unknown GPU" in capsys.readouterr().err
+
+
+def test_plan_places_a_fleet_from_a_models_file(capsys, tmp_path):
+    example = Path(__file__).parents[2] / "config" / "models.example.yaml"
+    assert main(["plan", "--fleet", str(example), "--gpus", "2xH100"]) == 0
+    text = capsys.readouterr().out
+    assert "| mistral-7b-instruct | 0 | generate | 0 | 0.70 |" in text
+    assert "| e5-mistral | 0 | embed | 0 | 0.25 |" in text
+    assert "support-bot, sql-writer (2)" in text
+    assert main(["plan", "--fleet", str(example), "--gpus", "1xL4"]) == 1
+    assert "does not fit: mistral-7b-instruct: it needs" in capsys.readouterr().out
+    bad = tmp_path / "models.yaml"
+    bad.write_text("models:\n  - name: chat\n    source: demo\n    replicas: 0\n")
+    assert main(["plan", "--fleet", str(bad)]) == 2
+    assert "models[0] (chat): replicas: Input should be greater than" in capsys.readouterr().err
+    assert main(["plan"]) == 2  # a model or a fleet
+    assert main(["plan", "mistral-7b", "--fleet", str(example)]) == 2

@@ -78,6 +78,12 @@ def resolve_model(settings: Settings, *, has_gpu: bool) -> ServedModel:
     return ServedModel(model_id, names, is_mistral_format_repo(model_id))
 
 
+def locate(settings: Settings, source: str) -> str:
+    """What engines load for ``source``: a built-in demo's folder (built when missing), else
+    ``source`` itself (a hub id or a folder)."""
+    return _demo(settings, source).source if source in DEMO_IDS else source
+
+
 def _demo(settings: Settings, model_id: str) -> ServedModel:
     variant = DEMO_IDS[model_id]
     folder = ensure_demo_model(settings.cache_dir / f"demo-{variant}", variant)
