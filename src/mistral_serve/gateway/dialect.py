@@ -43,7 +43,8 @@ _TOP_LEVEL = ("random_seed", "safe_prompt", *IGNORED_FIELDS)
 @dataclass(frozen=True)
 class Translation:
     document: dict[str, Any]  # the request as the engine takes it
-    answer: MistralAnswer  # how its answer becomes Mistral's
+    #: How its answer becomes Mistral's; None: the engine's answer goes as it is.
+    answer: MistralAnswer | None
 
     @classmethod
     def of(cls, engine: dict[str, Any], shape: Reshape | None = None) -> Translation:

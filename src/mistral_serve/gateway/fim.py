@@ -7,6 +7,9 @@ completion (:class:`~mistral_serve.gateway.reshape.ChatFromCompletion`). ``rando
 the engine's ``seed``; every other field (``max_tokens``, ``min_tokens``, ``stop``,
 ``temperature``, ``top_p``, vLLM's own) goes as sent. A model whose tokenizer has no FIM tokens,
 or is not on the gateway's machine, is a 400 naming the model.
+
+OpenAI's text completion with a ``suffix`` (the ``openai`` SDK's ``completions.create(suffix=
+…)``, which vLLM refuses) is encoded the same way; its answer stays a text completion.
 """
 
 from __future__ import annotations
@@ -37,8 +40,32 @@ class FimEncoder:
 
     async def translate(self, document: dict[str, Any], root: str) -> Translation:
         """The engine's text completion request for a FIM request to the model at ``root``."""
+        tokenizer = await self._fim_tokenizer(document["model"], root)
+        engine = {key: value for key, value in document.items() if key not in _NOT_SENT}
+        engine["prompt"] = encode_fim(tokenizer, document["prompt"], document.get("suffix"))
+        seed_from_random_seed(document, engine)
+        return Translation.of(engine, ChatFromCompletion())
+
+    async def completion_with_suffix(self, document: dict[str, Any], root: str) -> Translation:
+        """The engine's request for OpenAI's text completion with a ``suffix``: its prompt
+        (one text) and suffix encoded as FIM, every other field as sent, the answer as the
+        engine gives it."""
+        prompt = document["prompt"]
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        if not isinstance(prompt, str):
+            raise InvalidRequestError(
+                "`suffix` needs `prompt` to be one text: fill-in-the-middle encodes the text "
+                "before and after the completion.",
+                param="prompt",
+            )
+        tokenizer = await self._fim_tokenizer(document["model"], root)
+        engine = {key: value for key, value in document.items() if key != "suffix"}
+        engine["prompt"] = encode_fim(tokenizer, prompt, document["suffix"])
+        return Translation(engine, None)
+
+    async def _fim_tokenizer(self, model: str, root: str) -> MistralTokenizer:
         tokenizer = await self._tokenizer(root)
-        model = document["model"]
         if tokenizer is None:
             raise InvalidRequestError(
                 f"The model `{model}` does not support fill-in-the-middle: its tokenizer has no "
@@ -46,10 +73,7 @@ class FimEncoder:
                 "the gateway's machine.",
                 param="model",
             )
-        engine = {key: value for key, value in document.items() if key not in _NOT_SENT}
-        engine["prompt"] = encode_fim(tokenizer, document["prompt"], document.get("suffix"))
-        seed_from_random_seed(document, engine)
-        return Translation.of(engine, ChatFromCompletion())
+        return tokenizer
 
     async def _tokenizer(self, root: str) -> MistralTokenizer | None:
         loading = self._tokenizers.get(root)

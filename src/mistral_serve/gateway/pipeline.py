@@ -262,11 +262,15 @@ class Gateway:
     ) -> Translation | None:
         if endpoint is Endpoint.CHAT:
             return translate(document)
+        with_suffix = endpoint is Endpoint.COMPLETIONS and document.get("suffix") is not None
+        if endpoint is not Endpoint.FIM and not with_suffix:
+            return None
+        if not self._registry.is_known(request.model):
+            raise self._no_engine(request.model)
+        root = self._registry.model_root(request.model)
         if endpoint is Endpoint.FIM:
-            if not self._registry.is_known(request.model):
-                raise self._no_engine(request.model)
-            return await self._fim.translate(document, self._registry.model_root(request.model))
-        return None
+            return await self._fim.translate(document, root)
+        return await self._fim.completion_with_suffix(document, root)
 
     async def _serve(self, call: _Call) -> GatewayResponse:
         """Admit, route and proxy the request, moving it once if its engine fails early."""

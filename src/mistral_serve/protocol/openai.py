@@ -93,6 +93,8 @@ class CompletionRequest(GenerationRequest):
     #: clients of vLLM use that.
     logprobs: StrictInt | None = Field(None, ge=0, le=20)
     best_of: StrictInt | None = Field(None, ge=1, le=20)
+    #: The text after the completion: the request is encoded as fill-in-the-middle.
+    suffix: StrictStr | None = None
 
 
 def with_usage_requested(document: dict[str, Any]) -> dict[str, Any]:
