@@ -58,6 +58,8 @@ class FakeEngine:
 
     def __init__(self) -> None:
         self.models = ["fake-model"]
+        #: Each model's card ``root`` (what it is served from), where a test says one.
+        self.roots: dict[str, str] = {}
         self.healthy = True
         #: What /metrics answers (None: 404, as an engine without metrics).
         self.metrics_text: str | None = None
@@ -101,7 +103,17 @@ class FakeEngine:
     async def _models(self, request: web.Request) -> web.Response:
         self.gets[request.path] += 1
         return web.json_response(
-            {"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]}
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": m,
+                        "object": "model",
+                        **({"root": self.roots[m]} if m in self.roots else {}),
+                    }
+                    for m in self.models
+                ],
+            }
         )
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
@@ -36,6 +38,7 @@ from mistral_serve.engines.registry import EngineRegistry, Restarter
 from mistral_serve.gateway.accounting import Accounting
 from mistral_serve.gateway.fim import FimEncoder
 from mistral_serve.gateway.pipeline import Endpoint, Gateway
+from mistral_serve.models.catalog import kind_of
 from mistral_serve.routing import Balance, RoutingOptions, RoutingPolicy, make_policy
 from mistral_serve.store import KeyRecords, Store, UsageRecords, WallClock, utc_now
 from mistral_serve.store.database import configured_url
@@ -224,6 +227,7 @@ def create_app(
             stats_interval_s=settings.engine_stats_interval_s,
             max_inflight=settings.engine_concurrency_target,
             shared=None if worker is None else worker.shared_load(),
+            kind_of=functools.lru_cache(maxsize=64)(partial(kind_of, hf_cache=settings.hub_cache)),
         )
         monitor = EngineMonitor(
             registry,

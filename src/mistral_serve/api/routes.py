@@ -90,6 +90,13 @@ async def fim_completions(request: Request) -> Response:
     return await _generate(request, Endpoint.FIM)
 
 
+@router.post("/v1/embeddings", response_model=None)
+async def embeddings(request: Request) -> Response:
+    """OpenAI's embeddings, and Mistral's (``output_dimension``, ``output_dtype``), on an
+    embedding model."""
+    return await _generate(request, Endpoint.EMBEDDINGS)
+
+
 async def _generate(request: Request, endpoint: Endpoint) -> Response:
     body = await request.body()
     work = _gateway(request).generate(

@@ -13,7 +13,8 @@ Per engine, two loops run side by side, so a slow answer to one never delays the
 
 One more loop reads the clock for every engine a few times a second: stalls, silence, the end
 of an ejection, requests their engine has left without an answer for ENGINE_READ_TIMEOUT_S,
-and whether an idle or stalled engine is due a canary (a one-token completion).
+and whether an idle or stalled engine is due a canary (a one-token completion, or one
+embedding for an embedding engine).
 If the gateway's own event loop was held up, that round passes no verdicts: the gateway's pause
 is not the engine's stall.
 """
@@ -235,15 +236,11 @@ class EngineMonitor:
         timeout_s = registry.policy.stall_timeout_s + 1.0
         lease = registry.lease(engine)
         health.canary_started(time.monotonic())
-        body = orjson.dumps(
-            {"model": model, "prompt": _CANARY_PROMPT, "max_tokens": 1, "temperature": 0}
-        )
+        path, body = canary_request(engine.kind, model)
         headers = {"content-type": "application/json", "x-request-id": self._canary_id()}
         try:
             async with asyncio.timeout(timeout_s):
-                upstream = await lease.send(
-                    self._client, engine.url + "/v1/completions", body, headers
-                )
+                upstream = await lease.send(self._client, engine.url + path, body, headers)
                 payload = await upstream.read()
             if upstream.status != 200:
                 raise EngineError(f"canary answered {upstream.status}: {payload[:200]!r}")
@@ -264,3 +261,12 @@ class EngineMonitor:
 
     def _canary_id(self) -> str:
         return f"canary-{next(self._canary_ids)}"
+
+
+def canary_request(kind: str, model: str) -> tuple[str, bytes]:
+    """The path and body of a canary for an engine of ``kind``: one generated token, or one
+    embedding (an embedding engine generates nothing)."""
+    if kind == "embed":
+        return "/v1/embeddings", orjson.dumps({"model": model, "input": _CANARY_PROMPT})
+    body = {"model": model, "prompt": _CANARY_PROMPT, "max_tokens": 1, "temperature": 0}
+    return "/v1/completions", orjson.dumps(body)

@@ -45,6 +45,8 @@ Restarter = Callable[[str, str], bool]
 #: Told when an engine may take more work: one of its requests ended (True), or its state
 #: changed (False).
 CapacityListener = Callable[["Engine", bool], None]
+#: Tells what a model served from a root (a folder or hub id) does: "generate" or "embed".
+KindOf = Callable[[str], str]
 
 
 @dataclass(eq=False)
@@ -75,6 +77,8 @@ class Engine:
     #: slot in their shared load table.
     siblings: Callable[[], int] = field(default=lambda: 0, repr=False)
     slot: int = 0
+    #: What its model does, from its card's root: "generate" (chat, completions) or "embed".
+    kind: str = "generate"
 
     @property
     def state(self) -> State:
@@ -205,8 +209,12 @@ class EngineRegistry:
         stats_interval_s: float = 1.0,
         max_inflight: int = DEFAULT_ENGINE_MAX_INFLIGHT,
         shared: SharedLoad | None = None,
+        kind_of: KindOf | None = None,
     ) -> None:
         self.policy = policy or HealthPolicy()
+        #: Tells an engine's kind from what it serves (its card's root); the models layer's
+        #: catalog, passed in (engines/ sits beside models/, not above it).
+        self._kind_of = kind_of or (lambda root: "generate")
         #: The load table of this gateway's workers (None: one process).
         self.shared = shared
         self.max_inflight = max_inflight
@@ -305,6 +313,11 @@ class EngineRegistry:
                 if card.get("id") == model and isinstance(card.get("root"), str):
                     return card["root"]
         return model
+
+    def model_kind(self, model: str) -> str | None:
+        """What the engines serving ``model`` do ("generate" or "embed"); None when none has
+        listed it."""
+        return next((engine.kind for engine in self.engines if engine.serves(model)), None)
 
     def model_cards(self) -> list[dict[str, Any]]:
         """The model cards of the ready engines, one per model id."""
@@ -410,6 +423,9 @@ class EngineRegistry:
     def learned_models(self, engine: Engine, cards: Iterable[dict[str, Any]]) -> None:
         engine.model_cards = tuple(cards)
         engine.model_ids = frozenset(card["id"] for card in engine.model_cards)
+        roots = [card["root"] for card in engine.model_cards if isinstance(card.get("root"), str)]
+        if roots:
+            engine.kind = self._kind_of(roots[0])
         self._known_models |= engine.model_ids
         for card in engine.model_cards:
             length = card.get("max_model_len")

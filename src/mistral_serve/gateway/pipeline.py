@@ -48,6 +48,7 @@ from mistral_serve.errors import (
     ModelNotFoundError,
     NoReadyEngineError,
 )
+from mistral_serve.gateway import embeddings
 from mistral_serve.gateway.accounting import Accounting
 from mistral_serve.gateway.answers import report_answer
 from mistral_serve.gateway.cards import CardMaker
@@ -58,6 +59,7 @@ from mistral_serve.gateway.responses import GatewayResponse
 from mistral_serve.gateway.streaming import ProxyStream
 from mistral_serve.gateway.timing import timing_headers
 from mistral_serve.protocol import sse
+from mistral_serve.protocol.embeddings import EmbeddingRequest
 from mistral_serve.protocol.fim import FIMCompletionRequest
 from mistral_serve.protocol.openai import (
     ChatCompletionRequest,
@@ -83,6 +85,8 @@ class Endpoint(Enum):
     COMPLETIONS = ("/v1/completions", "/v1/completions", CompletionRequest, "text_completion")
     #: Mistral's fill-in-the-middle: encoded here, sent to the engine as a text completion.
     FIM = ("/v1/fim/completions", "/v1/completions", FIMCompletionRequest, "text_completion")
+    #: OpenAI's and Mistral's embeddings (Mistral's output types made here).
+    EMBEDDINGS = ("/v1/embeddings", "/v1/embeddings", EmbeddingRequest, "embeddings")
 
     def __init__(
         self, route: str, path: str, schema: type[GenerationRequest], operation: str
@@ -91,6 +95,10 @@ class Endpoint(Enum):
         self.path = path  # the engine's
         self.schema = schema
         self.operation = operation  # gen_ai.operation.name
+        #: The kind of model that answers it (an engine's ``kind``).
+        self.kind = "embed" if operation == "embeddings" else "generate"
+        #: The request's field holding what the model reads.
+        self.text_field = {"chat": "messages", "embeddings": "input"}.get(operation, "prompt")
 
     @property
     def engine_schema(self) -> type[GenerationRequest]:
@@ -225,6 +233,7 @@ class Gateway:
         request = validate_request(endpoint, document)
         generation.request(request)
         Authenticator.check_model(caller, request.model)
+        self._check_kind(endpoint, request.model)
         reshape: MistralAnswer | None = None
         translation = await self._translate(endpoint, request, document)
         if translation is not None:  # Mistral's dialect: the engine gets OpenAI's
@@ -257,11 +266,28 @@ class Gateway:
             error.extra_headers.update(text_headers(call.limit_headers))
             raise
 
+    def _check_kind(self, endpoint: Endpoint, model: str) -> None:
+        """A chat model asked for embeddings, or an embedding model asked to generate: a 400
+        naming the model, before anything is spent on it."""
+        kind = self._registry.model_kind(model)
+        if kind is None or kind == endpoint.kind:
+            return
+        if kind == "embed":
+            message = f"The model `{model}` is an embedding model: it answers /v1/embeddings only."
+        else:
+            message = (
+                f"The model `{model}` generates text and makes no embeddings: ask an embedding "
+                "model (GET /v1/models lists them)."
+            )
+        raise InvalidRequestError(message, param="model")
+
     async def _translate(
         self, endpoint: Endpoint, request: GenerationRequest, document: dict[str, Any]
     ) -> Translation | None:
         if endpoint is Endpoint.CHAT:
             return translate(document)
+        if endpoint is Endpoint.EMBEDDINGS:
+            return embeddings.translate(document)
         with_suffix = endpoint is Endpoint.COMPLETIONS and document.get("suffix") is not None
         if endpoint is not Endpoint.FIM and not with_suffix:
             return None
@@ -316,6 +342,7 @@ class Gateway:
         generation.upstream_answered(upstream.status)
         if upstream.status != 200:
             body = await upstream.read()
+            body = _named_for_the_client(body, call.endpoint)
             refusal = self._engine_refusal(upstream.status, body, lease, generation)
             refusal.raw_headers = call.limit_headers
             return refusal
@@ -479,6 +506,24 @@ class Gateway:
     @property
     def retry_after_s(self) -> int:
         return self._retry.seconds
+
+
+#: The names vLLM gives a request's text in its length errors.
+_VLLM_TEXT_PARAMS = ("input_tokens", "input_text")
+
+
+def _named_for_the_client(body: bytes, endpoint: Endpoint) -> bytes:
+    """An engine's error about the request's length, naming the client's own field
+    (``messages``, ``prompt``, ``input``) where vLLM names its internal one, as an OpenAI
+    ``invalid_request_error``; any other body as it is."""
+    try:
+        error = orjson.loads(body)["error"]
+        if error.get("param") not in _VLLM_TEXT_PARAMS:
+            return body
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return body
+    error = {**error, "param": endpoint.text_field, "type": "invalid_request_error"}
+    return orjson.dumps({"error": error})
 
 
 def _engine_message(body: bytes) -> str:

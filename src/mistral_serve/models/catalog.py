@@ -136,10 +136,12 @@ FAMILIES: tuple[Family, ...] = (
 #: Base (pretrained, not instruct) checkpoints: they complete text and have no chat format.
 _BASE = re.compile(r"-base\b|^mistral-7b-v\d|^mixtral-8x(7|22)b-v\d", re.IGNORECASE)
 
-#: The demo models: chat models; the v3 variant has Mistral's tokenizer (tool calls, FIM).
+#: The demo models: chat models (the v3 variant has Mistral's tokenizer: tool calls, FIM),
+#: and an embedding model, which chats not at all.
 DEMO = {
     "v3": Capabilities(completion_chat=True, function_calling=True, completion_fim=True),
     "v1": Capabilities(completion_chat=True),
+    "embed": Capabilities(),
 }
 
 

@@ -4,12 +4,16 @@ No machine here can download weights, so tests and first runs serve this instead
 are random (output is gibberish) but everything around them is real: the tokenizer, the chat
 template, token counts, stop handling, seeds, streaming, tools and structured output.
 
-Two variants:
+Three variants:
 - ``v3`` (MODEL_ID=demo): Mistral format (``params.json`` + ``consolidated.safetensors`` +
   ``tokenizer.model.v3``), served with vLLM's mistral tokenizer/config/load formats, which is
   the production path for Mistral checkpoints and supports tool calls.
 - ``v1`` (MODEL_ID=demo-v1): Hugging Face format with Mistral-7B-Instruct-v0.1's tokenizer
   (32000 tokens) and a chat template that behaves like that model's.
+- ``embed`` (demo-embed): an embedding model, as e5-mistral is one: the same network without
+  its output layer (``MistralModel``), in Hugging Face format with the v1 tokenizer, and
+  sentence-transformers' files saying how vLLM pools it (the last token's hidden state,
+  normalized).
 
 Random weights alone make a poor stand-in: an untrained output layer samples the tokenizer's
 control tokens (``[TOOL_CALLS]``, ``[INST]``, ``</s>`` …) as often as words, so replies come back
@@ -31,11 +35,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-Variant = Literal["v1", "v3"]
-VARIANTS: tuple[Variant, ...] = ("v1", "v3")
+Variant = Literal["v1", "v3", "embed"]
+VARIANTS: tuple[Variant, ...] = ("v1", "v3", "embed")
 
 #: Bump when the files written change, so cached copies are rebuilt.
-BUILD_VERSION = 2  # 2: control tokens suppressed in the weights
+BUILD_VERSION = 3  # 2: control tokens suppressed in the weights; 3: the embedding variant
 _MARKER = ".mistral-serve-demo.json"
 _SEED = 20231027
 
@@ -94,10 +98,15 @@ class Shape:
     norm_eps: float = 1e-5
 
 
-SHAPES: dict[Variant, Shape] = {"v1": Shape(vocab_size=32000), "v3": Shape(vocab_size=32768)}
+SHAPES: dict[Variant, Shape] = {
+    "v1": Shape(vocab_size=32000),
+    "v3": Shape(vocab_size=32768),
+    "embed": Shape(vocab_size=32000),
+}
 TOKENIZER_FILES: dict[Variant, str] = {
     "v1": "tokenizer.model.v1",
     "v3": "mistral_instruct_tokenizer_240323.model.v3",
+    "embed": "tokenizer.model.v1",
 }
 
 
@@ -151,9 +160,25 @@ def write_demo_model(directory: Path, variant: Variant) -> None:
         raise ValueError(f"unknown demo variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     shape = SHAPES[variant]
     tokenizer_source = resources.files("mistral_common") / "data" / TOKENIZER_FILES[variant]
-    weights = _random_weights(shape, control_token_ids(tokenizer_source))
+    # An embedding model samples nothing: no control token to keep out of its output, and no
+    # constant dimension to make every vector alike.
+    control = control_token_ids(tokenizer_source) if variant != "embed" else None
+    weights = _random_weights(shape, control)
     if variant == "v3":
         _write_mistral_format(directory, shape, weights, tokenizer_source)
+    elif variant == "embed":
+        weights.pop("output.weight")  # headless: it returns hidden states, pooled by vLLM
+        # Any leading part of a vector may stand for it (vLLM's `dimensions`), as in a
+        # Matryoshka-trained model: with random weights, one cut is as good as another.
+        _write_hf_format(
+            directory,
+            shape,
+            weights,
+            tokenizer_source,
+            architecture="MistralModel",
+            is_matryoshka=True,
+        )
+        _write_pooling(directory, shape)
     else:
         _write_hf_format(directory, shape, weights, tokenizer_source)
     (directory / _MARKER).write_text(
@@ -174,8 +199,9 @@ def control_token_ids(tokenizer_file) -> list[int]:
     ]
 
 
-def _random_weights(shape: Shape, control_ids: list[int]) -> dict[str, object]:
-    """Mistral-named tensors (bf16), deterministic for a given shape and tokenizer."""
+def _random_weights(shape: Shape, control_ids: list[int] | None) -> dict[str, object]:
+    """Mistral-named tensors (bf16), deterministic for a given shape and tokenizer; control
+    tokens suppressed unless ``control_ids`` is None."""
     import numpy as np
     import torch
 
@@ -204,7 +230,8 @@ def _random_weights(shape: Shape, control_ids: list[int]) -> dict[str, object]:
         }
     tensors["norm.weight"] = ones(shape.dim)
     tensors["output.weight"] = normal(shape.vocab_size, shape.dim)  # untied: see below
-    _suppress_control_tokens(tensors, shape, control_ids)
+    if control_ids is not None:
+        _suppress_control_tokens(tensors, shape, control_ids)
     return {name: torch.from_numpy(values).to(torch.bfloat16) for name, values in tensors.items()}
 
 
@@ -280,12 +307,19 @@ def _hf_name(name: str) -> str:
     return _HF_NAMES[name.removesuffix(".weight")] + ".weight"
 
 
-def _write_hf_format(directory: Path, shape: Shape, weights: dict, tokenizer) -> None:
+def _write_hf_format(
+    directory: Path,
+    shape: Shape,
+    weights: dict,
+    tokenizer,
+    architecture: str = "MistralForCausalLM",
+    **extra_config: object,
+) -> None:
     from safetensors.torch import save_file
     from transformers import AutoTokenizer
 
     config = {
-        "architectures": ["MistralForCausalLM"],
+        "architectures": [architecture],
         "model_type": "mistral",
         "vocab_size": shape.vocab_size,
         "hidden_size": shape.dim,
@@ -303,6 +337,7 @@ def _write_hf_format(directory: Path, shape: Shape, weights: dict, tokenizer) ->
         "bos_token_id": 1,
         "eos_token_id": 2,
         "torch_dtype": "bfloat16",
+        **extra_config,
     }
     (directory / "config.json").write_text(json.dumps(config, indent=2))
     save_file(
@@ -334,3 +369,34 @@ def _write_hf_format(directory: Path, shape: Shape, weights: dict, tokenizer) ->
     (directory / "generation_config.json").write_text(
         json.dumps({"bos_token_id": 1, "eos_token_id": 2})
     )
+
+
+def _write_pooling(directory: Path, shape: Shape) -> None:
+    """sentence-transformers' pipeline, which vLLM reads for a pooling model: the last token's
+    hidden state (as e5-mistral pools), normalized to length 1."""
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+        {
+            "idx": 2,
+            "name": "2",
+            "path": "2_Normalize",
+            "type": "sentence_transformers.models.Normalize",
+        },
+    ]
+    (directory / "modules.json").write_text(json.dumps(modules, indent=2))
+    pooling = {
+        "word_embedding_dimension": shape.dim,
+        "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": False,
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_lasttoken": True,
+    }
+    (directory / "1_Pooling").mkdir()
+    (directory / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
+    (directory / "2_Normalize").mkdir()

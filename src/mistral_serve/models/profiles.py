@@ -18,7 +18,7 @@ from mistral_serve.models.catalog import is_mistral_format_repo
 from mistral_serve.models.checkpoint import is_mistral_format_dir
 from mistral_serve.models.demo import Variant, ensure_demo_model
 
-DEMO_IDS: dict[str, Variant] = {"demo": "v3", "demo-v1": "v1"}
+DEMO_IDS: dict[str, Variant] = {"demo": "v3", "demo-v1": "v1", "demo-embed": "embed"}
 
 # The demo weights are random: unconstrained, a grammar lets them emit whitespace forever
 # inside JSON. Without free whitespace, json_schema output and forced tool calls end in a
@@ -91,6 +91,6 @@ def _demo(settings: Settings, model_id: str) -> ServedModel:
         source=str(folder),
         served_names=(settings.served_model_name or model_id,),
         mistral_format=variant == "v3",
-        engine_args=DEMO_ENGINE_ARGS,
+        engine_args=DEMO_ENGINE_ARGS if variant != "embed" else (),
         is_demo=True,
     )

@@ -68,14 +68,15 @@ class RouteKey:
 
 
 def route_key(model: str, document: Mapping[str, Any], *, session: str | None = None) -> RouteKey:
-    """The route key of a chat (``messages``) or completion (``prompt``) request body."""
+    """The route key of a chat (``messages``), completion (``prompt``) or embedding (``input``)
+    request body."""
     messages = document.get("messages")
     if isinstance(messages, list):
         parts, size = _routed_messages(messages)
         opening = _opening(messages, parts)
         text = _RECORD.join(parts)
     else:
-        text = _prompt_bytes(document.get("prompt"))
+        text = _prompt_bytes(document.get("prompt", document.get("input")))
         opening = text[:BLOCK_BYTES]
         size = len(text)
     seed = model.encode() + b"\x00"

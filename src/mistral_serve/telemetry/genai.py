@@ -30,6 +30,7 @@ from mistral_serve.errors import (
     MistralServeError,
     NoReadyEngineError,
 )
+from mistral_serve.protocol.embeddings import EmbeddingRequest
 from mistral_serve.protocol.fim import FIMCompletionRequest
 from mistral_serve.protocol.openai import (
     ChatCompletionRequest,
@@ -518,13 +519,17 @@ def _input_messages(request: GenerationRequest) -> str:
             {"role": message["role"], "parts": _parts(message.get("content"))}
             for message in request.messages
         ]
-    elif isinstance(request, FIMCompletionRequest):
-        parts = [_text_part(request.prompt)]
+    elif isinstance(request, FIMCompletionRequest) or (
+        isinstance(request, CompletionRequest) and request.suffix is not None
+    ):
+        parts = [_prompt_part(_prompts(request.prompt)[0])]
         if request.suffix is not None:
             parts.append({"type": "suffix", "content": request.suffix})
         messages = [{"role": "user", "parts": parts}]
     elif isinstance(request, CompletionRequest):
         messages = [{"role": "user", "parts": [_prompt_part(p)]} for p in _prompts(request.prompt)]
+    elif isinstance(request, EmbeddingRequest):  # each input a message of its own
+        messages = [{"role": "user", "parts": [_prompt_part(p)]} for p in _prompts(request.input)]
     else:
         raise TypeError(f"no message shape for {type(request).__name__}")
     return orjson.dumps(messages).decode()

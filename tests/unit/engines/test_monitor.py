@@ -9,7 +9,7 @@ import time
 from aiohttp import web
 
 from mistral_serve.engines.health import HealthPolicy, State
-from mistral_serve.engines.monitor import EngineMonitor
+from mistral_serve.engines.monitor import EngineMonitor, canary_request
 from mistral_serve.engines.registry import EngineRegistry
 from tests.support import until
 
@@ -163,3 +163,27 @@ async def test_an_engine_progressing_since_its_last_probe_is_not_probed(fake_eng
         await until(lambda: fake_engine.gets["/health"] >= probes + 3)  # idle again
     finally:
         await monitor.stop()
+
+
+async def test_an_embedding_engines_canary_is_an_embedding(fake_engine, client):
+    """An engine whose model is an embedding model (told by its card's root) is sent an
+    embedding request as its canary, not a completion it cannot make."""
+    fake_engine.roots = {"fake-model": "/models/e5"}
+    kinds = {"/models/e5": "embed"}
+    registry, monitor = await probed(
+        client, fake_engine.url, policy=HealthPolicy(canary_interval_s=0.2), kind_of=kinds.get
+    )
+    [engine] = registry.engines
+    assert engine.kind == "embed" and registry.model_kind("fake-model") == "embed"
+    await monitor.start()
+    try:
+        await until(lambda: fake_engine.requests, what="a canary")
+    finally:
+        await monitor.stop()
+    path, body, _ = fake_engine.requests[0]
+    assert path == "/v1/embeddings" and b'"input"' in body
+
+
+def test_canaries_by_kind():
+    assert canary_request("generate", "m")[0] == "/v1/completions"
+    assert canary_request("embed", "m")[0] == "/v1/embeddings"

@@ -362,3 +362,28 @@ async def test_a_fim_prompt_is_traced_as_its_text_not_as_the_token_ids_sent(
     sent = orjson.loads(fake_engine.requests[0][1])
     assert all(isinstance(token, int) for token in sent["prompt"])  # token ids went out
     capture.telemetry.shutdown()
+
+
+async def test_each_endpoint_goes_only_to_its_kind_of_model(fake_engine, client):
+    """An embedding model asked to chat, or a chat model asked for embeddings: a 400 naming
+    the model, and nothing sent to an engine."""
+    fake_engine.roots = {"fake-model": "/models/e5"}
+    registry, _ = await probed(client, fake_engine.url, kind_of={"/models/e5": "embed"}.get)
+    gateway = Gateway(registry, client, LeastOutstanding())
+    chat = orjson.dumps({"model": "fake-model", "messages": [{"role": "user", "content": "x"}]})
+    with pytest.raises(InvalidRequestError, match="is an embedding model") as refused:
+        await gateway.generate(Endpoint.CHAT, chat, "r1")
+    assert refused.value.param == "model" and not fake_engine.requests
+    fake_engine.handlers["/v1/embeddings"] = lambda request: _json(
+        {"object": "list", "data": [], "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+    )
+    embedding = orjson.dumps({"model": "fake-model", "input": ["a", "b"]})
+    answer = await gateway.generate(Endpoint.EMBEDDINGS, embedding, "r2")
+    assert answer.status == 200 and fake_engine.requests[0][0] == "/v1/embeddings"
+    registry.engines[0].kind = "generate"
+    with pytest.raises(InvalidRequestError, match="makes no embeddings"):
+        await gateway.generate(Endpoint.EMBEDDINGS, embedding, "r3")
+
+
+async def _json(document: dict) -> web.Response:
+    return web.json_response(document)

@@ -130,7 +130,7 @@ def run_demo(folder, variant, token_ids):
         return model(torch.tensor(token_ids)).logits
 
 
-@pytest.mark.parametrize("variant", demo.VARIANTS)
+@pytest.mark.parametrize("variant", ["v1", "v3"])  # the generative ones
 def test_no_input_makes_a_control_token_likely(built, variant):
     """Whatever the input (control tokens included, as every chat prompt has), every control
     token's logit sits far below every other token's: free sampling never picks one."""

@@ -15,6 +15,7 @@ from mistral_serve.errors import (
     NoReadyEngineError,
     ServerOverloadedError,
 )
+from mistral_serve.protocol.embeddings import EmbeddingRequest
 from mistral_serve.protocol.openai import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -159,6 +160,24 @@ def test_a_completions_prompts_are_one_message_each(prompt, messages):
     request = CompletionRequest.model_validate({"model": "m", "prompt": prompt})
     span = server_span(run_request(capture, request=request))
     assert orjson.loads(span.attributes[semconv.INPUT_MESSAGES]) == messages
+
+
+def test_embedding_inputs_and_a_completions_suffix_are_recorded_as_sent():
+    capture = capture_telemetry(otel_instrumentation_genai_capture_message_content=True)
+    request = EmbeddingRequest.model_validate({"model": "m", "input": ["a", "b"]})
+    span = server_span(run_request(capture, request=request))
+    assert orjson.loads(span.attributes[semconv.INPUT_MESSAGES]) == [
+        {"role": "user", "parts": [{"type": "text", "content": text}]} for text in "ab"
+    ]
+    capture.spans.clear()
+    request = CompletionRequest.model_validate({"model": "m", "prompt": ["x"], "suffix": "y"})
+    span = server_span(run_request(capture, request=request))
+    assert orjson.loads(span.attributes[semconv.INPUT_MESSAGES]) == [
+        {
+            "role": "user",
+            "parts": [{"type": "text", "content": "x"}, {"type": "suffix", "content": "y"}],
+        }
+    ]
 
 
 def test_a_request_of_a_kind_it_does_not_know_is_an_error_not_an_empty_prompt():
