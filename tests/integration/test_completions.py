@@ -78,3 +78,31 @@ def test_health_and_ready(stack):
     ready = httpx.get(stack.gateway_url + "/ready")
     assert ready.status_code == 200
     assert all(engine["ready"] for engine in ready.json()["engines"])
+
+
+@pytest.mark.parametrize("model", ["demo", "demo-v1"])
+def test_tokenize_and_detokenize_by_each_models_own_tokenizer(stack, model):
+    url = stack.gateway_url
+    text = "The harbour at dawn"
+    tokens = httpx.post(url + "/tokenize", json={"model": model, "prompt": text}, timeout=30)
+    assert tokens.status_code == 200, tokens.text
+    ids = tokens.json()["tokens"]
+    assert tokens.json()["count"] == len(ids) > 0
+    back = httpx.post(url + "/detokenize", json={"model": model, "tokens": ids}, timeout=30)
+    # vLLM's mistral tokenizer mode decodes with SentencePiece's word marks kept ("▁The")
+    assert back.json()["prompt"].replace("\u2581", " ").strip().endswith(text)
+    # a conversation counts what a chat request with it is charged
+    messages = [{"role": "user", "content": text}]
+    counted = httpx.post(url + "/tokenize", json={"model": model, "messages": messages}, timeout=30)
+    chat = stack.client().chat.completions.create(model=model, messages=messages, max_tokens=1)
+    assert counted.json()["count"] == chat.usage.prompt_tokens
+
+
+def test_tokenize_refuses_what_it_cannot_answer(stack):
+    url = stack.gateway_url
+    unknown = httpx.post(url + "/tokenize", json={"model": "nope", "prompt": "x"}, timeout=30)
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+    neither = httpx.post(url + "/tokenize", json={"model": "demo"}, timeout=30)
+    assert neither.status_code == 400 and "prompt or messages" in neither.json()["error"]["message"]
+    words = httpx.post(url + "/detokenize", json={"model": "demo", "tokens": ["a"]}, timeout=30)
+    assert words.status_code == 400 and words.json()["error"]["param"] == "tokens.0"

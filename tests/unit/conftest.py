@@ -78,6 +78,8 @@ class FakeEngine:
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/v1/{tail:.*}", self._generate)
+        app.router.add_post("/tokenize", self._generate)
+        app.router.add_post("/detokenize", self._generate)
         # A client that goes cancels its handler, as vLLM aborts a request whose client left.
         self._runner = web.AppRunner(app, handler_cancellation=True)
         await self._runner.setup()

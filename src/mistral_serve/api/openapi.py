@@ -17,8 +17,14 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from mistral_serve.protocol import responses
+from mistral_serve.protocol.embeddings import EmbeddingRequest
 from mistral_serve.protocol.fim import FIMCompletionRequest
-from mistral_serve.protocol.openai import ChatCompletionRequest, CompletionRequest
+from mistral_serve.protocol.openai import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    TokenizeRequest,
+)
 
 #: vLLM's own sampling and output fields: not read by the gateway, sent to the engine as they are.
 PASSED_THROUGH = tuple(
@@ -55,6 +61,15 @@ _GENERATION_ERRORS = {
     "503": "no engine ready, limits unreachable with LIMITS_ON_STORE_ERROR=closed, or draining",
     "4XX": "the engine's own 4xx (e.g. a prompt longer than the context), passed through",
 }
+#: An embedding request's: a generation's, and a model of the other kind.
+_EMBEDDING_ERRORS = {
+    **_GENERATION_ERRORS,
+    "400": _GENERATION_ERRORS["400"] + "; a chat model asked for embeddings; an input longer "
+    "than the model's context",
+}
+_TOKEN_ERRORS = {
+    key: _GENERATION_ERRORS[key] for key in ("400", "401", "403", "404", "502", "503", "4XX")
+}
 _ADMIN_ERRORS = {
     "400": "a field of the wrong type or value",
     "401": "not the admin key",
@@ -81,7 +96,15 @@ def _errors(statuses: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _generation(request: type[BaseModel], answer: type[BaseModel], summary: str) -> dict[str, Any]:
+def _generation(
+    request: type[BaseModel],
+    answer: type[BaseModel],
+    summary: str,
+    *,
+    streamed: bool = True,
+    errors: dict[str, str] = _GENERATION_ERRORS,
+) -> dict[str, Any]:
+    content = {"application/json": {"schema": _ref(answer)}, **(_STREAM if streamed else {})}
     return {
         "summary": summary,
         "requestBody": {
@@ -90,10 +113,10 @@ def _generation(request: type[BaseModel], answer: type[BaseModel], summary: str)
         },
         "responses": {
             "200": {
-                "description": "The answer, whole or streamed",
-                "content": {"application/json": {"schema": _ref(answer)}, **_STREAM},
+                "description": "The answer, whole or streamed" if streamed else "The answer",
+                "content": content,
             },
-            **_errors(_GENERATION_ERRORS),
+            **_errors(errors),
         },
     }
 
@@ -117,6 +140,33 @@ _OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "Mistral's fill-in-the-middle, answered as a chat completion",
         )
     },
+    "/v1/embeddings": {
+        "post": _generation(
+            EmbeddingRequest,
+            responses.EmbeddingList,
+            "Embeddings (OpenAI's shape, or Mistral's output_dimension and output_dtype)",
+            streamed=False,
+            errors=_EMBEDDING_ERRORS,
+        )
+    },
+    "/tokenize": {
+        "post": _generation(
+            TokenizeRequest,
+            responses.Tokens,
+            "A text or a conversation as the model's token ids",
+            streamed=False,
+            errors=_TOKEN_ERRORS,
+        )
+    },
+    "/detokenize": {
+        "post": _generation(
+            DetokenizeRequest,
+            responses.Text,
+            "Token ids of a model back to text",
+            streamed=False,
+            errors=_TOKEN_ERRORS,
+        )
+    },
 }
 _ANSWERS: dict[tuple[str, str], tuple[type[BaseModel], dict[str, str]]] = {
     ("/v1/models", "get"): (responses.ModelList, {"401": _MODEL_ERRORS["401"]}),
@@ -128,6 +178,12 @@ _MODELS: tuple[type[BaseModel], ...] = (
     ChatCompletionRequest,
     CompletionRequest,
     FIMCompletionRequest,
+    EmbeddingRequest,
+    TokenizeRequest,
+    DetokenizeRequest,
+    responses.EmbeddingList,
+    responses.Tokens,
+    responses.Text,
     responses.ChatCompletion,
     responses.Completion,
     responses.ModelList,
@@ -159,7 +215,12 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     )
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(definitions.get("$defs", {}))
-    for name in ("ChatCompletionRequest", "CompletionRequest", "FIMCompletionRequest"):
+    for name in (
+        "ChatCompletionRequest",
+        "CompletionRequest",
+        "FIMCompletionRequest",
+        "EmbeddingRequest",
+    ):
         schemas[name]["x-passed-through"] = list(PASSED_THROUGH)
         schemas[name]["description"] = (
             schemas[name].get("description", "")

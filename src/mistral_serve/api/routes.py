@@ -97,6 +97,29 @@ async def embeddings(request: Request) -> Response:
     return await _generate(request, Endpoint.EMBEDDINGS)
 
 
+@router.post("/tokenize", response_model=None)
+async def tokenize(request: Request) -> Response:
+    """A text (``prompt``) or a conversation (``messages``) as the model's token ids (vLLM's
+    ``/tokenize``, on an engine of the model)."""
+    return await _tokens(request)
+
+
+@router.post("/detokenize", response_model=None)
+async def detokenize(request: Request) -> Response:
+    """Token ids of a model back to its text (vLLM's ``/detokenize``)."""
+    return await _tokens(request)
+
+
+async def _tokens(request: Request) -> Response:
+    result = await _gateway(request).tokens(
+        request.url.path,
+        await request.body(),
+        request.state.request_id,
+        authorization=request.headers.get("authorization"),
+    )
+    return Response(result.body, result.status, media_type=result.media_type)
+
+
 async def _generate(request: Request, endpoint: Endpoint) -> Response:
     body = await request.body()
     work = _gateway(request).generate(

@@ -33,10 +33,10 @@ import logging
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from mistral_serve.admission import Admission, AdmissionLimits
 from mistral_serve.engines.client import EngineClient, EngineConnectError
@@ -64,7 +64,9 @@ from mistral_serve.protocol.fim import FIMCompletionRequest
 from mistral_serve.protocol.openai import (
     ChatCompletionRequest,
     CompletionRequest,
+    DetokenizeRequest,
     GenerationRequest,
+    TokenizeRequest,
     usage_requested,
 )
 from mistral_serve.routing import RouteKey, RoutingPolicy, route_key
@@ -75,6 +77,8 @@ from mistral_serve.tenancy.limiter import Reservation
 from mistral_serve.tenancy.limits import RawHeaders, text_headers
 
 log = logging.getLogger(__name__)
+
+Validated = TypeVar("Validated", bound=BaseModel)
 
 JSON = "application/json"
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -122,7 +126,7 @@ def validate_request(endpoint: Endpoint, document: dict[str, Any]) -> Generation
     return _validated(endpoint.schema, document)
 
 
-def _validated(schema: type[GenerationRequest], document: dict[str, Any]) -> GenerationRequest:
+def _validated(schema: type[Validated], document: dict[str, Any]) -> Validated:
     try:
         return schema.model_validate(document)
     except ValidationError as exc:
@@ -465,6 +469,39 @@ class Gateway:
             generation.engine_refused(status)
             return GatewayResponse(status, JSON, body=body)
         raise EngineError(f"The engine failed ({status}): {_engine_message(body)}")
+
+    # -- tokens ------------------------------------------------------------------------------
+    async def tokens(
+        self, path: str, body: bytes, request_id: str, *, authorization: str | None = None
+    ) -> GatewayResponse:
+        """``/tokenize`` or ``/detokenize`` (``path``) by the model's own tokenizer: passed to
+        the least busy ready engine of the model, as sent. Light work for an engine: no
+        admission line, no ledger row; the key and its model allow-list hold as for
+        generation."""
+        schema = TokenizeRequest if path == "/tokenize" else DetokenizeRequest
+        request = _validated(schema, decode_body(body))
+        caller = await self.authenticate(authorization)
+        Authenticator.check_model(caller, request.model)
+        candidates = self._registry.candidates(request.model)
+        if not candidates:
+            raise self._no_engine(request.model)
+        with self._registry.choosing():
+            engine = min(candidates, key=lambda each: each.outstanding)
+            lease = self._registry.lease(engine)
+        headers = {"content-type": JSON, "x-request-id": request_id}
+        try:
+            upstream = await lease.send(self._client, engine.url + path, body, headers)
+            answer = await upstream.read()
+        except EngineError as error:
+            lease.finish(error)
+            raise
+        except BaseException:
+            lease.release()
+            raise
+        lease.finish()
+        if upstream.status >= 500:
+            raise EngineError(f"The engine failed ({upstream.status}): {_engine_message(answer)}")
+        return GatewayResponse(upstream.status, JSON, body=answer)
 
     # -- callers, models and readiness -------------------------------------------------------
     async def authenticate(self, authorization: str | None) -> Caller:

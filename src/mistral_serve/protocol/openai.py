@@ -14,7 +14,16 @@ from __future__ import annotations
 from typing import Annotated, Any, NotRequired
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, with_config
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    model_validator,
+    with_config,
+)
 from typing_extensions import TypedDict
 
 from mistral_serve.protocol.mistral import MAX_SEED, MistralChatFields
@@ -120,3 +129,25 @@ def usage_requested(body: bytes, document: dict[str, Any]) -> bytes:
             head = head[:-1].rstrip()
             return head + (b"" if head.endswith(b"{") else b",") + _ASK_FOR_USAGE
     return orjson.dumps(with_usage_requested(document))
+
+
+class TokenizeRequest(_Open):
+    """vLLM's ``/tokenize``: a text (``prompt``) or a conversation (``messages``, rendered
+    with the model's chat template) of one model."""
+
+    model: StrictStr = Field(min_length=1)
+    prompt: StrictStr | None = None
+    messages: list[ChatMessage] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_text(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give prompt or messages")
+        return self
+
+
+class DetokenizeRequest(_Open):
+    """vLLM's ``/detokenize``: token ids of one model back to text."""
+
+    model: StrictStr = Field(min_length=1)
+    tokens: list[StrictInt]

@@ -76,6 +76,34 @@ class Completion(_Open):
     usage: Usage | None = None
 
 
+class Embedding(_Open):
+    index: int
+    object: Literal["embedding"]
+    #: Floats; Mistral's integer types as integers; base64 text with encoding_format base64.
+    embedding: list[float] | list[int] | str
+
+
+class EmbeddingList(_Open):
+    object: Literal["list"]
+    model: str
+    data: list[Embedding]
+    usage: Usage
+
+
+class Tokens(_Open):
+    """``/tokenize``'s answer, as vLLM writes it."""
+
+    count: int
+    tokens: list[int]
+    max_model_len: int | None = None
+
+
+class Text(_Open):
+    """``/detokenize``'s answer, as vLLM writes it."""
+
+    prompt: str
+
+
 class ModelCapabilities(_Open):
     completion_chat: bool
     function_calling: bool

@@ -387,3 +387,18 @@ async def test_each_endpoint_goes_only_to_its_kind_of_model(fake_engine, client)
 
 async def _json(document: dict) -> web.Response:
     return web.json_response(document)
+
+
+async def test_tokens_go_to_an_engine_of_the_model_as_sent(fake_engine, client):
+    registry, _ = await probed(client, fake_engine.url)
+    gateway = Gateway(registry, client, LeastOutstanding())
+    fake_engine.handlers["/tokenize"] = lambda request: _json({"count": 2, "tokens": [5, 6]})
+    body = orjson.dumps({"model": "fake-model", "prompt": "hi", "add_special_tokens": False})
+    answer = await gateway.tokens("/tokenize", body, "r1")
+    assert (answer.status, orjson.loads(answer.body)["tokens"]) == (200, [5, 6])
+    assert fake_engine.requests == [("/tokenize", body, fake_engine.requests[0][2])]
+    assert registry.engines[0].outstanding == 0
+    with pytest.raises(InvalidRequestError, match="give prompt or messages"):
+        await gateway.tokens("/tokenize", orjson.dumps({"model": "fake-model"}), "r2")
+    with pytest.raises(ModelNotFoundError):
+        await gateway.tokens("/detokenize", orjson.dumps({"model": "x", "tokens": [1]}), "r3")
