@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 import psutil
 
-from mistral_serve.cli import engine_specs
 from mistral_serve.config import Settings
 from mistral_serve.engines.guard import guarded
 from mistral_serve.engines.supervisor import EngineSpec, free_port
 from mistral_serve.engines.vllm_args import VLLM_SERVER_MODULE
+from mistral_serve.launch.engines import engine_specs
 from mistral_serve.models.profiles import resolve_model
 
 

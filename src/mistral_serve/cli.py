@@ -21,7 +21,6 @@ import gc
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import sys
@@ -48,21 +47,16 @@ from mistral_serve.api.workers import (
 )
 from mistral_serve.config import Settings, describe_validation_error
 from mistral_serve.engines.client import EngineClient
-from mistral_serve.engines.gpus import gpu_memory_gib, replica_count, slice_gpus, visible_gpus
-from mistral_serve.engines.registry import Restarter
-from mistral_serve.engines.supervisor import EngineSpec, Supervisor, free_port
-from mistral_serve.engines.vllm_args import (
-    build_vllm_args,
-    engine_command,
-    engine_patches_env,
-    engine_telemetry_env,
-)
+from mistral_serve.engines.gpus import visible_gpus
+from mistral_serve.engines.registry import Restarter, engine_name
+from mistral_serve.engines.supervisor import EngineSpec, Supervisor
 from mistral_serve.errors import ConfigError, EngineStartError
+from mistral_serve.launch.engines import plan_engines
 from mistral_serve.models import placement, planner
 from mistral_serve.models.catalog import UnknownModelError, architecture_of
 from mistral_serve.models.demo import VARIANTS, ensure_demo_model
 from mistral_serve.models.fleet import demands_of, load_fleet
-from mistral_serve.models.profiles import ServedModel, locate, resolve_model
+from mistral_serve.models.profiles import locate
 from mistral_serve.store import KeyRecords, Store, UsageRecords, utc_now
 from mistral_serve.store.database import configured_url
 from mistral_serve.telemetry.engines import EngineTelemetry
@@ -144,107 +138,17 @@ def _install_signal_handlers(stop: asyncio.Event, server_ref: list[GatewayServer
 
 
 # -- up ------------------------------------------------------------------------------------------
-def engine_specs(
-    settings: Settings,
-    model: ServedModel,
-    gpu_slices: Sequence[Sequence[str]] | None,
-    replicas: int,
-    environ: Mapping[str, str],
-) -> list[EngineSpec]:
-    """One spec per replica: a loopback port (free, or ENGINE_BASE_PORT + replica) and, on GPUs,
-    its own slice of them. Engines run in ``environ`` (this process's) plus their own."""
-    base_env = dict(environ)
-    base_env.update(PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore::DeprecationWarning")
-    if settings.hugging_face_hub_token is not None:
-        token = settings.hugging_face_hub_token.get_secret_value()
-        base_env.update(HF_TOKEN=token, HUGGING_FACE_HUB_TOKEN=token)
-    for name, folder in (("HF_HUB_CACHE", settings.hf_hub_cache), ("HF_HOME", settings.hf_home)):
-        if folder is not None:  # also when only .env says it: engines look where the gateway does
-            base_env[name] = str(folder)
-    base_env.update(engine_patches_env(settings, environ))
-    if gpu_slices is None:
-        base_env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of host memory for KV cache
-    specs = []
-    for index in range(replicas):
-        port = (
-            free_port() if settings.engine_base_port is None else settings.engine_base_port + index
-        )
-        env = {**base_env, **engine_telemetry_env(settings, index)}
-        if gpu_slices is not None:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_slices[index])
-        args = build_vllm_args(
-            settings,
-            model=model.source,
-            served_names=model.served_names,
-            mistral_format=model.mistral_format,
-            model_args=model.engine_args,
-            port=port,
-            on_gpu=gpu_slices is not None,
-        )
-        specs.append(
-            EngineSpec(f"engine {index}", engine_command(args), env, f"http://127.0.0.1:{port}")
-        )
-    return specs
-
-
-def plan_up(settings: Settings, environ: Mapping[str, str]) -> list[EngineSpec]:
-    """The engines `up` starts, in ``environ`` (this process's: CUDA_VISIBLE_DEVICES too)."""
-    gpus = visible_gpus(environ)
-    replicas = replica_count(settings, gpus)
-    slices = slice_gpus(gpus, replicas, settings.tensor_parallel_size) if gpus else None
-    model = resolve_model(settings, has_gpu=bool(gpus))
-    if model.note:
-        log.warning("%s", model.note)
-    if gpus:
-        check_fits(settings, model, gpus)
-    where = (
-        f"{replicas} engine(s) x {settings.tensor_parallel_size} GPU(s) on GPUs {','.join(gpus)}"
-        if gpus
-        else f"{replicas} engine(s) on the CPU (no NVIDIA GPU visible)"
-    )
-    log.info("serving %s as %s: %s", model.source, ", ".join(model.served_names), where)
-    return engine_specs(settings, model, slices, replicas, environ)
-
-
-def check_fits(settings: Settings, model: ServedModel, gpus: list[str]) -> None:
-    """Refuse at once a layout whose engines cannot hold the model (the planner's arithmetic),
-    instead of failing after minutes of loading. A model the planner cannot size, or GPUs
-    whose memory nvidia-smi does not tell, are left to vLLM."""
-    try:
-        architecture = architecture_of(model.source, settings.hub_cache)
-    except UnknownModelError as exc:
-        log.info("not sizing the model before loading it: %s", exc)
-        return
-    memory = gpu_memory_gib(gpus)
-    if memory is None:
-        return
-    refusal = planner.check_layout(
-        architecture,
-        planner.Gpus(len(gpus), planner.Gpu("GPU", memory)),
-        settings.tensor_parallel_size,
-        dtype=_weights_dtype(settings),
-        max_model_len=settings.max_model_len,
-        utilization=settings.gpu_memory_utilization or planner.DEFAULT_UTILIZATION,
-    )
-    if refusal is not None:
-        raise ConfigError(refusal)
-
-
-def _weights_dtype(settings: Settings) -> planner.Dtype:
-    if re.search(r"--quantization[= ]fp8", settings.engine_extra_args):
-        return "fp8"
-    return {"float16": "fp16", "float32": "fp32"}.get(settings.dtype, "bf16")
-
-
 async def run_up(
     settings: Settings,
     specs: list[EngineSpec],
     telemetry: Telemetry,
     listening: socket.socket,
     workers: int = 1,
+    remote: Sequence[str] = (),
 ) -> int:
     """Engines, then the gateway on ``listening`` (bound before the engines started: refused
-    at once if the port is taken, not after minutes of loading, and held while they load)."""
+    at once if the port is taken, not after minutes of loading, and held while they load),
+    over them and the ``remote`` engines a models file names."""
     stop = asyncio.Event()
     servers: list[GatewayServer] = []
     _install_signal_handlers(stop, servers)
@@ -272,14 +176,15 @@ async def run_up(
         starting.result()  # raises EngineStartError
         if workers > 1:
             engines = dict(zip(supervisor.urls, supervisor.names, strict=True))
+            engines |= {url: engine_name(url) for url in remote}
             await _serve_with_workers(
                 settings, workers, listening, stop, engines, supervisor.restart
             )
             return 0
         app = create_app(
             settings,
-            engine_urls=supervisor.urls,
-            engine_names=supervisor.names,
+            engine_urls=[*supervisor.urls, *remote],
+            engine_names=[*supervisor.names, *(engine_name(url) for url in remote)],
             telemetry=telemetry,
             engine_telemetry=engine_telemetry,
             restarter=supervisor.restart,  # a stalled engine is restarted
@@ -300,9 +205,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     setup_logging(settings)
     workers = _workers(settings)
     listening = listening_socket(settings.host, settings.port)
-    specs = plan_up(settings, os.environ)
+    specs, remote = plan_engines(settings, os.environ)
     with _process_telemetry(settings) as telemetry:
-        return _run(run_up(settings, specs, telemetry, listening, workers))
+        return _run(run_up(settings, specs, telemetry, listening, workers, remote))
 
 
 # -- gateway -------------------------------------------------------------------------------------

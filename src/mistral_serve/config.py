@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     model_id: str | None = None
     served_model_name: str | None = None
     hugging_face_hub_token: SecretStr | None = None
+    #: The fleet (models/fleet.py, config/models.example.yaml): several models, kinds and
+    #: adapters under `up`. Unset: MODEL_ID and the engine variables describe a fleet of one.
+    models_file: Path | None = None
 
     # -- engines -----------------------------------------------------------------------------
     tensor_parallel_size: int = Field(default=1, ge=1, le=64)

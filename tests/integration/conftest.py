@@ -29,10 +29,10 @@ import openai
 import psutil
 import pytest
 
-from mistral_serve.cli import engine_specs
 from mistral_serve.config import Settings
 from mistral_serve.engines.guard import guarded
 from mistral_serve.engines.supervisor import free_port
+from mistral_serve.launch.engines import engine_specs
 from mistral_serve.models.profiles import resolve_model
 from tests.support import start_process, stop_process, vllm_process, wait_until_ok
 

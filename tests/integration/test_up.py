@@ -13,11 +13,13 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import openai
 import psutil
 import pytest
+from mistralai.client import Mistral
 
 from mistral_serve.engines.stats import parse_stats
 from mistral_serve.engines.supervisor import free_port
@@ -36,6 +38,8 @@ from .conftest import ENGINE_START_TIMEOUT_S
 from .test_routing import assert_conversations_kept_their_engine, burst, converse
 
 pytestmark = pytest.mark.integration
+
+DEMO_FLEET = Path(__file__).parents[2] / "config" / "models.demo.yaml"
 
 
 def run_up(env_overrides: dict[str, str], cache_dir, log_path) -> tuple[subprocess.Popen, int]:
@@ -58,26 +62,42 @@ def finish(process: subprocess.Popen, log_path, timeout_s: float) -> str:
     return log_path.read_text(errors="replace")
 
 
-def test_up_serves_then_stops_everything_on_sigterm(demo_cache, tmp_path):
+def test_up_serves_the_demo_fleet_then_stops_everything_on_sigterm(demo_cache, tmp_path):
+    """`up` from config/models.demo.yaml: a chat model and an embedding model from one port,
+    each to its own endpoint; SIGTERM stops every engine."""
     log_path = tmp_path / "up.log"
-    process, port = run_up({"MODEL_ID": "demo"}, demo_cache, log_path)
+    process, port = run_up({"MODELS_FILE": str(DEMO_FLEET)}, demo_cache, log_path)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ok(url + "/ready", process, log_path, ENGINE_START_TIMEOUT_S)
+        wait_for(
+            lambda: all(
+                e["ready"] for e in httpx.get(url + "/ready", timeout=10).json()["engines"]
+            ),
+            ENGINE_START_TIMEOUT_S,
+            "both engines of the fleet ready",
+        )
 
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused")
         reply = client.chat.completions.create(
-            model="demo", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+            model="demo-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=4
         )
-        assert reply.choices[0].message.content
+        assert reply.choices[0].message.content  # an alias reaches its model
+        with Mistral(api_key="unused", server_url=url) as mistral:
+            vectors = mistral.embeddings.create(model="demo-embed", inputs=["a", "b"]).data
+        assert len(vectors) == 2 and len(vectors[0].embedding) == 64
+        cards = {card.id: card for card in client.models.list().data}
+        assert {"demo", "demo-chat", "demo-embed"} <= set(cards)
+        assert not cards["demo-embed"].model_extra["capabilities"]["completion_chat"]
+        assert cards["demo"].model_extra["capabilities"]["completion_chat"]
 
         started = family(process.pid) - {psutil.Process(process.pid)}
         assert started, "up should have started engine processes"
         process.send_signal(signal.SIGTERM)
         output = finish(process, log_path, 180)
         assert process.returncode == 0, output
-        assert "engine 0: ready after" in output  # progress was shown
-        assert "[engine 0]" in output  # engine logs were relayed with the replica's name
+        assert "demo 0: ready after" in output and "demo-embed 0: ready after" in output
+        assert "[demo-embed 0]" in output  # engine logs were relayed with the engine's name
         time.sleep(0.5)
         assert not alive(started), f"still running after up exited: {alive(started)}"
     finally:

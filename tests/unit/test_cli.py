@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from mistral_serve.cli import build_parser, engine_specs, main
+from mistral_serve.cli import build_parser, main
 from mistral_serve.config import Settings
 from mistral_serve.engines.supervisor import free_port
+from mistral_serve.launch.engines import engine_specs
 from mistral_serve.models.profiles import resolve_model
 from mistral_serve.store import Store, UsageRecords
 from mistral_serve.store.database import configured_url

@@ -10,7 +10,7 @@ mistral_common doing the tokenizing; older ones (Mistral-7B-Instruct-v0.1, v0.2,
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mistral_serve.config import DEFAULT_MODEL_ID, Settings
@@ -69,13 +69,18 @@ def resolve_model(settings: Settings, *, has_gpu: bool) -> ServedModel:
             ),
         )
     model_id = model_id or DEFAULT_MODEL_ID
-    if model_id in DEMO_IDS:
-        return _demo(settings, model_id)
-    names = (settings.served_model_name or model_id,)
-    path = Path(model_id).expanduser()
+    return served_model(settings, model_id, (settings.served_model_name or model_id,))
+
+
+def served_model(settings: Settings, source: str, names: tuple[str, ...]) -> ServedModel:
+    """What engines load for ``source`` (a built-in demo, built when missing; a folder; a hub
+    id), served under ``names``."""
+    if source in DEMO_IDS:
+        return replace(_demo(settings, source), served_names=names)
+    path = Path(source).expanduser()
     if path.is_dir():
         return ServedModel(str(path.resolve()), names, is_mistral_format_dir(path))
-    return ServedModel(model_id, names, is_mistral_format_repo(model_id))
+    return ServedModel(source, names, is_mistral_format_repo(source))
 
 
 def locate(settings: Settings, source: str) -> str:

@@ -1,0 +1,1 @@
+"""`up`'s orchestration: the engines it starts (see engines.py)."""
