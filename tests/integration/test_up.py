@@ -63,8 +63,8 @@ def finish(process: subprocess.Popen, log_path, timeout_s: float) -> str:
 
 
 def test_up_serves_the_demo_fleet_then_stops_everything_on_sigterm(demo_cache, tmp_path):
-    """`up` from config/models.demo.yaml: a chat model and an embedding model from one port,
-    each to its own endpoint; SIGTERM stops every engine."""
+    """`up` from config/models.demo.yaml: a chat model, its LoRA adapter and an embedding
+    model from one port, each to its own endpoint; SIGTERM stops every engine."""
     log_path = tmp_path / "up.log"
     process, port = run_up({"MODELS_FILE": str(DEMO_FLEET)}, demo_cache, log_path)
     url = f"http://127.0.0.1:{port}"
@@ -83,13 +83,26 @@ def test_up_serves_the_demo_fleet_then_stops_everything_on_sigterm(demo_cache, t
             model="demo-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=4
         )
         assert reply.choices[0].message.content  # an alias reaches its model
+
+        def greedy(model: str) -> str:
+            answer = client.completions.create(
+                model=model, prompt="The harbour at dawn", max_tokens=8, temperature=0
+            )
+            return answer.choices[0].text
+
+        assert greedy("demo-lora") != greedy("demo")  # the adapter changes the model
+        assert greedy("demo-lora") == greedy("demo-lora")
         with Mistral(api_key="unused", server_url=url) as mistral:
             vectors = mistral.embeddings.create(model="demo-embed", inputs=["a", "b"]).data
         assert len(vectors) == 2 and len(vectors[0].embedding) == 64
         cards = {card.id: card for card in client.models.list().data}
-        assert {"demo", "demo-chat", "demo-embed"} <= set(cards)
+        assert {"demo", "demo-chat", "demo-lora", "demo-embed"} <= set(cards)
         assert not cards["demo-embed"].model_extra["capabilities"]["completion_chat"]
         assert cards["demo"].model_extra["capabilities"]["completion_chat"]
+        lora = cards["demo-lora"].model_extra
+        assert lora["parent"] == "demo" and cards["demo-lora"].root == "demo"
+        assert lora["capabilities"] == cards["demo"].model_extra["capabilities"]
+        assert lora["max_context_length"] == cards["demo"].model_extra["max_context_length"]
 
         started = family(process.pid) - {psutil.Process(process.pid)}
         assert started, "up should have started engine processes"

@@ -6,6 +6,10 @@ model, not a fine-tuning job's) and ``capabilities``, and reads ``max_context_le
 ``aliases``. Capabilities come from the model the engine serves
 (:func:`~mistral_serve.models.catalog.capabilities_of`, once per root); aliases are the other
 names the same checkpoint is served under.
+
+A LoRA adapter's card (vLLM lists it with its base as ``parent``) names its base as
+``parent`` and ``root`` (not the adapter's folder), and has the base's capabilities and
+context length: an adapter changes what a model says, not what it can do.
 """
 
 from __future__ import annotations
@@ -29,12 +33,21 @@ class CardMaker:
     def cards(self, engine_cards: list[Card]) -> list[Card]:
         """The engines' cards, each with Mistral's fields."""
         names: dict[str, list[str]] = defaultdict(list)
+        by_id = {card["id"]: card for card in engine_cards}
         for card in engine_cards:
             names[_root(card)].append(card["id"])
-        return [self._card(card, names[_root(card)]) for card in engine_cards]
+        made = []
+        for card in engine_cards:
+            base = by_id.get(card.get("parent") or "")
+            if base is not None:  # an adapter: its base's root, context and capabilities
+                card = {**card, "root": base["id"], "max_model_len": base.get("max_model_len")}
+                made.append(self._card(card, [card["id"]], _root(base)))
+            else:
+                made.append(self._card(card, names[_root(card)], _root(card)))
+        return made
 
-    def _card(self, card: Card, names: list[str]) -> Card:
-        capabilities = self._capabilities(_root(card))
+    def _card(self, card: Card, names: list[str], served_from: str) -> Card:
+        capabilities = self._capabilities(served_from)
         context = card.get("max_model_len")
         mistral: Card = {
             "type": "base",

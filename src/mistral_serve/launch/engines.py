@@ -27,7 +27,13 @@ from mistral_serve.models import planner
 from mistral_serve.models.catalog import UnknownModelError, architecture_of, kind_of
 from mistral_serve.models.fleet import Fleet, ModelEntry, demands_of, load_fleet
 from mistral_serve.models.placement import PlacementError, place
-from mistral_serve.models.profiles import ServedModel, locate, resolve_model, served_model
+from mistral_serve.models.profiles import (
+    ServedModel,
+    locate,
+    locate_adapter,
+    resolve_model,
+    served_model,
+)
 
 log = logging.getLogger("mistral_serve")
 
@@ -147,7 +153,7 @@ def fleet_specs(settings: Settings, fleet: Fleet, environ: Mapping[str, str]) ->
                     placed[0] if placed else None,
                     base_env,
                     name=f"{entry.name} {replica}",
-                    extra_args=_entry_args(entry, kind),
+                    extra_args=_entry_args(settings, entry, kind),
                 )
             )
     log.info(
@@ -177,12 +183,14 @@ def _placed(
     }
 
 
-def _entry_args(entry: ModelEntry, kind: str) -> list[str]:
+def _entry_args(settings: Settings, entry: ModelEntry, kind: str) -> list[str]:
     """vLLM flags of one model of the fleet: its runner, its LoRA adapters, its own flags."""
     args = ["--runner", "pooling"] if kind == "embed" else []
     if entry.adapters:
         args += ["--enable-lora", "--max-loras", str(entry.max_loras), "--lora-modules"]
-        args += [f"{adapter.name}={adapter.path}" for adapter in entry.adapters]
+        args += [
+            f"{adapter.name}={locate_adapter(settings, adapter.path)}" for adapter in entry.adapters
+        ]
     return args + list(entry.engine_args)
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -135,13 +136,27 @@ def ensure_demo_model(directory: Path, variant: Variant) -> Path:
     Builds into a temporary sibling and renames it into place, so a crash or a concurrent
     start never leaves a half-written model behind.
     """
+    return _ensure(
+        directory,
+        lambda folder: is_built(folder, variant),
+        lambda into: write_demo_model(into, variant),
+    )
+
+
+def ensure_demo_adapter(directory: Path) -> Path:
+    """Build the demo LoRA adapter into ``directory`` unless it is already there (as
+    :func:`ensure_demo_model` builds a model)."""
+    return _ensure(directory, lambda folder: _marker(folder) == _ADAPTER_MARKER, write_demo_adapter)
+
+
+def _ensure(directory: Path, built: Callable[[Path], bool], write: Callable[[Path], None]) -> Path:
     directory = directory.expanduser().resolve()
-    if is_built(directory, variant):
+    if built(directory):
         return directory
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     try:
-        write_demo_model(staging, variant)
+        write(staging)
         staging.chmod(0o755)  # mkdtemp makes it private; the model is not a secret
         if directory.exists():
             shutil.rmtree(directory)
@@ -184,6 +199,56 @@ def write_demo_model(directory: Path, variant: Variant) -> None:
     (directory / _MARKER).write_text(
         json.dumps({"variant": variant, "build_version": BUILD_VERSION})
     )
+
+
+#: The built-in adapter's name (as a models file's adapter path) and what it is built for.
+DEMO_ADAPTER = "demo-lora"
+ADAPTER_BASE: Variant = "v3"
+ADAPTER_RANK = 8
+_ADAPTER_MARKER = {"adapter": DEMO_ADAPTER, "build_version": 2}
+
+
+def write_demo_adapter(directory: Path) -> None:
+    """A LoRA adapter of the ``demo`` model in PEFT's format (adapter_config.json,
+    adapter_model.safetensors): rank 8 on every layer's query and value projections, weights
+    from a fixed seed, large enough that greedy text differs from the base model's. It leaves
+    the base's control-token rule intact: the output projection, which alone could write the
+    anchor dimension, is not adapted."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    shape = SHAPES[ADAPTER_BASE]
+    rng = np.random.Generator(np.random.PCG64(_SEED + 1))
+    outputs = {
+        "q_proj": shape.n_heads * shape.head_dim,
+        "v_proj": shape.n_kv_heads * shape.head_dim,
+    }
+    tensors = {}
+    for layer in range(shape.n_layers):
+        for module, width in outputs.items():
+            prefix = f"base_model.model.model.layers.{layer}.self_attn.{module}"
+            a = rng.standard_normal((ADAPTER_RANK, shape.dim), dtype=np.float32) * 0.5
+            # Small enough that the anchor keeps its share of the residual (control tokens stay
+            # over 50 logits down); the base's logits are so flat that it still changes them.
+            b = rng.standard_normal((width, ADAPTER_RANK), dtype=np.float32) * 0.05
+            tensors[prefix + ".lora_A.weight"] = torch.from_numpy(a)
+            tensors[prefix + ".lora_B.weight"] = torch.from_numpy(b)
+    save_file(tensors, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": "demo",
+        "r": ADAPTER_RANK,
+        "lora_alpha": 2 * ADAPTER_RANK,
+        "lora_dropout": 0.0,
+        "target_modules": sorted(outputs),
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+    }
+    (directory / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    (directory / _MARKER).write_text(json.dumps(_ADAPTER_MARKER))
 
 
 def control_token_ids(tokenizer_file) -> list[int]:

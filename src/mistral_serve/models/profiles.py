@@ -16,7 +16,12 @@ from pathlib import Path
 from mistral_serve.config import DEFAULT_MODEL_ID, Settings
 from mistral_serve.models.catalog import is_mistral_format_repo
 from mistral_serve.models.checkpoint import is_mistral_format_dir
-from mistral_serve.models.demo import Variant, ensure_demo_model
+from mistral_serve.models.demo import (
+    DEMO_ADAPTER,
+    Variant,
+    ensure_demo_adapter,
+    ensure_demo_model,
+)
 
 DEMO_IDS: dict[str, Variant] = {"demo": "v3", "demo-v1": "v1", "demo-embed": "embed"}
 
@@ -87,6 +92,14 @@ def locate(settings: Settings, source: str) -> str:
     """What engines load for ``source``: a built-in demo's folder (built when missing), else
     ``source`` itself (a hub id or a folder)."""
     return _demo(settings, source).source if source in DEMO_IDS else source
+
+
+def locate_adapter(settings: Settings, path: str) -> str:
+    """What engines load for an adapter's ``path``: the built-in demo adapter's folder (built
+    when missing), else ``path`` itself (a folder or a hub id)."""
+    if path == DEMO_ADAPTER:
+        return str(ensure_demo_adapter(settings.cache_dir / DEMO_ADAPTER))
+    return path
 
 
 def _demo(settings: Settings, model_id: str) -> ServedModel:

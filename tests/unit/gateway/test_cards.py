@@ -62,3 +62,23 @@ def test_capabilities_are_read_once_per_root():
     maker.cards(VLLM_CARDS)
     maker.cards(VLLM_CARDS)
     assert sorted(seen) == ["/models/Codestral-22B-v0.1", "org/other"]
+
+
+def test_an_adapters_card_names_its_base_and_has_its_capabilities():
+    adapter = {
+        "id": "codestral-sql",
+        "object": "model",
+        "owned_by": "vllm",
+        "root": "/adapters/sql",  # vLLM's: the adapter's folder, which the card does not show
+        "parent": "codestral",
+        "max_model_len": None,
+    }
+    cards = {
+        card["id"]: card for card in CardMaker(fake_capabilities).cards([*VLLM_CARDS, adapter])
+    }
+    sql = cards["codestral-sql"]
+    assert (sql["parent"], sql["root"]) == ("codestral", "codestral")
+    assert sql["capabilities"] == cards["codestral"]["capabilities"]
+    assert sql["max_context_length"] == 32768 and sql["aliases"] == []
+    assert "codestral-sql" not in cards["codestral"]["aliases"]
+    assert BaseModelCard.model_validate(sql).capabilities.completion_fim

@@ -33,6 +33,8 @@ def test_the_demo_fleet_on_the_cpu(tmp_path: Path, monkeypatch):
     assert served == ["demo", "demo-chat"]  # its name, then its alias
     assert flag(chat.command, "--tokenizer-mode") == "mistral"  # the v3 demo: Mistral format
     assert "--runner" not in chat.command
+    assert flag(chat.command, "--lora-modules") == f"demo-lora={tmp_path / 'demo-lora'}"
+    assert (tmp_path / "demo-lora" / "adapter_config.json").exists()  # the built-in, built
     assert flag(embed.command, "--runner") == "pooling"
     assert "--structured-outputs-config" not in embed.command  # a demo chat model's flag only
     assert "CUDA_VISIBLE_DEVICES" not in embed.env and embed.env["VLLM_CPU_KVCACHE_SPACE"] == "1"

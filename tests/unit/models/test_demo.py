@@ -153,3 +153,44 @@ def test_no_input_makes_a_control_token_likely(built, variant):
     highest_control = logits[..., is_control].max().item()
     lowest_other = logits[..., ~is_control].min().item()
     assert highest_control < lowest_other - 100, (highest_control, lowest_other)
+
+
+def test_the_demo_adapter_is_a_peft_lora_that_changes_the_demo_but_not_its_rules(built, tmp_path):
+    """PEFT itself loads the adapter onto the demo network: the logits change (greedy text
+    differs from the base's) and control tokens stay suppressed."""
+    import torch
+    from peft import PeftModel
+    from transformers import MistralConfig, MistralForCausalLM
+
+    adapter = demo.ensure_demo_adapter(tmp_path / "demo-lora")
+    assert demo.ensure_demo_adapter(tmp_path / "demo-lora") == adapter  # built once
+    ids = list(range(1000, 1040))
+    base_logits = run_demo(built["v3"], "v3", [ids])
+    shape = demo.SHAPES["v3"]
+    config = MistralConfig(
+        vocab_size=shape.vocab_size,
+        hidden_size=shape.dim,
+        intermediate_size=shape.hidden_dim,
+        num_hidden_layers=shape.n_layers,
+        num_attention_heads=shape.n_heads,
+        num_key_value_heads=shape.n_kv_heads,
+        head_dim=shape.head_dim,
+        rms_norm_eps=shape.norm_eps,
+        rope_theta=shape.rope_theta,
+        tie_word_embeddings=False,
+    )
+    from safetensors.torch import load_file
+
+    model = MistralForCausalLM(config)
+    weights = load_file(str(built["v3"] / "consolidated.safetensors"))
+    model.load_state_dict({demo._hf_name(n): t.float() for n, t in weights.items()}, strict=True)
+    adapted = PeftModel.from_pretrained(model, str(adapter))
+    with torch.no_grad():
+        logits = adapted(torch.tensor([ids])).logits
+    assert not torch.allclose(logits, base_logits, atol=1e-3)
+    assert (logits.argmax(-1) != base_logits.argmax(-1)).float().mean() > 0.5
+    tokenizer = resources.files("mistral_common") / "data" / demo.TOKENIZER_FILES["v3"]
+    control = demo.control_token_ids(tokenizer)
+    is_control = torch.zeros(shape.vocab_size, dtype=torch.bool)
+    is_control[control] = True
+    assert logits[..., is_control].max() < logits[..., ~is_control].min() - 50
