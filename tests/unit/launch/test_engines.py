@@ -24,7 +24,7 @@ def flag(command: list[str], name: str) -> str:
 
 def test_the_demo_fleet_on_the_cpu(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no nvidia-smi
-    settings = Settings(_env_file=None, cache_dir=tmp_path, models_file=DEMO_FLEET)
+    settings = Settings(_env_file=None, MISTRAL_SERVE_CACHE_DIR=tmp_path, models_file=DEMO_FLEET)
     specs, remote = plan_engines(settings, {})
     assert remote == []
     chat, embed = specs
@@ -63,7 +63,9 @@ def test_a_fleet_is_placed_on_the_gpus(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path / "bin"))  # two H100s
     remote = {"name": "code", "engine_urls": ["http://10.0.0.7:8000"]}
     path = write(tmp_path, CHAT, EMBED, remote)
-    settings = Settings(_env_file=None, cache_dir=tmp_path, hf_hub_cache=tmp_path, models_file=path)
+    settings = Settings(
+        _env_file=None, MISTRAL_SERVE_CACHE_DIR=tmp_path, hf_hub_cache=tmp_path, models_file=path
+    )
     specs, remote_urls = plan_engines(settings, {})
     assert remote_urls == ["http://10.0.0.7:8000"]
     by_name = {spec.name: spec for spec in specs}
@@ -86,7 +88,7 @@ def test_a_fleet_is_placed_on_the_gpus(tmp_path: Path, monkeypatch):
 def test_a_fleet_that_does_not_fit_is_refused_before_anything_loads(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path / "bin"))
     path = write(tmp_path, {**CHAT, "gpu_memory_share": 0.8}, {**EMBED, "replicas": 2})
-    settings = Settings(_env_file=None, cache_dir=tmp_path, hf_hub_cache=tmp_path)
+    settings = Settings(_env_file=None, MISTRAL_SERVE_CACHE_DIR=tmp_path, hf_hub_cache=tmp_path)
     with pytest.raises(ConfigError, match="models file: the fleet does not fit on 2xGPU"):
         fleet_specs(settings, load_fleet(path), {})
 
@@ -94,6 +96,6 @@ def test_a_fleet_that_does_not_fit_is_refused_before_anything_loads(tmp_path: Pa
 def test_tensor_parallel_needs_gpus(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     path = write(tmp_path, {"name": "big", "source": "demo", "tensor_parallel_size": 2})
-    settings = Settings(_env_file=None, cache_dir=tmp_path)
+    settings = Settings(_env_file=None, MISTRAL_SERVE_CACHE_DIR=tmp_path)
     with pytest.raises(ConfigError, match="big: tensor_parallel_size 2 needs GPUs"):
         fleet_specs(settings, load_fleet(path), {})
