@@ -34,7 +34,7 @@ if [ -n "${MAX_MODEL_LEN:-}" ]; then
 fi
 
 # Checkpoints in Mistral's own format are served with mistral_common and Mistral's tool parser
-# (the same repos and folder test as src/mistral_serve/models/profiles.py).
+# (the same repos and folder test as src/mistral_serve/models/catalog.py and checkpoint.py).
 mistral_format=false
 if [ -d "$model" ]; then
     if [ -f "$model/params.json" ] \

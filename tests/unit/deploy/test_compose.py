@@ -14,7 +14,7 @@ from mistral_serve.config import Settings
 
 from .conftest import REPO, VLLM_IMAGE, tool
 
-ENGINES = {"engine-0", "engine-1", "engine-tp2"}
+ENGINES = {"engine-0", "engine-1", "engine-tp2", "engine-embed"}
 
 
 def render(tmp_path: Path, **settings: str) -> dict:
@@ -78,6 +78,19 @@ def test_tp2_is_one_engine_over_both_gpus(compose):
     # Tensor parallelism needs shared memory between the worker processes.
     assert engine["shm_size"] == "16gb"
     assert engine["ulimits"]["memlock"] == -1
+
+
+def test_the_embed_profile_shares_gpu_0_with_a_chat_engine(compose):
+    """An embedding engine beside the chat engine on GPU 0, found by the gateway under the same
+    name as every engine; their shares of the GPU fit together."""
+    embed = compose["services"]["engine-embed"]
+    assert embed["profiles"] == ["embed"] and devices(embed) == ["0"]
+    environment = embed["environment"]
+    assert environment["ENGINE_EXTRA_ARGS"] == "--runner pooling"
+    assert environment["MODEL_ID"] == "intfloat/e5-mistral-7b-instruct"
+    assert environment["MAX_MODEL_LEN"] == "4096"
+    assert embed["networks"]["default"]["aliases"] == ["engines"]
+    assert environment["GPU_MEMORY_UTILIZATION"] == "0.25"
 
 
 def test_only_the_gateway_is_published(compose):

@@ -15,7 +15,7 @@ from mistral_serve.config import Settings
 
 from .conftest import KUBERNETES, REPO, tool
 
-OVERLAYS = ("tp1", "tp2")
+OVERLAYS = ("tp1", "tp2", "tp1-embeddings")
 
 
 @functools.cache
@@ -163,3 +163,24 @@ def test_the_collector_runs_the_project_config_and_the_engines_the_project_scrip
     deployment = found[("Deployment", "mistral-serve-otel-collector")]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     assert container["readinessProbe"]["httpGet"]["port"] == "health"
+
+
+def test_the_embeddings_component_adds_an_embedding_engine_the_gateway_finds():
+    found = objects("tp1-embeddings")
+    statefulset = found[("StatefulSet", "mistral-serve-embed-engine")]
+    [container] = statefulset["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["ENGINE_EXTRA_ARGS"] == "--runner pooling"
+    assert env["MODEL_ID"] == "intfloat/e5-mistral-7b-instruct"
+    assert container["image"] == "mistral-serve-engine:0.1.0"
+    service = found[("Service", "mistral-serve-embed-engines")]
+    labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"].items() <= labels.items()
+    settings = found[("ConfigMap", "mistral-serve-settings")]["data"]
+    assert settings["ENGINE_URLS"].split(",") == [
+        "dns://mistral-serve-engines:8000",
+        "dns://mistral-serve-embed-engines:8000",
+    ]
+    # the chat engines are the tp1 layout's, unchanged
+    assert found[("StatefulSet", "mistral-serve-engine")]["spec"]["replicas"] == 2
