@@ -34,7 +34,7 @@ from tests.support import (
     wait_until_ok,
 )
 
-from .conftest import ENGINE_START_TIMEOUT_S
+from .conftest import ENGINE_START_TIMEOUT_S, created_key, mistral_serve
 from .test_routing import assert_conversations_kept_their_engine, burst, converse
 
 pytestmark = pytest.mark.integration
@@ -62,6 +62,13 @@ def finish(process: subprocess.Popen, log_path, timeout_s: float) -> str:
     return log_path.read_text(errors="replace")
 
 
+def greedy_with(client: openai.OpenAI, model: str) -> str:
+    answer = client.completions.create(
+        model=model, prompt="The harbour at dawn", max_tokens=8, temperature=0
+    )
+    return answer.choices[0].text
+
+
 def test_up_serves_the_demo_fleet_then_stops_everything_on_sigterm(demo_cache, tmp_path):
     """`up` from config/models.demo.yaml: a chat model, its LoRA adapter and an embedding
     model from one port, each to its own endpoint; SIGTERM stops every engine."""
@@ -85,10 +92,7 @@ def test_up_serves_the_demo_fleet_then_stops_everything_on_sigterm(demo_cache, t
         assert reply.choices[0].message.content  # an alias reaches its model
 
         def greedy(model: str) -> str:
-            answer = client.completions.create(
-                model=model, prompt="The harbour at dawn", max_tokens=8, temperature=0
-            )
-            return answer.choices[0].text
+            return greedy_with(client, model)
 
         assert greedy("demo-lora") != greedy("demo")  # the adapter changes the model
         assert greedy("demo-lora") == greedy("demo-lora")
@@ -103,6 +107,20 @@ def test_up_serves_the_demo_fleet_then_stops_everything_on_sigterm(demo_cache, t
         assert lora["parent"] == "demo" and cards["demo-lora"].root == "demo"
         assert lora["capabilities"] == cards["demo"].model_extra["capabilities"]
         assert lora["max_context_length"] == cards["demo"].model_extra["max_context_length"]
+
+        # A key allowed only the adapter may use it, and not its base (AUTH=auto: keys are
+        # required once one exists)
+        data = {"MISTRAL_SERVE_DATA_DIR": str(log_path.parent / "data")}
+        _, key = created_key(
+            mistral_serve(data, "keys", "create", "--name", "lora-only", "--models", "demo-lora")
+        )
+        keyed = openai.OpenAI(base_url=url + "/v1", api_key=key)
+        wait_for(lambda: keyed.models.list().data and len(keyed.models.list().data) == 1, 30,
+                 "the key's allow-list in force")  # fmt: skip
+        assert [card.id for card in keyed.models.list().data] == ["demo-lora"]
+        assert greedy_with(keyed, "demo-lora")
+        with pytest.raises(openai.PermissionDeniedError):
+            greedy_with(keyed, "demo")
 
         started = family(process.pid) - {psutil.Process(process.pid)}
         assert started, "up should have started engine processes"
