@@ -101,9 +101,8 @@ def test_unknown_variant_is_refused(tmp_path):
         demo.write_demo_model(tmp_path, "v9")  # type: ignore[arg-type]
 
 
-def run_demo(folder, variant, token_ids):
-    """The demo network's logits for ``token_ids``, computed by transformers' own Mistral."""
-    import torch
+def demo_network(folder, variant):
+    """The demo checkpoint in ``folder`` as transformers' own Mistral."""
     from safetensors.torch import load_file
     from transformers import MistralConfig, MistralForCausalLM
 
@@ -126,8 +125,15 @@ def run_demo(folder, variant, token_ids):
     if variant == "v3":
         weights = {demo._hf_name(name): tensor for name, tensor in weights.items()}
     model.load_state_dict({name: t.float() for name, t in weights.items()}, strict=True)
+    return model
+
+
+def run_demo(folder, variant, token_ids):
+    """The demo network's logits for ``token_ids``, computed by transformers' own Mistral."""
+    import torch
+
     with torch.no_grad():
-        return model(torch.tensor(token_ids)).logits
+        return demo_network(folder, variant)(torch.tensor(token_ids)).logits
 
 
 @pytest.mark.parametrize("variant", ["v1", "v3"])  # the generative ones
@@ -160,30 +166,13 @@ def test_the_demo_adapter_is_a_peft_lora_that_changes_the_demo_but_not_its_rules
     differs from the base's) and control tokens stay suppressed."""
     import torch
     from peft import PeftModel
-    from transformers import MistralConfig, MistralForCausalLM
 
     adapter = demo.ensure_demo_adapter(tmp_path / "demo-lora")
     assert demo.ensure_demo_adapter(tmp_path / "demo-lora") == adapter  # built once
     ids = list(range(1000, 1040))
     base_logits = run_demo(built["v3"], "v3", [ids])
     shape = demo.SHAPES["v3"]
-    config = MistralConfig(
-        vocab_size=shape.vocab_size,
-        hidden_size=shape.dim,
-        intermediate_size=shape.hidden_dim,
-        num_hidden_layers=shape.n_layers,
-        num_attention_heads=shape.n_heads,
-        num_key_value_heads=shape.n_kv_heads,
-        head_dim=shape.head_dim,
-        rms_norm_eps=shape.norm_eps,
-        rope_theta=shape.rope_theta,
-        tie_word_embeddings=False,
-    )
-    from safetensors.torch import load_file
-
-    model = MistralForCausalLM(config)
-    weights = load_file(str(built["v3"] / "consolidated.safetensors"))
-    model.load_state_dict({demo._hf_name(n): t.float() for n, t in weights.items()}, strict=True)
+    model = demo_network(built["v3"], "v3")
     adapted = PeftModel.from_pretrained(model, str(adapter))
     with torch.no_grad():
         logits = adapted(torch.tensor([ids])).logits
