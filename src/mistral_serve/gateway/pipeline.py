@@ -498,9 +498,11 @@ class Gateway:
         except BaseException:
             lease.release()
             raise
-        lease.finish()
         if upstream.status >= 500:
-            raise EngineError(f"The engine failed ({upstream.status}): {_engine_message(answer)}")
+            failed = EngineError(f"The engine failed ({upstream.status}): {_engine_message(answer)}")
+            lease.finish(failed)  # judged as a generation's 5xx is
+            raise failed
+        lease.finish()
         return GatewayResponse(upstream.status, JSON, body=answer)
 
     # -- callers, models and readiness -------------------------------------------------------
