@@ -499,7 +499,9 @@ class Gateway:
             lease.release()
             raise
         if upstream.status >= 500:
-            failed = EngineError(f"The engine failed ({upstream.status}): {_engine_message(answer)}")
+            failed = EngineError(
+                f"The engine failed ({upstream.status}): {_engine_message(answer)}"
+            )
             lease.finish(failed)  # judged as a generation's 5xx is
             raise failed
         lease.finish()
