@@ -34,7 +34,7 @@ from tests.support import (
     wait_until_ok,
 )
 
-from .conftest import ENGINE_START_TIMEOUT_S, created_key, mistral_serve
+from .conftest import ENGINE_START_TIMEOUT_S, created_key, mistral_serve, start_gateway
 from .test_routing import assert_conversations_kept_their_engine, burst, converse
 
 pytestmark = pytest.mark.integration
@@ -73,8 +73,10 @@ def test_up_serves_the_demo_fleet_then_stops_everything_on_sigterm(demo_cache, t
     """`up` from config/models.demo.yaml: a chat model, its LoRA adapter and an embedding
     model from one port, each to its own endpoint; SIGTERM stops every engine."""
     log_path = tmp_path / "up.log"
-    process, port = run_up({"MODELS_FILE": str(DEMO_FLEET)}, demo_cache, log_path)
+    settings = {"MODELS_FILE": str(DEMO_FLEET), "ADMIN_API_KEY": ADMIN_KEY}
+    process, port = run_up(settings, demo_cache, log_path)
     url = f"http://127.0.0.1:{port}"
+    second = None
     try:
         wait_until_ok(url + "/ready", process, log_path, ENGINE_START_TIMEOUT_S)
         wait_for(
@@ -122,6 +124,31 @@ def test_up_serves_the_demo_fleet_then_stops_everything_on_sigterm(demo_cache, t
         with pytest.raises(openai.PermissionDeniedError):
             greedy_with(keyed, "demo")
 
+        # An adapter added at run time serves on its base's engine, comes back after a kill -9
+        # of that engine, and a second gateway over the same store sees it
+        _, any_model = created_key(mistral_serve(data, "keys", "create", "--name", "all"))
+        everyone = openai.OpenAI(base_url=url + "/v1", api_key=any_model)
+        admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+        body = {"name": "demo-lora-2", "base": "demo", "path": str(demo_cache / "demo-lora")}
+        added = httpx.post(url + "/admin/adapters", json=body, headers=admin, timeout=60)
+        assert added.status_code == 201, added.text
+        assert added.json()["engines"] == ["demo 0"]
+        wait_for(lambda: any_model_works(everyone, "demo-lora-2"), 30, "the new adapter serves")
+        # the same weights as the built-in adapter: the same greedy text
+        assert greedy_with(everyone, "demo-lora-2") == greedy_with(everyone, "demo-lora")
+        demo_engine = vllm_process(process.pid, "--served-model-name demo demo-chat")
+        demo_engine.kill()
+        wait_for(lambda: not any_model_works(everyone, "demo-lora-2"), 60, "the engine gone")
+        wait_for(lambda: any_model_works(everyone, "demo-lora-2"), ENGINE_START_TIMEOUT_S,
+                 "the adapter back on the restarted engine")  # fmt: skip
+        with httpx.Client(base_url=url, timeout=10) as http:
+            engine_url = engine_states(http)["demo 0"]["url"]
+        second_url, second = start_gateway(
+            engine_url, "", tmp_path / "second.log", ADMIN_API_KEY=ADMIN_KEY, **data
+        )
+        listed = httpx.get(second_url + "/admin/adapters", headers=admin, timeout=10).json()
+        assert [adapter["name"] for adapter in listed["data"]] == ["demo-lora-2"]
+
         started = family(process.pid) - {psutil.Process(process.pid)}
         assert started, "up should have started engine processes"
         process.send_signal(signal.SIGTERM)
@@ -132,7 +159,19 @@ def test_up_serves_the_demo_fleet_then_stops_everything_on_sigterm(demo_cache, t
         time.sleep(0.5)
         assert not alive(started), f"still running after up exited: {alive(started)}"
     finally:
+        if second is not None:
+            stop_process(second)
         stop_process(process)
+
+
+ADMIN_KEY = "admin-s3cret"
+
+
+def any_model_works(client: openai.OpenAI, model: str) -> bool:
+    try:
+        return bool(greedy_with(client, model))
+    except openai.APIError:
+        return False
 
 
 def test_up_reports_the_engines_own_error_when_it_cannot_start(demo_cache, tmp_path):

@@ -1,5 +1,6 @@
-"""The admin API: the `keys` command over HTTP, for dashboards and automation. Only with
-`Authorization: Bearer <ADMIN_API_KEY>`; off when that is unset or AUTH=off (no key store)."""
+"""The admin API: the `keys` command over HTTP, for dashboards and automation, and the LoRA
+adapters added at run time. Only with `Authorization: Bearer <ADMIN_API_KEY>`; off when that is
+unset or AUTH=off (no store)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from starlette.responses import Response
 
 from mistral_serve.api.responses import json_response
 from mistral_serve.errors import AdminDisabledError, InvalidRequestError, NotFoundError
-from mistral_serve.protocol.admin import KeySettings, NewKey
+from mistral_serve.gateway.adapters import AdapterKeeper
+from mistral_serve.protocol.admin import KeySettings, NewAdapter, NewKey
 from mistral_serve.store import KeyRecord, KeyRecords
 from mistral_serve.tenancy import manage
 from mistral_serve.tenancy.auth import check_admin
@@ -47,8 +49,16 @@ def _now(request: Request) -> datetime:
     return request.app.state.services.clock()
 
 
+def _adapters(request: Request) -> AdapterKeeper:
+    keeper = request.app.state.services.adapters
+    if keeper is None:
+        raise AdminDisabledError("The admin API is off: set ADMIN_API_KEY (and leave AUTH on).")
+    return keeper
+
+
 router = APIRouter(prefix="/admin", route_class=_AdminFirst)
 Keys = Annotated[KeyRecords, Depends(_admitted)]
+Adapters = Annotated[AdapterKeeper, Depends(_adapters)]
 Now = Annotated[datetime, Depends(_now)]
 
 
@@ -101,3 +111,23 @@ async def update_key(key_id: str, keys: Keys, now: Now, body: KeySettings) -> Re
 async def revoke_key(key_id: str, keys: Keys, now: Now) -> Response:
     """Revoke (the key is kept, for the ledger); every gateway refuses it within the TTL."""
     return _found(await keys.revoke(key_id), key_id, now)
+
+
+@router.post("/adapters")
+async def add_adapter(adapters: Adapters, body: NewAdapter) -> Response:
+    """Keep a LoRA adapter and load it on every ready engine of its base; every gateway, and
+    every engine of the base that starts later, gets it within seconds."""
+    return json_response(await adapters.add(body.name, body.base, body.path), 201)
+
+
+@router.get("/adapters")
+async def list_adapters(adapters: Adapters) -> Response:
+    """The adapters added at run time, each with the engines that hold it."""
+    return json_response({"object": "list", "data": await adapters.list()})
+
+
+@router.delete("/adapters/{name:path}")
+async def remove_adapter(name: str, adapters: Adapters) -> Response:
+    """Unload it from every engine and forget it."""
+    await adapters.remove(name)
+    return json_response({"name": name, "deleted": True})

@@ -36,11 +36,19 @@ from mistral_serve.engines.health import HealthPolicy
 from mistral_serve.engines.monitor import EngineMonitor
 from mistral_serve.engines.registry import EngineRegistry, Restarter
 from mistral_serve.gateway.accounting import Accounting
+from mistral_serve.gateway.adapters import AdapterKeeper
 from mistral_serve.gateway.fim import FimEncoder
 from mistral_serve.gateway.pipeline import Endpoint, Gateway
 from mistral_serve.models.catalog import kind_of
 from mistral_serve.routing import Balance, RoutingOptions, RoutingPolicy, make_policy
-from mistral_serve.store import KeyRecords, Store, UsageRecords, WallClock, utc_now
+from mistral_serve.store import (
+    AdapterRecords,
+    KeyRecords,
+    Store,
+    UsageRecords,
+    WallClock,
+    utc_now,
+)
 from mistral_serve.store.database import configured_url
 from mistral_serve.telemetry.engines import EngineTelemetry
 from mistral_serve.telemetry.genai import GenAIObserver
@@ -70,6 +78,8 @@ class Services:
     admin_key: str | None = None
     #: The wall clock keys' states and expiries are judged by.
     clock: WallClock = utc_now
+    #: The LoRA adapters added at run time (None when AUTH=off: there is no store).
+    adapters: AdapterKeeper | None = None
 
 
 def routing_policy(settings: Settings, *, stats_max_age_s: float) -> RoutingPolicy:
@@ -89,6 +99,8 @@ class Tenancy:
     cache: KeyCache | None = None
     limits: Limits | None = None
     ledger: Ledger | None = None
+    #: The LoRA adapters added at run time, in the same store.
+    adapters: AdapterRecords | None = None
 
 
 def limiter_for(settings: Settings) -> Limiter:
@@ -131,7 +143,8 @@ async def tenancy(settings: Settings, clock: WallClock = utc_now) -> AsyncIterat
         following = asyncio.create_task(cache.run(), name="key-cache")
         accounting = Accounting(limits, ledger, settings.limits_reserve_output_tokens, clock)
         authenticator = Authenticator(settings.auth, static_key, cache, clock)
-        yield Tenancy(authenticator, accounting, records, cache, limits, ledger)
+        adapters = AdapterRecords(store, clock)
+        yield Tenancy(authenticator, accounting, records, cache, limits, ledger, adapters)
     finally:
         await _stopped(following)
         await limits.close()
@@ -262,12 +275,18 @@ def create_app(
         )
         observer.watch_queue_depths(gateway.admission.depths)
         admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
+        adapters = None
+        if tenants.adapters is not None:
+            adapters = AdapterKeeper(registry, client, tenants.adapters)
+            await adapters.start()
         app.state.services = Services(
-            client, registry, monitor, gateway, tenants.keys, admin_key, clock
+            client, registry, monitor, gateway, tenants.keys, admin_key, clock, adapters
         )
         try:
             yield
         finally:
+            if adapters is not None:
+                await adapters.stop()
             await _stopped(following)
             await monitor.stop()
             await client.close()

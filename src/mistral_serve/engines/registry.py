@@ -314,6 +314,20 @@ class EngineRegistry:
                     return card["root"]
         return model
 
+    def adapter_loaded(self, engine: Engine, name: str, base: str) -> None:
+        """``engine`` took the LoRA adapter ``name`` of ``base`` at run time: it serves it now
+        (its next model listing says the same)."""
+        if engine.serves(name):
+            return
+        base_card = next((card for card in engine.model_cards if card.get("id") == base), {})
+        card = {"id": name, "object": "model", "parent": base, "root": base_card.get("root")}
+        self.learned_models(engine, (*engine.model_cards, card))
+
+    def adapter_unloaded(self, engine: Engine, name: str) -> None:
+        self.learned_models(
+            engine, tuple(card for card in engine.model_cards if card.get("id") != name)
+        )
+
     def model_kind(self, model: str) -> str | None:
         """What the engines serving ``model`` do ("generate" or "embed"); None when none has
         listed it."""

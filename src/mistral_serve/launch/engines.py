@@ -124,6 +124,9 @@ def fleet_specs(settings: Settings, fleet: Fleet, environ: Mapping[str, str]) ->
     gpus = visible_gpus(environ)
     where = _placed(settings, fleet, gpus) if gpus else {}
     base_env = _base_env(settings, environ, on_gpu=bool(gpus))
+    # Adapters added at run time (/admin/adapters) reach the engines through vLLM's runtime
+    # endpoints, which only the gateway calls (engines listen on loopback).
+    base_env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
     specs: list[EngineSpec] = []
     for entry in fleet.models:
         if not entry.started_here:
@@ -186,8 +189,10 @@ def _placed(
 def _entry_args(settings: Settings, entry: ModelEntry, kind: str) -> list[str]:
     """vLLM flags of one model of the fleet: its runner, its LoRA adapters, its own flags."""
     args = ["--runner", "pooling"] if kind == "embed" else []
+    if entry.takes_adapters:
+        args += ["--enable-lora", "--max-loras", str(entry.max_loras)]
     if entry.adapters:
-        args += ["--enable-lora", "--max-loras", str(entry.max_loras), "--lora-modules"]
+        args.append("--lora-modules")
         args += [
             f"{adapter.name}={locate_adapter(settings, adapter.path)}" for adapter in entry.adapters
         ]

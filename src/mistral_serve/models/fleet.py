@@ -94,6 +94,12 @@ class ModelEntry(_Strict):
     def started_here(self) -> bool:
         return self.source is not None
 
+    @property
+    def takes_adapters(self) -> bool:
+        """Whether its engines run with LoRA on: it lists adapters, or says how many it holds
+        (for adapters added at run time, `/admin/adapters`)."""
+        return bool(self.adapters) or "max_loras" in self.model_fields_set
+
 
 class Fleet(_Strict):
     """Every served model; names (models, aliases, adapters) unique across all of them."""

@@ -26,3 +26,15 @@ class KeySettings(BaseModel):
 
 class NewKey(KeySettings):
     name: StrictStr = Field(min_length=1, max_length=200)
+
+
+class NewAdapter(BaseModel):
+    """A LoRA adapter to add at run time (`/admin/adapters`): its name (what clients send as
+    ``model``), the model it adapts, and where the engines read it (a folder on the engines'
+    machine, or a Hugging Face id)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: StrictStr = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")
+    base: StrictStr = Field(min_length=1, max_length=200)
+    path: StrictStr = Field(min_length=1, max_length=1000)

@@ -91,3 +91,15 @@ class UsageTotal(Base):
     requests: Mapped[int] = mapped_column(BigInteger)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger)
     completion_tokens: Mapped[int] = mapped_column(BigInteger)
+
+
+class LoraAdapter(Base):
+    """A LoRA adapter added at run time (`/admin/adapters`): every gateway loads it on every
+    engine of its base, restarted and new ones included."""
+
+    __tablename__ = "lora_adapters"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    base: Mapped[str] = mapped_column(String(200))
+    path: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

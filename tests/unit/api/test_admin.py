@@ -85,3 +85,22 @@ def test_without_admin_api_key_or_a_store_it_is_off(settings):
         response = client.get("/admin/keys", headers=ADMIN)
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "admin_disabled"
+
+
+def test_adapters_are_the_admins_to_add_and_a_bad_one_is_a_400(http):
+    body = {"name": "sql", "base": "demo", "path": "/adapters/sql"}
+    assert http.post("/admin/adapters", json=body).status_code == 401
+    refused = http.post("/admin/adapters", json=body, headers=ADMIN)  # no engine serves demo
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "base"
+    assert (
+        http.post("/admin/adapters", json={**body, "name": "a b"}, headers=ADMIN).status_code == 400
+    )
+    assert http.get("/admin/adapters", headers=ADMIN).json() == {"object": "list", "data": []}
+    missing = http.delete("/admin/adapters/sql", headers=ADMIN)
+    assert missing.status_code == 404
+
+
+def test_adapters_are_off_with_auth_off():
+    with TestClient(app(auth="off", admin_api_key="admin-s3cret")) as client:
+        answer = client.get("/admin/adapters", headers=ADMIN)
+    assert answer.status_code == 403
