@@ -45,6 +45,9 @@ class AdapterKeeper:
         self._records = records
         self._interval_s = sync_interval_s
         self._task: asyncio.Task[None] | None = None
+        #: Loads that failed, by engine (and its incarnation) and adapter: said once, not
+        #: every round, until the engine restarts or the load succeeds.
+        self._failed: set[tuple[str, int, str]] = set()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._keep(), name="adapters")
@@ -113,12 +116,16 @@ class AdapterKeeper:
         """Load ``adapter`` on ``engine``; None when it holds it now, else why not."""
         body = {"lora_name": adapter.name, "lora_path": adapter.path}
         status, answer = await self._post(engine, "/v1/load_lora_adapter", body)
+        attempt = (engine.name, engine.incarnation, adapter.name)
         if status == 200 or b"already been loaded" in answer:
+            self._failed.discard(attempt)
             self._registry.adapter_loaded(engine, adapter.name, adapter.base)
             log.info("%s: adapter %s loaded", engine.name, adapter.name)
             return None
         reason = _message(answer) or f"answered {status}"
-        log.warning("%s: adapter %s not loaded: %s", engine.name, adapter.name, reason)
+        level = logging.DEBUG if attempt in self._failed else logging.WARNING
+        self._failed.add(attempt)
+        log.log(level, "%s: adapter %s not loaded: %s", engine.name, adapter.name, reason)
         return reason
 
     async def _post(self, engine: Engine, path: str, body: dict[str, Any]) -> tuple[int, bytes]:

@@ -82,3 +82,18 @@ async def test_a_bad_adapter_is_refused_with_the_engines_reason_and_not_kept(
     with pytest.raises(InvalidRequestError, match="already a model") as taken:
         await keeper.add("fake-model", "fake-model", "/a")
     assert taken.value.param == "name"
+
+
+async def test_an_engine_that_cannot_load_a_kept_adapter_is_told_once(
+    fake_engine, client, records, caplog
+):
+    lora_endpoints(fake_engine, refuse="LoRA is not enabled")
+    registry, _ = await probed(client, fake_engine.url)
+    await records.add("sql", "fake-model", "/adapters/sql")  # kept by another gateway
+    keeper = AdapterKeeper(registry, client, records)
+    with caplog.at_level("WARNING", logger="mistral_serve.gateway.adapters"):
+        for _ in range(3):
+            await keeper.sync()
+    warnings = [r for r in caplog.records if "not loaded" in r.getMessage()]
+    assert len(warnings) == 1 and "LoRA is not enabled" in warnings[0].getMessage()
+    assert len(fake_engine.requests) == 3  # still tried every round
