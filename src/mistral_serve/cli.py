@@ -51,12 +51,11 @@ from mistral_serve.engines.gpus import visible_gpus
 from mistral_serve.engines.registry import Restarter, engine_name
 from mistral_serve.engines.supervisor import EngineSpec, Supervisor
 from mistral_serve.errors import ConfigError, EngineStartError
-from mistral_serve.launch.engines import plan_engines
+from mistral_serve.launch.engines import place_fleet, plan_engines
 from mistral_serve.models import placement, planner
 from mistral_serve.models.catalog import UnknownModelError, architecture_of
 from mistral_serve.models.demo import VARIANTS, ensure_demo_model
-from mistral_serve.models.fleet import demands_of, load_fleet
-from mistral_serve.models.profiles import locate
+from mistral_serve.models.fleet import load_fleet
 from mistral_serve.store import KeyRecords, Store, UsageRecords, utc_now
 from mistral_serve.store.database import configured_url
 from mistral_serve.telemetry.engines import EngineTelemetry
@@ -174,17 +173,18 @@ async def run_up(
             return 0
         interrupted.cancel()
         starting.result()  # raises EngineStartError
+        urls = [*supervisor.urls, *remote]
+        names = [*supervisor.names, *(engine_name(url) for url in remote)]
         if workers > 1:
-            engines = dict(zip(supervisor.urls, supervisor.names, strict=True))
-            engines |= {url: engine_name(url) for url in remote}
+            engines = dict(zip(urls, names, strict=True))
             await _serve_with_workers(
                 settings, workers, listening, stop, engines, supervisor.restart
             )
             return 0
         app = create_app(
             settings,
-            engine_urls=[*supervisor.urls, *remote],
-            engine_names=[*supervisor.names, *(engine_name(url) for url in remote)],
+            engine_urls=urls,
+            engine_names=names,
             telemetry=telemetry,
             engine_telemetry=engine_telemetry,
             restarter=supervisor.restart,  # a stalled engine is restarted
@@ -485,9 +485,8 @@ def _plan_fleet(args: argparse.Namespace, settings: Settings) -> int:
         gpus = planner.Gpus.parse(args.gpus)
     except planner.PlanError as exc:
         raise ConfigError(str(exc)) from None
-    demands = demands_of(fleet, settings.hub_cache, lambda source: locate(settings, source))
     try:
-        result = placement.place(demands, gpus)
+        result = place_fleet(settings, fleet, gpus)
     except placement.PlacementError as exc:
         print(f"does not fit: {exc}")
         return 1

@@ -24,9 +24,9 @@ from mistral_serve.engines.vllm_args import (
 )
 from mistral_serve.errors import ConfigError
 from mistral_serve.models import planner
-from mistral_serve.models.catalog import UnknownModelError, architecture_of, kind_of
-from mistral_serve.models.fleet import Fleet, ModelEntry, demands_of, load_fleet
-from mistral_serve.models.placement import PlacementError, place
+from mistral_serve.models.catalog import UnknownModelError, architecture_of
+from mistral_serve.models.fleet import Fleet, ModelEntry, demands_of, kind_of_entry, load_fleet
+from mistral_serve.models.placement import Placement, PlacementError, place
 from mistral_serve.models.profiles import (
     ServedModel,
     locate,
@@ -138,7 +138,7 @@ def fleet_specs(settings: Settings, fleet: Fleet, environ: Mapping[str, str]) ->
             )
         assert entry.source is not None
         model = served_model(settings, entry.source, entry.names)
-        kind = entry.kind or kind_of(model.source, settings.hub_cache)
+        kind = kind_of_entry(entry, model.source, settings.hub_cache)
         for replica in range(entry.replicas):
             placed = where.get((entry.name, replica))
             per_model = settings.model_copy(
@@ -175,15 +175,23 @@ def _placed(
     memory = gpu_memory_gib(gpus)
     if memory is None:
         raise ConfigError("models file: the GPUs' memory cannot be read (nvidia-smi)")
-    demands = demands_of(fleet, settings.hub_cache, lambda source: locate(settings, source))
     try:
-        placement = place(demands, planner.Gpus(len(gpus), planner.Gpu("GPU", memory)))
+        placement = place_fleet(
+            settings, fleet, planner.Gpus(len(gpus), planner.Gpu("GPU", memory))
+        )
     except PlacementError as exc:
         raise ConfigError(f"models file: {exc}") from None
     return {
         (engine.model, engine.replica): ([gpus[index] for index in engine.gpus], engine.share)
         for engine in placement.engines
     }
+
+
+def place_fleet(settings: Settings, fleet: Fleet, gpus: planner.Gpus) -> Placement:
+    """The planner's placement of every engine of ``fleet`` on ``gpus`` (`plan --fleet`, and
+    `up` on the GPUs it sees); PlacementError when it does not fit."""
+    demands = demands_of(fleet, settings.hub_cache, lambda source: locate(settings, source))
+    return place(demands, gpus)
 
 
 def _entry_args(settings: Settings, entry: ModelEntry, kind: str) -> list[str]:

@@ -159,6 +159,16 @@ def describe(exc: ValidationError, document: dict[str, Any]) -> str:
     return f"models[{index}]{named}: {field + ': ' if field else ''}{reason}"
 
 
+def kind_of_entry(entry: ModelEntry, source: str, hf_cache: Path | None) -> Kind:
+    """What ``entry`` serves from ``source`` (what its engines load): the file's ``kind``, else
+    its checkpoint's or family's; ConfigError when that kind cannot take the adapters it lists
+    (the file's own ``kind: embed`` with adapters is refused as it is read)."""
+    kind = entry.kind or kind_of(source, hf_cache)
+    if entry.adapters and kind == "embed":
+        raise ConfigError(f"models file: {entry.name}: an embedding model takes no adapters")
+    return kind
+
+
 def demands_of(
     fleet: Fleet, hf_cache: Path | None, locate: Callable[[str], str] = str
 ) -> list[Demand]:
@@ -176,9 +186,7 @@ def demands_of(
             architecture = architecture_of(source, hf_cache)
         except UnknownModelError as exc:
             raise ConfigError(f"models file: {entry.name}: {exc}") from None
-        kind = entry.kind or kind_of(source, hf_cache)
-        if entry.adapters and kind == "embed":
-            raise ConfigError(f"models file: {entry.name}: an embedding model takes no adapters")
+        kind = kind_of_entry(entry, source, hf_cache)
         found.append(
             Demand(
                 model=entry.name,

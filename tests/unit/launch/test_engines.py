@@ -99,3 +99,12 @@ def test_tensor_parallel_needs_gpus(tmp_path: Path, monkeypatch):
     settings = Settings(_env_file=None, MISTRAL_SERVE_CACHE_DIR=tmp_path)
     with pytest.raises(ConfigError, match="big: tensor_parallel_size 2 needs GPUs"):
         fleet_specs(settings, load_fleet(path), {})
+
+
+def test_an_embedding_model_with_adapters_is_refused_on_the_cpu_too(tmp_path: Path, monkeypatch):
+    """Its kind read from its family (the file does not say it), as on GPUs."""
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    path = write(tmp_path, {**EMBED, "adapters": [{"name": "a", "path": "/a"}]})
+    settings = Settings(_env_file=None, MISTRAL_SERVE_CACHE_DIR=tmp_path, hf_hub_cache=tmp_path)
+    with pytest.raises(ConfigError, match="e5: an embedding model takes no adapters"):
+        fleet_specs(settings, load_fleet(path), {})
