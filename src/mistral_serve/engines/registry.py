@@ -437,7 +437,12 @@ class EngineRegistry:
     def learned_models(self, engine: Engine, cards: Iterable[dict[str, Any]]) -> None:
         engine.model_cards = tuple(cards)
         engine.model_ids = frozenset(card["id"] for card in engine.model_cards)
-        roots = [card["root"] for card in engine.model_cards if isinstance(card.get("root"), str)]
+        # What it does is its base model's (an adapter's card names its base as parent)
+        roots = [
+            card["root"]
+            for card in engine.model_cards
+            if isinstance(card.get("root"), str) and not card.get("parent")
+        ]
         if roots:
             engine.kind = self._kind_of(roots[0])
         self._known_models |= engine.model_ids

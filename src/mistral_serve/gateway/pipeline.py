@@ -475,7 +475,8 @@ class Gateway:
         self, path: str, body: bytes, request_id: str, *, authorization: str | None = None
     ) -> GatewayResponse:
         """``/tokenize`` or ``/detokenize`` (``path``) by the model's own tokenizer: passed to
-        the least busy ready engine of the model, as sent. Light work for an engine: no
+        the least loaded ready engine of the model (every worker's requests and other
+        gateways' counted), as sent. Light work for an engine: no
         admission line, no ledger row; the key and its model allow-list hold as for
         generation."""
         schema = TokenizeRequest if path == "/tokenize" else DetokenizeRequest
@@ -485,9 +486,11 @@ class Gateway:
         candidates = self._registry.candidates(request.model)
         if not candidates:
             raise self._no_engine(request.model)
-        with self._registry.choosing():
-            engine = min(candidates, key=lambda each: each.outstanding)
-            lease = self._registry.lease(engine)
+        registry = self._registry
+        with registry.choosing():
+            now = time.monotonic()
+            engine = min(candidates, key=lambda each: each.load(now, registry.stats_max_age_s))
+            lease = registry.lease(engine)
         headers = {"content-type": JSON, "x-request-id": request_id}
         try:
             upstream = await lease.send(self._client, engine.url + path, body, headers)

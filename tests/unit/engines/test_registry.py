@@ -172,3 +172,11 @@ def test_a_scrape_and_an_ended_request_tell_the_listeners():
     registry.scraped(engine, EngineStats(), time.monotonic())
     registry.lease(engine).finish()
     assert heard == [False, True]
+
+
+def test_an_engines_kind_is_its_base_models_whatever_order_it_lists_adapters_in():
+    registry = EngineRegistry(["http://e"], kind_of={"/models/e5": "embed"}.get)
+    [engine] = registry.engines
+    adapter = {"id": "a", "root": "/adapters/a", "parent": "e5"}
+    registry.learned_models(engine, [adapter, {"id": "e5", "root": "/models/e5", "parent": None}])
+    assert engine.kind == "embed"
