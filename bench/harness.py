@@ -36,6 +36,21 @@ def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
     )
 
 
+def start_fake_engines(
+    work: Path, count: int, pace_s: float
+) -> tuple[list[subprocess.Popen], list[str]]:
+    """``count`` fake streaming engines (bench/fake_engine.py) serving `demo`, one chunk every
+    ``pace_s`` (0: as fast as they are read): their processes and URLs, not yet waited for."""
+    processes, urls = [], []
+    for index in range(count):
+        port = free_port()
+        script = Path(__file__).with_name("fake_engine.py")
+        command = [sys.executable, str(script), str(port), "demo", str(pace_s)]
+        processes.append(start(command, dict(os.environ), work / f"engine-{index}.log"))
+        urls.append(f"http://127.0.0.1:{port}")
+    return processes, urls
+
+
 def start_engine(spec: EngineSpec, log: Path) -> subprocess.Popen:
     """The engine under the guard `up` uses, so it dies with the benchmark whatever happens."""
     return start(guarded(spec.command), dict(spec.env), log)

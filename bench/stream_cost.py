@@ -27,7 +27,7 @@ from pathlib import Path
 
 import aiohttp
 import psutil
-from harness import cpu_time, start, stop_all, wait_ok
+from harness import cpu_time, start, start_fake_engines, stop_all, wait_ok
 from peers import start_router
 
 from mistral_serve.engines.supervisor import free_port
@@ -82,13 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     here = Path(__file__).parent
     work = Path(tempfile.mkdtemp(prefix="mistral-serve-stream-cost-"))
-    processes = []
-    engines = []
-    for index in range(2):
-        port = free_port()
-        command = [sys.executable, str(here / "fake_engine.py"), str(port), "demo", str(args.pace)]
-        processes.append(start(command, dict(os.environ), work / f"engine-{index}.log"))
-        engines.append(f"http://127.0.0.1:{port}")
+    processes, engines = start_fake_engines(work, 2, args.pace)
     doors = []
     for index, given in enumerate(args.gateway or [str(here.parent / "src")]):
         source, _, extra = given.partition("|")

@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from harness import start, start_gateway, stop_all, wait_ok
+from harness import start_fake_engines, start_gateway, stop_all, wait_ok
 from stream_cost import load
-
-from mistral_serve.engines.supervisor import free_port
 
 
 def client(url: str, concurrency: int, requests: int, tokens: int) -> int:
@@ -52,14 +48,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--clients", type=int, default=4)
     args = parser.parse_args()
-    here = Path(__file__).parent
     work = Path(tempfile.mkdtemp(prefix="mistral-serve-workers-"))
-    processes, engines = [], []
-    for index in range(2):
-        port = free_port()
-        command = [sys.executable, str(here / "fake_engine.py"), str(port), "demo", "0"]
-        processes.append(start(command, dict(os.environ), work / f"engine-{index}.log"))
-        engines.append(f"http://127.0.0.1:{port}")
+    processes, engines = start_fake_engines(work, 2, 0)
     gateways = []
     for workers in args.workers:
         folder = work / f"workers-{workers}"
