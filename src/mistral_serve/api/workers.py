@@ -63,7 +63,7 @@ class WorkerRole:
     load_table_fd: int
 
     def shared_load(self) -> SharedLoad:
-        return SharedLoad(Path(f"/proc/self/fd/{self.load_table_fd}"), self.count, self.index)
+        return SharedLoad(_through(self.load_table_fd), self.count, self.index)
 
     @property
     def exports_engines(self) -> bool:
@@ -134,7 +134,8 @@ class Workers:
     @property
     def _table(self) -> Path:
         """The load table, reached through this process's descriptor of it (it has no name)."""
-        return Path(f"/proc/self/fd/{self._table_fd}")
+        assert self._table_fd is not None
+        return _through(self._table_fd)
 
     async def start(self) -> None:
         self._socket.set_inheritable(True)
@@ -258,6 +259,12 @@ def engines_given(pairs: Sequence[str]) -> dict[str, str]:
         name, _, url = pair.rpartition("=")
         engines[url] = name
     return engines
+
+
+def _through(fd: int) -> Path:
+    """The file open as ``fd`` in this process, as a path: the load table has no name, and
+    opening it again this way gives this process a lock of its own on it."""
+    return Path(f"/proc/self/fd/{fd}")
 
 
 def _shm() -> str | None:
