@@ -30,11 +30,11 @@ from mistral_serve.models.planner import (
     BATCH_TARGET,
     GIB,
     RUNTIME_RESERVE_GIB,
-    WEIGHT_BYTES,
     Dtype,
     Gpus,
     Layout,
     layout,
+    per_gpu,
 )
 
 #: What all the engines on one GPU may take together: the rest is for each process's CUDA
@@ -89,10 +89,7 @@ class PlacementError(ValueError):
 def minimum_share(demand: Demand, gpus: Gpus) -> float:
     """The least share, in steps of :data:`STEP`, at which one engine of ``demand`` holds
     its weights, the runtime's reserve and BATCH_TARGET sequences of its MAX_MODEL_LEN."""
-    model, tp = demand.architecture, demand.tensor_parallel
-    weights = model.parameters * WEIGHT_BYTES[demand.dtype] / tp
-    heads_per_gpu = max(1.0, model.kv_heads / tp)
-    kv_per_token = model.layers * heads_per_gpu * model.head_dim * 2 * 2
+    weights, kv_per_token = per_gpu(demand.architecture, demand.tensor_parallel, demand.dtype)
     need = weights + RUNTIME_RESERVE_GIB * GIB + kv_per_token * demand.max_model_len * BATCH_TARGET
     return _step_up(need / (gpus.gpu.memory_gib * GIB))
 

@@ -128,6 +128,15 @@ class Plan:
         }
 
 
+def per_gpu(model: Architecture, tensor_parallel: int, dtype: Dtype) -> tuple[float, float]:
+    """Bytes each GPU of an engine of ``tensor_parallel`` GPUs holds: its share of the weights,
+    and of the KV cache per token (its share of the KV heads, all of a head when there are
+    fewer heads than GPUs)."""
+    weights = model.parameters * WEIGHT_BYTES[dtype] / tensor_parallel
+    heads_per_gpu = max(1.0, model.kv_heads / tensor_parallel)
+    return weights, model.layers * heads_per_gpu * model.head_dim * 2 * KV_BYTES
+
+
 def layout(
     model: Architecture,
     gpu: Gpu,
@@ -139,11 +148,8 @@ def layout(
     utilization: float,
 ) -> Layout:
     """One layout's arithmetic."""
-    weights = model.parameters * WEIGHT_BYTES[dtype] / tensor_parallel
+    weights, kv_per_token_per_gpu = per_gpu(model, tensor_parallel, dtype)
     free_per_gpu = gpu.memory_gib * GIB * utilization - weights - RUNTIME_RESERVE_GIB * GIB
-    # Each GPU holds its share of the KV heads (all of a head when there are fewer heads).
-    heads_per_gpu = max(1.0, model.kv_heads / tensor_parallel)
-    kv_per_token_per_gpu = model.layers * heads_per_gpu * model.head_dim * 2 * KV_BYTES
     tokens = max(0, int(free_per_gpu // kv_per_token_per_gpu))
     return Layout(
         engines=engines,
