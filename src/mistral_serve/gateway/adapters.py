@@ -22,6 +22,7 @@ import orjson
 from mistral_serve.engines.client import EngineClient
 from mistral_serve.engines.registry import Engine, EngineRegistry
 from mistral_serve.errors import EngineError, InvalidRequestError, NotFoundError
+from mistral_serve.gateway.answers import engine_message
 from mistral_serve.store import AdapterExistsError, AdapterRecord, AdapterRecords
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class AdapterKeeper:
             self._registry.adapter_loaded(engine, adapter.name, adapter.base)
             log.info("%s: adapter %s loaded", engine.name, adapter.name)
             return None
-        reason = _message(answer) or f"answered {status}"
+        reason = engine_message(answer) if answer else f"answered {status}"
         level = logging.DEBUG if attempt in self._failed else logging.WARNING
         self._failed.add(attempt)
         log.log(level, "%s: adapter %s not loaded: %s", engine.name, adapter.name, reason)
@@ -146,15 +147,3 @@ class AdapterKeeper:
             "created_at": adapter.created_at.isoformat(),
             "engines": sorted(engine.name for engine in self._holders(adapter.name)),
         }
-
-
-def _message(answer: bytes) -> str:
-    try:
-        document = orjson.loads(answer)
-    except orjson.JSONDecodeError:
-        return answer[:200].decode("utf-8", "replace")
-    if isinstance(document, dict):
-        error = document.get("error", document)
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"]
-    return answer[:200].decode("utf-8", "replace")

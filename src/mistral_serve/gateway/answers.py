@@ -58,3 +58,17 @@ def _choice_text(choice: dict[str, Any], key: str) -> str | None:
     if isinstance(message, dict) and isinstance(message.get("content"), str):
         return message["content"]
     return None
+
+
+def engine_message(body: bytes) -> str:
+    """What an engine's error answer says: OpenAI's ``error.message``, vLLM's older top-level
+    ``message``, or else the start of the body."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        document = None
+    if isinstance(document, dict):
+        error = document.get("error", document)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"]
+    return body[:200].decode("utf-8", "replace") or "no details"

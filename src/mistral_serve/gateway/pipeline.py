@@ -50,7 +50,7 @@ from mistral_serve.errors import (
 )
 from mistral_serve.gateway import embeddings
 from mistral_serve.gateway.accounting import Accounting
-from mistral_serve.gateway.answers import report_answer
+from mistral_serve.gateway.answers import engine_message, report_answer
 from mistral_serve.gateway.cards import CardMaker
 from mistral_serve.gateway.dialect import Translation, translate
 from mistral_serve.gateway.fim import FimEncoder
@@ -468,7 +468,7 @@ class Gateway:
             lease.finish()
             generation.engine_refused(status)
             return GatewayResponse(status, JSON, body=body)
-        raise EngineError(f"The engine failed ({status}): {_engine_message(body)}")
+        raise EngineError(f"The engine failed ({status}): {engine_message(body)}")
 
     # -- tokens ------------------------------------------------------------------------------
     async def tokens(
@@ -502,9 +502,7 @@ class Gateway:
             lease.release()
             raise
         if upstream.status >= 500:
-            failed = EngineError(
-                f"The engine failed ({upstream.status}): {_engine_message(answer)}"
-            )
+            failed = EngineError(f"The engine failed ({upstream.status}): {engine_message(answer)}")
             lease.finish(failed)  # judged as a generation's 5xx is
             raise failed
         lease.finish()
@@ -568,10 +566,3 @@ def _named_for_the_client(body: bytes, endpoint: Endpoint) -> bytes:
         return body
     error = {**error, "param": endpoint.text_field, "type": "invalid_request_error"}
     return orjson.dumps({"error": error})
-
-
-def _engine_message(body: bytes) -> str:
-    try:
-        return str(orjson.loads(body)["error"]["message"])
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return body[:200].decode("utf-8", "replace") or "no details"
