@@ -98,11 +98,3 @@ async def test_an_engine_that_cannot_load_a_kept_adapter_is_told_once(
     assert len(warnings) == 1 and "LoRA is not enabled" in warnings[0].getMessage()
     assert len(fake_engine.requests) == 3  # still tried every round
 
-
-def test_an_engines_reason_is_read_from_either_error_shape():
-    from mistral_serve.gateway.answers import engine_message
-
-    assert engine_message(b'{"error": {"message": "no such file"}}') == "no such file"
-    assert engine_message(b'{"object": "error", "message": "LoRA off"}') == "LoRA off"
-    assert engine_message(b"Internal Server Error") == "Internal Server Error"
-    assert engine_message(b"") == "no details"
