@@ -51,9 +51,10 @@ def start_fake_engines(
     return processes, urls
 
 
-def start_engine(spec: EngineSpec, log: Path) -> subprocess.Popen:
-    """The engine under the guard `up` uses, so it dies with the benchmark whatever happens."""
-    return start(guarded(spec.command), dict(spec.env), log)
+def start_engine(spec: EngineSpec, log: Path, **env: str) -> subprocess.Popen:
+    """The engine under the guard `up` uses, so it dies with the benchmark whatever happens;
+    ``env``: more of its environment."""
+    return start(guarded(spec.command), {**spec.env, **env}, log)
 
 
 def start_gateway(

@@ -28,6 +28,7 @@ it is logged, traced and counted with :data:`CLIENT_CLOSED_STATUS`.
     ├── NoReadyEngineError                 503 server_error / no_ready_engine  (+ Retry-After)
     │   ├── DrainingError                  503 server_error / shutting_down
     │   ├── LimitsUnavailableError         503 server_error / limits_unavailable
+    │   ├── AdapterUnavailableError        503 server_error / adapter_unavailable
     │   └── KeyStoreUnavailableError       503 server_error / key_store_unavailable
     └── EngineError                        502 server_error / engine_error
         ├── EngineUnreachableError         502 engine_unreachable (refused, reset, dropped)
@@ -292,6 +293,14 @@ class LimitsUnavailableError(NoReadyEngineError):
 
     code = "limits_unavailable"
     label = "limits_unavailable"
+
+
+class AdapterUnavailableError(NoReadyEngineError):
+    """No engine could load the LoRA adapter a request names (the engine's reason is in the
+    message); the engine itself is fine, so this is not an engine failure."""
+
+    code = "adapter_unavailable"
+    label = "adapter_unavailable"
 
 
 class KeyStoreUnavailableError(NoReadyEngineError):

@@ -164,6 +164,7 @@ def test_an_embedding_request_is_traced_as_the_embeddings_operation(gateway, otl
         headers={"traceparent": header},
         timeout=30,
     ).json()
+
     def gateway_spans() -> list | None:
         spans = [span for span in otlp.spans if span.trace_id == trace_id]
         return spans if any(span.service == "mistral-serve" for span in spans) else None

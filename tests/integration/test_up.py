@@ -19,6 +19,7 @@ import httpx
 import openai
 import psutil
 import pytest
+import yaml
 from mistralai.client import Mistral
 
 from mistral_serve.engines.stats import parse_stats
@@ -70,10 +71,16 @@ def greedy_with(client: openai.OpenAI, model: str) -> str:
 
 
 def test_up_serves_the_demo_fleet_then_stops_everything_on_sigterm(demo_cache, tmp_path):
-    """`up` from config/models.demo.yaml: a chat model, its LoRA adapter and an embedding
-    model from one port, each to its own endpoint; SIGTERM stops every engine."""
+    """`up` from config/models.demo.yaml: a chat model, its LoRA adapters and an embedding
+    model from one port, each to its own endpoint; SIGTERM stops every engine. Its chat engine
+    holds one adapter at a time here (max_loras: 1), so the two adapters take turns on it:
+    each request for the one not held loads it and evicts the other."""
     log_path = tmp_path / "up.log"
-    settings = {"MODELS_FILE": str(DEMO_FLEET), "ADMIN_API_KEY": ADMIN_KEY}
+    fleet = yaml.safe_load(DEMO_FLEET.read_text())
+    fleet["models"][0]["max_loras"] = 1
+    models_file = tmp_path / "models.yaml"
+    models_file.write_text(yaml.safe_dump(fleet))
+    settings = {"MODELS_FILE": str(models_file), "ADMIN_API_KEY": ADMIN_KEY}
     process, port = run_up(settings, demo_cache, log_path)
     url = f"http://127.0.0.1:{port}"
     second = None
@@ -134,8 +141,15 @@ def test_up_serves_the_demo_fleet_then_stops_everything_on_sigterm(demo_cache, t
         assert added.status_code == 201, added.text
         assert added.json()["engines"] == ["demo 0"]
         wait_for(lambda: any_model_works(everyone, "demo-lora-2"), 30, "the new adapter serves")
-        # the same weights as the built-in adapter: the same greedy text
+        # the same weights as the built-in adapter: the same greedy text, each loaded in turn
+        # into the engine's one slot
         assert greedy_with(everyone, "demo-lora-2") == greedy_with(everyone, "demo-lora")
+        with httpx.Client(base_url=url, timeout=10) as http:
+            held = engine_states(http)["demo 0"]
+        assert held["adapter_slots"] == 1 and held["adapters"] == ["demo-lora"]
+        assert greedy_with(everyone, "demo-lora-2") != greedy_with(everyone, "demo")
+        with httpx.Client(base_url=url, timeout=10) as http:
+            assert engine_states(http)["demo 0"]["adapters"] == ["demo-lora-2"]
         demo_engine = vllm_process(process.pid, "--served-model-name demo demo-chat")
         demo_engine.kill()
         wait_for(lambda: not any_model_works(everyone, "demo-lora-2"), 60, "the engine gone")

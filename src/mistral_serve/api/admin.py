@@ -51,7 +51,7 @@ def _now(request: Request) -> datetime:
 
 def _adapters(request: Request) -> AdapterKeeper:
     keeper = request.app.state.services.adapters
-    if keeper is None:
+    if keeper is None or not keeper.keeps:
         raise AdminDisabledError("The admin API is off: set ADMIN_API_KEY (and leave AUTH on).")
     return keeper
 

@@ -78,7 +78,8 @@ class Services:
     admin_key: str | None = None
     #: The wall clock keys' states and expiries are judged by.
     clock: WallClock = utc_now
-    #: The LoRA adapters added at run time (None when AUTH=off: there is no store).
+    #: The LoRA adapters: where they are loaded, and those added at run time (kept only
+    #: when there is a store: not with AUTH=off).
     adapters: AdapterKeeper | None = None
 
 
@@ -259,6 +260,7 @@ def create_app(
         )
         if exports_engines:
             observer.watch_ready_engines(lambda: len(registry.ready_engines()))
+        adapters = AdapterKeeper(registry, client, tenants.adapters, telemetry=engine_telemetry)
         gateway = Gateway(
             registry,
             client,
@@ -272,21 +274,18 @@ def create_app(
             accounting=tenants.accounting,
             fim=FimEncoder(settings.hub_cache),
             workers=(0, 1) if worker is None else (worker.index, worker.count),
+            adapters=adapters,
         )
         observer.watch_queue_depths(gateway.admission.depths)
         admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
-        adapters = None
-        if tenants.adapters is not None:
-            adapters = AdapterKeeper(registry, client, tenants.adapters)
-            await adapters.start()
+        await adapters.start()
         app.state.services = Services(
             client, registry, monitor, gateway, tenants.keys, admin_key, clock, adapters
         )
         try:
             yield
         finally:
-            if adapters is not None:
-                await adapters.stop()
+            await adapters.stop()
             await _stopped(following)
             await monitor.stop()
             await client.close()

@@ -224,8 +224,8 @@ class EngineMonitor:
         """One token from the engine, the proof that it still generates. Bounded by the stall
         timeout: a canary that a hung engine never answers fails."""
         try:
-            if engine.model_ids:
-                await self._send_canary(engine, min(engine.model_ids))
+            if bases := engine.model_ids - engine.adapters:  # an adapter may be evicted
+                await self._send_canary(engine, min(bases))
         finally:
             self._canaries.pop(engine, None)
 

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,6 +47,18 @@ Restarter = Callable[[str, str], bool]
 CapacityListener = Callable[["Engine", bool], None]
 #: Tells what a model served from a root (a folder or hub id) does: "generate" or "embed".
 KindOf = Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class KnownAdapter:
+    """A LoRA adapter: its base model and the path its engines load it from."""
+
+    base: str
+    path: str
+
+    def card(self, name: str) -> dict[str, Any]:
+        """Its card as vLLM lists an adapter."""
+        return {"id": name, "object": "model", "parent": self.base, "root": self.path}
 
 
 @dataclass(eq=False)
@@ -79,6 +91,14 @@ class Engine:
     slot: int = 0
     #: What its model does, from its card's root: "generate" (chat, completions) or "embed".
     kind: str = "generate"
+    #: LoRA adapters: how many it holds at once (vLLM's --max-loras, off its /metrics; None
+    #: until it says), the ones it lists, the loads under way, and per adapter, when this
+    #: gateway last sent it a request for it and how many of those are in flight.
+    adapter_slots: int | None = None
+    adapters: frozenset[str] = frozenset()
+    adapters_loading: set[str] = field(default_factory=set)
+    adapter_used: dict[str, float] = field(default_factory=dict)
+    adapter_inflight: dict[str, int] = field(default_factory=dict)
 
     @property
     def state(self) -> State:
@@ -90,6 +110,10 @@ class Engine:
 
     def serves(self, model: str) -> bool:
         return model in self.model_ids
+
+    def holds(self, adapter: str) -> bool:
+        """Whether it lists ``adapter`` or is loading it."""
+        return adapter in self.adapters or adapter in self.adapters_loading
 
     def fresh_stats(self, now: float, max_age_s: float) -> EngineStats | None:
         """The last statistics if they are recent enough to act on; old ones are unknown,
@@ -112,6 +136,8 @@ class Engine:
         self.stats, self.stats_at = stats, now
         ours = self.outstanding + self.siblings()
         self.others = max(0.0, stats.running + stats.waiting - ours)
+        if stats.adapter_slots is not None:
+            self.adapter_slots = stats.adapter_slots
 
 
 class Lease:
@@ -125,14 +151,22 @@ class Lease:
         "_registry",
         "_sending",
         "_upstream",
+        "adapter",
         "engine",
         "last_read",
         "prompt_bytes",
     )
 
-    def __init__(self, registry: EngineRegistry, engine: Engine, prompt_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        registry: EngineRegistry,
+        engine: Engine,
+        prompt_bytes: int = 0,
+        adapter: str | None = None,
+    ) -> None:
         self.engine = engine
         self.prompt_bytes = prompt_bytes
+        self.adapter = adapter  # the LoRA adapter it asks for, if any
         self._registry = registry
         self._upstream: UpstreamResponse | None = None
         self._abort_error: MistralServeError | None = None
@@ -226,6 +260,9 @@ class EngineRegistry:
         #: Every model id any engine has listed, so a model whose engines are all gone (or
         #: replaced) is answered "not ready, retry" rather than "no such model".
         self._known_models: set[str] = set()
+        #: Every LoRA adapter known here, listed by an engine now or not: what it adapts and
+        #: where engines load it from.
+        self.adapter_catalog: dict[str, KnownAdapter] = {}
         #: The longest context (max_model_len, tokens) any engine has listed; 0 until one has.
         self.longest_context = 0
         self._telemetry = telemetry
@@ -236,6 +273,7 @@ class EngineRegistry:
                 lambda: [(engine.name, engine.state.value) for engine in self.engines],
             )
             telemetry.watch_memory(self._resident_memory)
+            telemetry.watch_adapters(self._adapter_residency)
 
     def _resident_memory(self) -> list[tuple[str, float]]:
         """Each engine's API-server memory from its latest fresh scrape, where it says."""
@@ -246,6 +284,15 @@ class EngineRegistry:
             if stats is not None and stats.resident_memory_bytes is not None:
                 found.append((engine.name, stats.resident_memory_bytes))
         return found
+
+    def _adapter_residency(self) -> list[tuple[str, str, bool]]:
+        """For each engine and each adapter of its base: whether it holds it."""
+        return [
+            (engine.name, name, name in engine.adapters)
+            for engine in list(self.engines)
+            for name, adapter in list(self.adapter_catalog.items())  # read from the export thread
+            if engine.serves(adapter.base)
+        ]
 
     def new_engine(self, url: str, name: str | None = None) -> Engine:
         health = EngineHealth(self.policy, time.monotonic())
@@ -298,8 +345,27 @@ class EngineRegistry:
         return [engine for engine in self.engines if engine.ready]
 
     def candidates(self, model: str) -> list[Engine]:
-        """Ready engines serving ``model``."""
-        return [engine for engine in self.engines if engine.ready and engine.serves(model)]
+        """Ready engines serving ``model``; for a LoRA adapter, every ready engine of its base
+        (one that does not hold it can load it)."""
+        adapter = self.adapter_catalog.get(model)
+        if adapter is None:
+            return [engine for engine in self.engines if engine.ready and engine.serves(model)]
+        return [
+            engine
+            for engine in self.engines
+            if engine.ready and (engine.serves(adapter.base) or engine.serves(model))
+        ]
+
+    def lines_of(self, engine: Engine) -> Set[str]:
+        """The models whose requests ``engine`` can take: those it lists, and the adapters of
+        its base that it does not hold now."""
+        if not self.adapter_catalog:  # the usual case, on every request's end: no copy
+            return engine.model_ids
+        lines = set(engine.model_ids)
+        lines.update(
+            name for name, adapter in self.adapter_catalog.items() if adapter.base in lines
+        )
+        return lines
 
     def is_known(self, model: str) -> bool:
         """Whether any engine, ready or not, present or gone, has ever listed ``model``."""
@@ -314,14 +380,24 @@ class EngineRegistry:
                     return card["root"]
         return model
 
-    def adapter_loaded(self, engine: Engine, name: str, base: str) -> None:
-        """``engine`` took the LoRA adapter ``name`` of ``base`` at run time: it serves it now
-        (its next model listing says the same)."""
-        if engine.serves(name):
+    def adapter_known(self, name: str, base: str, path: str) -> None:
+        """``name`` is a LoRA adapter of ``base`` that engines load from ``path``: requests for
+        it may go to any engine of the base, listed or not."""
+        self.adapter_catalog[name] = KnownAdapter(base, path)
+        self._known_models.add(name)
+
+    def adapter_forgotten(self, name: str) -> None:
+        """``name`` was removed: no longer an adapter, nor a model name in use."""
+        if self.adapter_catalog.pop(name, None) is not None:
+            self._known_models.discard(name)
+
+    def adapter_loaded(self, engine: Engine, name: str) -> None:
+        """``engine`` took the LoRA adapter ``name`` at run time: it serves it now (its next
+        model listing says the same)."""
+        adapter = self.adapter_catalog.get(name)
+        if engine.serves(name) or adapter is None:
             return
-        base_card = next((card for card in engine.model_cards if card.get("id") == base), {})
-        card = {"id": name, "object": "model", "parent": base, "root": base_card.get("root")}
-        self.learned_models(engine, (*engine.model_cards, card))
+        self.learned_models(engine, (*engine.model_cards, adapter.card(name)))
 
     def adapter_unloaded(self, engine: Engine, name: str) -> None:
         self.learned_models(
@@ -331,16 +407,28 @@ class EngineRegistry:
     def model_kind(self, model: str) -> str | None:
         """What the engines serving ``model`` do ("generate" or "embed"); None when none has
         listed it."""
+        adapter = self.adapter_catalog.get(model)
+        if adapter is not None:
+            model = adapter.base
         return next((engine.kind for engine in self.engines if engine.serves(model)), None)
 
     def model_cards(self) -> list[dict[str, Any]]:
-        """The model cards of the ready engines, one per model id."""
-        return _unique_cards(engine.model_cards for engine in self.ready_engines())
+        """The model cards of the ready engines, one per model id; an adapter that no engine
+        holds now is listed while its base is served (a request for it loads it)."""
+        cards = _unique_cards(engine.model_cards for engine in self.ready_engines())
+        listed = {card["id"] for card in cards}
+        for name, adapter in self.adapter_catalog.items():
+            if name not in listed and adapter.base in listed:
+                cards.append(adapter.card(name))
+        return cards
 
-    def lease(self, engine: Engine, prompt_bytes: int = 0) -> Lease:
-        """Count a request (of ``prompt_bytes`` routable bytes) as in flight on ``engine``
-        until its lease ends."""
-        lease = Lease(self, engine, prompt_bytes)
+    def lease(self, engine: Engine, prompt_bytes: int = 0, adapter: str | None = None) -> Lease:
+        """Count a request (of ``prompt_bytes`` routable bytes, for the LoRA ``adapter`` if
+        any) as in flight on ``engine`` until its lease ends."""
+        lease = Lease(self, engine, prompt_bytes, adapter)
+        if adapter is not None:
+            engine.adapter_inflight[adapter] = engine.adapter_inflight.get(adapter, 0) + 1
+            engine.adapter_used[adapter] = time.monotonic()
         engine.leases.add(lease)
         engine.outstanding += 1
         if self.shared is not None:
@@ -356,6 +444,8 @@ class EngineRegistry:
         engine = lease.engine
         engine.leases.discard(lease)
         engine.outstanding -= 1
+        if lease.adapter is not None:
+            engine.adapter_inflight[lease.adapter] -= 1
         if self.shared is not None:
             self.shared.add(engine.slot, -1)
         engine.prompt_bytes -= lease.prompt_bytes
@@ -437,6 +527,11 @@ class EngineRegistry:
     def learned_models(self, engine: Engine, cards: Iterable[dict[str, Any]]) -> None:
         engine.model_cards = tuple(cards)
         engine.model_ids = frozenset(card["id"] for card in engine.model_cards)
+        engine.adapters = frozenset(card["id"] for card in engine.model_cards if card.get("parent"))
+        for card in engine.model_cards:  # an adapter it lists can be loaded again elsewhere
+            parent, root = card.get("parent"), card.get("root")
+            if parent and isinstance(parent, str) and isinstance(root, str):
+                self.adapter_catalog.setdefault(card["id"], KnownAdapter(parent, root))
         # What it does is its base model's (an adapter's card names its base as parent)
         roots = [
             card["root"]
@@ -467,6 +562,8 @@ def _describe(engine: Engine, now: float, stats_max_age_s: float) -> dict[str, A
         "reason": health.reason,
         "for_s": round(now - health.since, 1),
         "models": sorted(engine.model_ids),
+        "adapters": sorted(engine.adapters),
+        "adapter_slots": engine.adapter_slots,
         "outstanding": engine.outstanding + engine.siblings(),  # every worker's
         "max_inflight": engine.max_inflight,
         "prompt_bytes_in_flight": engine.prompt_bytes,

@@ -34,6 +34,10 @@ CACHE_CONFIG = "vllm:cache_config_info"
 #: prometheus_client's process collector in vLLM's API server: the memory that process holds,
 #: so a leak in it (docs/architecture.md, "Engine patches") shows before it kills the engine.
 RESIDENT_MEMORY = "process_resident_memory_bytes"
+#: An info metric of an engine run with LoRA: its ``max_lora`` label is how many adapters it
+#: holds at once (--max-loras); it appears once the engine has run a step.
+LORA_INFO = "vllm:lora_requests_info"
+_MAX_LORA = 'max_lora="'
 
 _SUMMED = (
     RUNNING,
@@ -44,7 +48,7 @@ _SUMMED = (
     GENERATION_TOKENS,
     ITERATIONS,
 )
-_WANTED = frozenset((*_SUMMED, KV_CACHE_USAGE, CACHE_CONFIG, RESIDENT_MEMORY))
+_WANTED = frozenset((*_SUMMED, KV_CACHE_USAGE, CACHE_CONFIG, RESIDENT_MEMORY, LORA_INFO))
 _WANTED_PREFIXES = tuple(_WANTED)  # str.startswith takes a tuple: one C call per line
 
 
@@ -64,6 +68,9 @@ class EngineStats:
     kv_capacity_tokens: float = 0.0
     #: Bytes its API server process holds in memory; None when it does not say.
     resident_memory_bytes: float | None = None
+    #: How many LoRA adapters it holds at once; None when it does not say (LoRA off, or no
+    #: step run yet).
+    adapter_slots: int | None = None
 
     def progressed_since(self, earlier: EngineStats) -> bool:
         """Whether the engine did work between two scrapes: a step ran, tokens were made."""
@@ -84,6 +91,7 @@ class EngineStats:
             "generation_tokens": self.generation_tokens,
             "kv_capacity_tokens": self.kv_capacity_tokens,
             "api_server_resident_bytes": self.resident_memory_bytes,
+            "adapter_slots": self.adapter_slots,
         }
 
 
@@ -94,6 +102,7 @@ def parse_stats(text: str) -> EngineStats:
     kv_cache_usage = 0.0
     capacities = []
     resident = None
+    adapter_slots = None
     for line in text.splitlines():
         if not line.startswith(_WANTED_PREFIXES):
             continue
@@ -104,6 +113,8 @@ def parse_stats(text: str) -> EngineStats:
             capacities.append(_kv_capacity_of_line(line))
         elif name == RESIDENT_MEMORY:
             resident = value
+        elif name == LORA_INFO:
+            adapter_slots = _max_lora(line)
         elif name in totals:
             totals[name] += value
     return EngineStats(
@@ -117,6 +128,7 @@ def parse_stats(text: str) -> EngineStats:
         iterations=totals[ITERATIONS],
         kv_capacity_tokens=min((c for c in capacities if c > 0), default=0.0),
         resident_memory_bytes=resident,
+        adapter_slots=adapter_slots,
     )
 
 
@@ -132,6 +144,16 @@ def _sample(line: str) -> tuple[str, float]:
     if not fields:
         raise ValueError(f"no value in sample line {line[:80]!r}")
     return name, float(fields[0])  # float() says ValueError for a malformed value
+
+
+def _max_lora(line: str) -> int | None:
+    """The ``max_lora`` label of a LoRA info line (one label, read without a parser)."""
+    start = line.find(_MAX_LORA)
+    if start < 0:
+        return None
+    start += len(_MAX_LORA)
+    value = line[start : line.find('"', start)]
+    return int(value) if value.isdigit() else None
 
 
 @lru_cache(maxsize=64)  # the line repeats on every scrape of an engine

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -50,6 +50,7 @@ from mistral_serve.errors import (
 )
 from mistral_serve.gateway import embeddings
 from mistral_serve.gateway.accounting import Accounting
+from mistral_serve.gateway.adapters import AdapterKeeper
 from mistral_serve.gateway.answers import engine_message, report_answer
 from mistral_serve.gateway.cards import CardMaker
 from mistral_serve.gateway.dialect import Translation, translate
@@ -70,6 +71,7 @@ from mistral_serve.protocol.openai import (
     usage_requested,
 )
 from mistral_serve.routing import RouteKey, RoutingPolicy, route_key
+from mistral_serve.routing.adapters import ADAPTER_LOAD, AdapterRoute, route_adapter
 from mistral_serve.telemetry.genai import GenAIObserver, Generation
 from mistral_serve.telemetry.setup import disabled_telemetry
 from mistral_serve.tenancy.auth import ANYONE, Authenticator, Caller
@@ -149,6 +151,8 @@ class _Call:
     reservation: Reservation | None = None
     #: How the engine's answer becomes the one the client's API promises (Mistral's dialect).
     reshape: MistralAnswer | None = None
+    #: Its engine said it has no such adapter once, and loaded it again (at most once).
+    adapter_reloaded: bool = False
 
     @property
     def limit_headers(self) -> RawHeaders:
@@ -181,6 +185,7 @@ class Gateway:
         retry: RetryAdvice = RetryAdvice(),
         fim: FimEncoder | None = None,
         workers: tuple[int, int] = (0, 1),
+        adapters: AdapterKeeper | None = None,
     ) -> None:
         self._registry = registry
         self._workers = workers  # (this worker's index, how many serve the port)
@@ -192,6 +197,8 @@ class Gateway:
         self._retry = retry
         self._cards = CardMaker()
         self._fim = fim or FimEncoder()
+        #: Loads LoRA adapters where requests need them (None: only engines holding one serve it).
+        self._adapters = adapters
         limits = admission or AdmissionLimits()
         self.admission: Admission[Lease] = Admission(limits, release=Lease.release)
         self._sibling_watch: asyncio.Task[None] | None = None
@@ -336,6 +343,10 @@ class Gateway:
         answer (a stream's, when the stream ends). Raises EngineError while nothing has been
         sent to the client."""
         engine, generation = lease.engine, call.generation
+        if lease.adapter is not None and self._adapters is not None:
+            waited = await self._adapters.ready(engine, lease.adapter)
+            if waited is not None:
+                generation.adapter_waited(waited)
         url = engine.url + call.endpoint.path
         headers = {
             "content-type": JSON,
@@ -346,6 +357,8 @@ class Gateway:
         generation.upstream_answered(upstream.status)
         if upstream.status != 200:
             body = await upstream.read()
+            if self._adapter_lost(call, lease, upstream.status, body):
+                return await self._attempt(call, lease)  # loaded again, then sent again
             body = _named_for_the_client(body, call.endpoint)
             refusal = self._engine_refusal(upstream.status, body, lease, generation)
             refusal.raw_headers = call.limit_headers
@@ -375,6 +388,19 @@ class Gateway:
             200, upstream.content_type, headers, body=payload, raw_headers=call.limit_headers
         )
 
+    def _adapter_lost(self, call: _Call, lease: Lease, status: int, body: bytes) -> bool:
+        """Whether the engine answered that it has no such model for an adapter this gateway
+        thought it held (another gateway evicted it since the last listing); once a request,
+        the adapter is then loaded again there."""
+        adapter = lease.adapter
+        if status != 404 or adapter is None or self._adapters is None or call.adapter_reloaded:
+            return False
+        if f"`{adapter}`".encode() not in body and f"'{adapter}'".encode() not in body:
+            return False
+        call.adapter_reloaded = True
+        self._adapters.lost(lease.engine, adapter)
+        return True
+
     def _another_candidate(self, model: str, tried: set[Engine]) -> bool:
         return any(engine not in tried for engine in self._registry.candidates(model))
 
@@ -403,25 +429,57 @@ class Gateway:
         """A lease on the engine the policy chooses among the ready ones serving the model
         (below their concurrency target, ``within_target``); None when all are at it. Raises
         when no engine can serve the model at all."""
-        model = call.request.model
-        candidates = self._registry.candidates(model)
+        model, registry = call.request.model, self._registry
+        candidates = registry.candidates(model)
+        adapter = model if model in registry.adapter_catalog else None
+        if adapter is not None and self._adapters is None:  # nothing here can load it
+            candidates = [engine for engine in candidates if engine.holds(adapter)]
         if exclude:
             candidates = [engine for engine in candidates if engine not in exclude]
         if not candidates:
             raise self._no_engine(model)
-        with self._registry.choosing():  # the load read and the lease: one worker at a time
+        with registry.choosing():  # the load read and the lease: one worker at a time
             now = time.monotonic()
             if within_target:
-                candidates = [e for e in candidates if self._registry.has_room(e, now)]
+                candidates = [e for e in candidates if registry.has_room(e, now)]
                 if not candidates:
                     self._watch_siblings()
                     return None
+            load = False
+            if adapter is not None:
+                route = self._route_adapter(candidates, adapter, now, within_target)
+                if route is None:
+                    return None  # every engine of the base is busy with its adapters: wait
+                candidates, load = route.engines, route.load
             decision = self._policy.choose(candidates, call.key, now)
-            lease = self._registry.lease(decision.engine, call.key.size)
+            if load:
+                decision = replace(decision, reason=ADAPTER_LOAD)
+            lease = registry.lease(decision.engine, call.key.size, adapter)
+        if load and self._adapters is not None:
+            self._adapters.begin(decision.engine, model)
         call.generation.routed(
             self._policy.name, decision.engine.name, decision.reason, decision.prefix_share
         )
+        if adapter is not None:
+            call.generation.adapter(adapter, resident=not load)
         return lease
+
+    def _route_adapter(
+        self, candidates: list[Engine], adapter: str, now: float, within_target: bool
+    ) -> AdapterRoute | None:
+        """Where a request for a LoRA adapter may go (routing/adapters.py). A request moving
+        off a failed engine does not wait: with no room anywhere, the least loaded engine
+        loads it anyway (vLLM then swaps adapters itself)."""
+        max_age_s = self._registry.stats_max_age_s
+
+        def load_of(engine: Engine) -> float:
+            return engine.load(now, max_age_s)
+
+        route = route_adapter(candidates, adapter, load_of)
+        if route is None and not within_target:
+            engine = min(candidates, key=load_of)
+            route = AdapterRoute([engine], load=not engine.holds(adapter))
+        return route
 
     def _watch_siblings(self) -> None:
         """Requests wait for room that other workers hold: their ends are not seen here, so
@@ -449,10 +507,11 @@ class Gateway:
 
     def _capacity_changed(self, engine: Engine, request_ended: bool) -> None:
         """An engine may take more work (or left rotation): its models' lines move."""
+        lines = self._registry.lines_of(engine)
         if request_ended:
-            self.admission.completed(engine.model_ids)
+            self.admission.completed(lines)
         else:
-            self.admission.wake(engine.model_ids)
+            self.admission.wake(lines)
 
     def drain(self) -> None:
         """Shutting down: requests waiting for an engine are answered 503 now."""

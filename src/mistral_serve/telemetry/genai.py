@@ -304,6 +304,18 @@ class Generation:
             attributes[semconv.ROUTING_PREFIX_SHARE] = round(prefix_share, 3)
         self.span.set_attributes(attributes)
 
+    def adapter(self, name: str, *, resident: bool) -> None:
+        """The request names a LoRA adapter; whether its engine held it when chosen."""
+        if self._recording:
+            self.span.set_attributes(
+                {semconv.ADAPTER_NAME: name, semconv.ADAPTER_RESIDENT: resident}
+            )
+
+    def adapter_waited(self, seconds: float) -> None:
+        """The request waited ``seconds`` for its engine to load its adapter."""
+        if self._recording:
+            self.span.set_attribute(semconv.ADAPTER_LOAD_WAIT, round(seconds, 4))
+
     # -- the engine call -----------------------------------------------------------------------
     def upstream_started(self, engine_name: str, url: str, method: str = "POST") -> dict[str, str]:
         """Open the CLIENT span of one engine call; returns the headers that carry it."""

@@ -64,6 +64,14 @@ ROUTING_POLICY: Final = "mistral_serve.routing.policy"
 ROUTING_REASON: Final = "mistral_serve.routing.reason"  # prefix, session, load, only-choice
 ROUTING_PREFIX_SHARE: Final = "mistral_serve.routing.prefix_share"
 ADMISSION_OUTCOME: Final = "mistral_serve.admission.outcome"  # admitted, rejected, abandoned
+#: A LoRA adapter's request: the adapter, whether its engine held it when chosen, and how long
+#: the request waited for it to load (a span attribute); on the adapter metrics, why a load was
+#: made (request, sync, admin) and how it ended (loaded, failed).
+ADAPTER_NAME: Final = "mistral_serve.adapter.name"
+ADAPTER_RESIDENT: Final = "mistral_serve.adapter.resident"
+ADAPTER_LOAD_WAIT: Final = "mistral_serve.adapter.load_wait_s"
+ADAPTER_LOAD_REASON: Final = "mistral_serve.adapter.load.reason"
+ADAPTER_LOAD_OUTCOME: Final = "mistral_serve.adapter.load.outcome"
 
 # -- metrics: (name, unit, description); histogram bucket boundaries are the conventions' ------
 REQUEST_DURATION: Final = "gen_ai.server.request.duration"
@@ -81,6 +89,12 @@ ENGINE_STALLS: Final = "mistral_serve.engines.stalls"
 ENGINE_EJECTIONS: Final = "mistral_serve.engines.ejections"
 ENGINE_RESTARTS: Final = "mistral_serve.engines.restarts"
 ENGINE_MEMORY: Final = "mistral_serve.engines.memory.resident"
+#: LoRA adapters on the engines: loads (by reason and outcome) and their duration, evictions,
+#: and 1 for each adapter an engine of its base holds (0 for one it does not).
+ADAPTER_LOADS: Final = "mistral_serve.adapters.loads"
+ADAPTER_LOAD_DURATION: Final = "mistral_serve.adapters.load.duration"
+ADAPTER_EVICTIONS: Final = "mistral_serve.adapters.evictions"
+ADAPTER_RESIDENCY: Final = "mistral_serve.adapters.resident"
 QUEUE_DURATION: Final = "mistral_serve.admission.queue.duration"
 QUEUE_DEPTH: Final = "mistral_serve.admission.queue.depth"
 #: Tenancy: failed reads of the key store, failed checks of the limit counters (Redis), and
@@ -114,6 +128,7 @@ HISTOGRAM_BUCKETS: Final = {
     TIME_PER_OUTPUT_TOKEN: TIME_PER_OUTPUT_TOKEN_BUCKETS,
     TOKEN_USAGE: TOKEN_USAGE_BUCKETS,
     QUEUE_DURATION: QUEUE_DURATION_BUCKETS,
+    ADAPTER_LOAD_DURATION: QUEUE_DURATION_BUCKETS,  # milliseconds to seconds, as waits are
 }
 
 # -- hardware (NVML) ----------------------------------------------------------------------------
@@ -145,6 +160,10 @@ METRICS: Final = frozenset(
         ENGINE_EJECTIONS,
         ENGINE_RESTARTS,
         ENGINE_MEMORY,
+        ADAPTER_LOADS,
+        ADAPTER_LOAD_DURATION,
+        ADAPTER_EVICTIONS,
+        ADAPTER_RESIDENCY,
         QUEUE_DURATION,
         QUEUE_DEPTH,
         KEY_STORE_ERRORS,

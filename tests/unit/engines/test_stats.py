@@ -96,3 +96,14 @@ def test_a_wanted_sample_without_a_number_is_malformed():
         parse_stats('vllm:generation_tokens_total{engine="0"} one\n')
     with pytest.raises(ValueError):
         parse_stats("vllm:generation_tokens_total\n")
+
+
+def test_the_adapter_slots_are_read_from_the_lora_info_line():
+    lines = (
+        'vllm:lora_requests_info{max_lora="2",running_lora_adapters="a,b",'
+        'waiting_lora_adapters=""} 1.7e9\n'
+        'vllm:lora_requests_info{max_lora="2",running_lora_adapters="",'
+        'waiting_lora_adapters=""} 1.6e9\n'
+    )
+    assert parse_stats(lines).adapter_slots == 2
+    assert parse_stats("vllm:num_requests_running 1\n").adapter_slots is None  # LoRA off

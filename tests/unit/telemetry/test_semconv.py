@@ -44,5 +44,6 @@ def test_metrics_is_every_instrument_created_and_each_once():
     engines = EngineTelemetry(meter)  # type: ignore[arg-type]
     engines.watch_states([], list)
     engines.watch_memory(list)
+    engines.watch_adapters(list)
     GpuMetrics(Nvml(FakeNvmlModule())).register(meter)  # type: ignore[arg-type]
     assert sorted(meter.names) == sorted(semconv.METRICS)
