@@ -542,10 +542,17 @@ class Gateway:
         request = _validated(schema, decode_body(body))
         caller = await self.authenticate(authorization)
         Authenticator.check_model(caller, request.model)
-        candidates = self._registry.candidates(request.model)
+        registry = self._registry
+        candidates = registry.candidates(request.model)
         if not candidates:
             raise self._no_engine(request.model)
-        registry = self._registry
+        adapter = registry.adapter_catalog.get(request.model)
+        if adapter is not None:  # an adapter tokenizes as its base does (vLLM: the base's)
+            holders = [engine for engine in candidates if request.model in engine.adapters]
+            if holders:
+                candidates = holders
+            else:  # no engine lists it now: ask for the base, rather than load it for this
+                body = orjson.dumps({**decode_body(body), "model": adapter.base})
         with registry.choosing():
             now = time.monotonic()
             engine = min(candidates, key=lambda each: each.load(now, registry.stats_max_age_s))

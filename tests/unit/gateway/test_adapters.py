@@ -227,3 +227,15 @@ async def test_an_adapter_evicted_by_another_gateway_is_loaded_again_once(
     assert lora.loads == ["a", "a"] and "a" in lora.held
     chats = [path for path, _, _ in fake_engine.requests if path == "/v1/chat/completions"]
     assert len(chats) == 2  # the 404, then the request again
+
+
+async def test_an_adapter_held_nowhere_is_tokenized_by_its_base_without_a_load(
+    fake_engine, client, records
+):
+    gateway, registry, _, (lora,) = await lora_gateway(client, records, fake_engine, slots=1)
+    registry.adapter_known("a", "fake-model", "/adapters/a")
+    body = orjson.dumps({"model": "a", "prompt": "hi"})
+    answer = await gateway.tokens("/tokenize", body, "r")
+    assert answer.status == 200 and lora.loads == []
+    [(path, sent, _)] = fake_engine.requests
+    assert path == "/tokenize" and orjson.loads(sent)["model"] == "fake-model"
