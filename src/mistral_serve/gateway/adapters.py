@@ -33,6 +33,7 @@ from mistral_serve.engines.registry import Engine, EngineRegistry
 from mistral_serve.errors import (
     AdapterUnavailableError,
     EngineError,
+    EngineTimeoutError,
     EngineUnreachableError,
     InvalidRequestError,
     NotFoundError,
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 #: How often the store is read again and free slots filled.
 SYNC_INTERVAL_S = 5.0
+#: How long a load or unload may take before the engine is taken as not answering (a load
+#: reads the adapter from disk; a stopped engine would otherwise hold its requests forever).
+CALL_TIMEOUT_S = 60.0
 #: Why a load was made (the loads metric's reason).
 REQUEST, SYNC, ADMIN = "request", "sync", "admin"
 _JSON = {"content-type": "application/json"}
@@ -60,12 +64,14 @@ class AdapterKeeper:
         *,
         telemetry: EngineTelemetry | None = None,
         sync_interval_s: float = SYNC_INTERVAL_S,
+        call_timeout_s: float = CALL_TIMEOUT_S,
     ) -> None:
         self._registry = registry
         self._client = client
         self._records = records  # None: no store (AUTH=off), no adapters added at run time
         self._telemetry = telemetry
         self._interval_s = sync_interval_s
+        self._call_timeout_s = call_timeout_s
         self._task: asyncio.Task[None] | None = None
         #: The loads under way, by engine and adapter: every request for it awaits the one.
         self._loads: dict[tuple[Engine, str], asyncio.Task[None]] = {}
@@ -280,8 +286,14 @@ class AdapterKeeper:
         self._registry.adapter_unloaded(engine, name)
 
     async def _post(self, engine: Engine, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
-        upstream = await self._client.post(engine.url + path, orjson.dumps(body), _JSON)
-        return upstream.status, await upstream.read()
+        try:
+            async with asyncio.timeout(self._call_timeout_s):
+                upstream = await self._client.post(engine.url + path, orjson.dumps(body), _JSON)
+                return upstream.status, await upstream.read()
+        except TimeoutError:
+            raise EngineTimeoutError(
+                f"{engine.name} did not answer {path} in {self._call_timeout_s:.0f} s"
+            ) from None
 
     def _held_elsewhere(self, engine: Engine) -> set[str]:
         """The adapters some other engine holds too."""

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from mistral_serve.errors import InvalidRequestError, NotFoundError
+from mistral_serve.errors import EngineError, InvalidRequestError, NotFoundError
 from mistral_serve.gateway.adapters import AdapterKeeper
 from mistral_serve.gateway.pipeline import Endpoint, Gateway
 from mistral_serve.routing import LeastOutstanding
@@ -239,3 +239,22 @@ async def test_an_adapter_held_nowhere_is_tokenized_by_its_base_without_a_load(
     assert answer.status == 200 and lora.loads == []
     [(path, sent, _)] = fake_engine.requests
     assert path == "/tokenize" and orjson.loads(sent)["model"] == "fake-model"
+
+
+async def test_an_engine_that_does_not_answer_a_load_is_an_engine_failure_in_bounded_time(
+    fake_engine, client, records
+):
+    """A stopped engine would hold every request for the adapter: the load gives up, and the
+    request may move to another engine (an EngineError), not hang."""
+    _, registry, _, _ = await lora_gateway(client, records, fake_engine, slots=1)
+
+    async def hang(request: web.Request) -> web.Response:
+        await asyncio.sleep(30)
+        return web.Response(text="late")
+
+    fake_engine.handlers["/v1/load_lora_adapter"] = hang
+    registry.adapter_known("a", "fake-model", "/adapters/a")
+    keeper = AdapterKeeper(registry, client, records, call_timeout_s=0.2)
+    with pytest.raises(EngineError, match="loading `a`"):
+        await keeper.load(registry.engines[0], "a", "request")
+    assert not registry.engines[0].holds("a")
