@@ -39,7 +39,7 @@ from mistral_serve.errors import (
     NotFoundError,
 )
 from mistral_serve.gateway.answers import engine_message
-from mistral_serve.routing.adapters import can_load, has_free_slot, victims
+from mistral_serve.routing.adapters import has_free_slot, route_adapter, victims
 from mistral_serve.store import AdapterExistsError, AdapterRecord, AdapterRecords
 from mistral_serve.telemetry.engines import EngineTelemetry
 
@@ -206,11 +206,10 @@ class AdapterKeeper:
         self._kept.add(name)
         engines = registry.candidates(base)
         with_room = [engine for engine in engines if has_free_slot(engine)]
-        if not with_room:  # every engine full: the least loaded makes room, as for a request
+        if not with_room:  # every engine full: the one a request would load it on makes room
             now = time.monotonic()
-            loaders = [engine for engine in engines if can_load(engine)]
-            load = [min(loaders, key=lambda e: e.load(now, registry.stats_max_age_s))]
-            with_room = load if loaders else []
+            route = route_adapter(engines, name, lambda e: e.load(now, registry.stats_max_age_s))
+            with_room = list(route.engines) if route is not None else []
         failures = []
         for engine in with_room:
             try:

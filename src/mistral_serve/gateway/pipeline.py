@@ -539,7 +539,8 @@ class Gateway:
         admission line, no ledger row; the key and its model allow-list hold as for
         generation."""
         schema = TokenizeRequest if path == "/tokenize" else DetokenizeRequest
-        request = _validated(schema, decode_body(body))
+        document = decode_body(body)
+        request = _validated(schema, document)
         caller = await self.authenticate(authorization)
         Authenticator.check_model(caller, request.model)
         registry = self._registry
@@ -552,7 +553,7 @@ class Gateway:
             if holders:
                 candidates = holders
             else:  # no engine lists it now: ask for the base, rather than load it for this
-                body = orjson.dumps({**decode_body(body), "model": adapter.base})
+                body = orjson.dumps({**document, "model": adapter.base})
         with registry.choosing():
             now = time.monotonic()
             engine = min(candidates, key=lambda each: each.load(now, registry.stats_max_age_s))
