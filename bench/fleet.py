@@ -28,7 +28,9 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 import httpx
@@ -38,7 +40,26 @@ from mistral_serve.config import Settings
 from mistral_serve.launch.engines import engine_specs
 from mistral_serve.models.profiles import DEMO_ADAPTER, locate_adapter, resolve_model
 
+T = TypeVar("T")
 WORDS = "harbour ship weather lantern keeper tide rope anchor gull storm".split()
+
+
+async def at_once(
+    items: Iterable[T],
+    concurrency: int,
+    send: Callable[[aiohttp.ClientSession, T], Awaitable[None]],
+) -> float:
+    """``send`` each of ``items``, ``concurrency`` at a time over one session; the wall time."""
+    pending = iter(items)
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        for item in pending:
+            await send(session, item)
+
+    started = time.perf_counter()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return time.perf_counter() - started
 
 
 async def load(
@@ -46,26 +67,21 @@ async def load(
 ) -> tuple[float, int]:
     """``requests`` embedding requests of ``batch`` texts; wall time and failures."""
     failed = 0
-    pending = iter(range(requests))
 
-    async def worker(session: aiohttp.ClientSession) -> None:
+    async def send(session: aiohttp.ClientSession, index: int) -> None:
         nonlocal failed
-        for index in pending:
-            texts = [
-                f"{salt} {index} {n} "
-                + " ".join(WORDS[(index + n + k) % len(WORDS)] for k in range(24))
-                for n in range(batch)
-            ]
-            body = {"model": "demo-embed", "input": texts}
-            async with session.post(url + "/v1/embeddings", json=body) as response:
-                answer = await response.json()
-                if response.status != 200 or len(answer["data"]) != batch:
-                    failed += 1
+        texts = [
+            f"{salt} {index} {n} "
+            + " ".join(WORDS[(index + n + k) % len(WORDS)] for k in range(24))
+            for n in range(batch)
+        ]
+        body = {"model": "demo-embed", "input": texts}
+        async with session.post(url + "/v1/embeddings", json=body) as response:
+            answer = await response.json()
+            if response.status != 200 or len(answer["data"]) != batch:
+                failed += 1
 
-    started = time.perf_counter()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-    return time.perf_counter() - started, failed
+    return await at_once(range(requests), concurrency, send), failed
 
 
 def embeddings(args: argparse.Namespace, work: Path) -> None:
@@ -119,30 +135,28 @@ async def stream_ttfts(
     first token, and how many failed."""
     ttfts: list[float] = []
     failed = 0
-    pending = iter(enumerate(models))
 
-    async def worker(session: aiohttp.ClientSession) -> None:
+    async def send(session: aiohttp.ClientSession, item: tuple[int, str]) -> None:
         nonlocal failed
-        for index, model in pending:
-            body = {
-                "model": model,
-                "prompt": f"{salt} {index}: the harbour at dawn, " + " ".join(WORDS),
-                "max_tokens": 16,
-                "stream": True,
-            }
-            started = time.perf_counter()
-            first = None
-            async with session.post(url + "/v1/completions", json=body) as response:
-                async for line in response.content:
-                    if first is None and line.startswith(b"data: {"):
-                        first = time.perf_counter() - started
-                if response.status != 200 or first is None:
-                    failed += 1
-                else:
-                    ttfts.append(first)
+        index, model = item
+        body = {
+            "model": model,
+            "prompt": f"{salt} {index}: the harbour at dawn, " + " ".join(WORDS),
+            "max_tokens": 16,
+            "stream": True,
+        }
+        started = time.perf_counter()
+        first = None
+        async with session.post(url + "/v1/completions", json=body) as response:
+            async for line in response.content:
+                if first is None and line.startswith(b"data: {"):
+                    first = time.perf_counter() - started
+            if response.status != 200 or first is None:
+                failed += 1
+            else:
+                ttfts.append(first)
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    await at_once(enumerate(models), concurrency, send)
     return ttfts, failed
 
 
