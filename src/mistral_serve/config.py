@@ -158,6 +158,13 @@ class Settings(BaseSettings):
     ledger_flush_interval_s: float = Field(default=1.0, gt=0)
     ledger_batch_rows: int = Field(default=500, ge=1)
 
+    # -- the Responses API and conversations ---------------------------------------------------
+    # Responses (and conversations) kept in the store (DATABASE_URL, else SQLite) so that any
+    # gateway continues a chain; "off" makes `store: true` a 400 naming this setting.
+    responses_store: Literal["on", "off"] = "on"
+    # Stored responses and conversations are deleted this many days after they were made.
+    responses_ttl_days: float = Field(default=30.0, gt=0)
+
     # -- gateway -----------------------------------------------------------------------------
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=1, le=65535)

@@ -18,6 +18,7 @@ engines every 5 s, so the whole suite runs with canaries going.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import openai
 import psutil
 import pytest
@@ -34,7 +36,8 @@ from mistral_serve.engines.guard import guarded
 from mistral_serve.engines.supervisor import free_port
 from mistral_serve.launch.engines import engine_specs
 from mistral_serve.models.profiles import resolve_model
-from tests.support import start_process, stop_process, vllm_process, wait_until_ok
+from mistral_serve.store import Store, UsageRow
+from tests.support import ledger_rows, start_process, stop_process, vllm_process, wait_until_ok
 
 from .otlp_receiver import OtlpReceiver, running_receiver
 
@@ -46,6 +49,8 @@ GATEWAY_START_TIMEOUT_S = 180
 #: The stack gateway's engine-state settings (see the module docstring).
 STALL_TIMEOUT_S = 8
 CANARY_INTERVAL_S = 5
+#: How soon a fleet's gateways see a key change (KEY_CACHE_TTL_S).
+FLEET_KEY_CACHE_TTL_S = 1
 
 
 @dataclass
@@ -189,3 +194,64 @@ def stack(
     finally:
         for process in reversed(processes):
             stop_process(process)
+
+
+@dataclass
+class Fleet:
+    """Gateways over the session's engines sharing one store (and Redis, when given)."""
+
+    urls: list[str]
+    env: dict[str, str]
+    processes: list[subprocess.Popen]
+
+    def cli(self, *args: str) -> str:
+        return mistral_serve(self.env, *args)
+
+    def create_key(self, *args: str) -> tuple[str, str]:
+        key_id, key = created_key(self.cli("keys", "create", "--name", "test", *args))
+        for url in self.urls:  # every gateway takes it at once (a key it does not know yet
+            # is looked up), and from then on refuses a wrong one (AUTH=auto: keys exist)
+            assert models_status(url, key) == 200
+            assert models_status(url, "msk_wrong") == 401
+        return key_id, key
+
+    def rows(self) -> list[UsageRow]:
+        async def read() -> list[UsageRow]:
+            store = await Store.open(self.database_url)
+            try:
+                return await ledger_rows(store)
+            finally:
+                await store.close()
+
+        return asyncio.run(read())
+
+    @property
+    def database_url(self) -> str:
+        return self.env["DATABASE_URL"]
+
+
+def models_status(url: str, key: str) -> int:
+    """GET /v1/models with ``key``: its status (200, or 401 for a key refused)."""
+    headers = {"authorization": f"Bearer {key}"}
+    return httpx.get(url + "/v1/models", headers=headers, timeout=30).status_code
+
+
+def start_fleet(stack: Stack, otlp, log_dir: Path, count: int, **env: str) -> Fleet:
+    """``count`` gateways over the session's engines, with ``env`` (a shared DATABASE_URL…)."""
+    env = {"KEY_CACHE_TTL_S": str(FLEET_KEY_CACHE_TTL_S), "LEDGER_FLUSH_INTERVAL_S": "0.2"} | env
+    processes, urls = [], []
+    try:
+        for n in range(count):
+            url, process = start_gateway(
+                ",".join(stack.engine_urls.values()),
+                otlp.endpoint,
+                log_dir / f"gateway-{n}.log",
+                **env,
+            )
+            processes.append(process)
+            urls.append(url)
+    except BaseException:
+        for process in processes:
+            stop_process(process)
+        raise
+    return Fleet(urls, env, processes)

@@ -13,91 +13,28 @@ import asyncio
 import json
 import math
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
-from mistral_serve.store import Store, UsageRow
 from tests.services import REDIS, postgres_database_sync
-from tests.support import ledger_rows, seconds_until, stop_process
+from tests.support import seconds_until, stop_process
 
-from .conftest import Stack, created_key, mistral_serve, start_gateway
+from .conftest import FLEET_KEY_CACHE_TTL_S, Fleet, Stack, models_status, start_fleet
 
 pytestmark = pytest.mark.integration
 
-TTL_S = 1
+TTL_S = FLEET_KEY_CACHE_TTL_S
 MESSAGES = [{"role": "user", "content": "Count to three."}]
-
-
-@dataclass
-class Fleet:
-    """Gateways over the session's engines sharing one store (and Redis, when given)."""
-
-    urls: list[str]
-    env: dict[str, str]
-    processes: list[subprocess.Popen]
-
-    def cli(self, *args: str) -> str:
-        return mistral_serve(self.env, *args)
-
-    def create_key(self, *args: str) -> tuple[str, str]:
-        key_id, key = created_key(self.cli("keys", "create", "--name", "test", *args))
-        for url in self.urls:  # every gateway takes it at once (a key it does not know yet
-            # is looked up), and from then on refuses a wrong one (AUTH=auto: keys exist)
-            assert _models(url, key) == 200
-            assert _models(url, "msk_wrong") == 401
-        return key_id, key
-
-    def rows(self) -> list[UsageRow]:
-        async def read() -> list[UsageRow]:
-            store = await Store.open(self.database_url)
-            try:
-                return await ledger_rows(store)
-            finally:
-                await store.close()
-
-        return asyncio.run(read())
-
-    @property
-    def database_url(self) -> str:
-        return self.env["DATABASE_URL"]
-
-
-def _models(url: str, key: str) -> int:
-    headers = {"authorization": f"Bearer {key}"}
-    return httpx.get(url + "/v1/models", headers=headers, timeout=30).status_code
 
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     with postgres_database_sync() as url:
         yield url
-
-
-def start_fleet(stack: Stack, otlp, log_dir: Path, count: int, **env: str) -> Fleet:
-    env = {"KEY_CACHE_TTL_S": str(TTL_S), "LEDGER_FLUSH_INTERVAL_S": "0.2"} | env
-    processes, urls = [], []
-    try:
-        for n in range(count):
-            url, process = start_gateway(
-                ",".join(stack.engine_urls.values()),
-                otlp.endpoint,
-                log_dir / f"gateway-{n}.log",
-                **env,
-            )
-            processes.append(process)
-            urls.append(url)
-    except BaseException:
-        for process in processes:
-            stop_process(process)
-        raise
-    return Fleet(urls, env, processes)
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +139,7 @@ def test_a_restarted_gateway_remembers_what_a_key_spent_today(stack, otlp, tmp_p
     (tmp_path / "again").mkdir()
     again = start_fleet(stack, otlp, tmp_path / "again", 1, **env)
     try:
-        seconds_until(lambda: _models(again.urls[0], key) == 200, 15, "the key known again")
+        seconds_until(lambda: models_status(again.urls[0], key) == 200, 15, "the key known again")
         # It reserves about 360 of 400: granted by a fresh budget, refused by what is left.
         (answer,) = asyncio.run(_burst(again.urls, key, 1, 350))
     finally:
@@ -218,7 +155,7 @@ def test_a_revoked_key_is_refused_by_every_gateway(shared: Fleet) -> None:
     shared.cli("keys", "revoke", key_id)
     for url in shared.urls:
         refused_after = seconds_until(
-            lambda url=url: _models(url, key) == 401, 15, "the revoked key refused"
+            lambda url=url: models_status(url, key) == 401, 15, "the revoked key refused"
         )
         assert refused_after <= 2 * TTL_S + 1
 
@@ -303,7 +240,7 @@ def test_the_ledger_equals_the_usage_reported(ledger_env, stack, otlp, tmp_path)
             usage["completion_tokens"],
         ), rid
         assert row.status == 200 and not row.usage_estimated and row.model == "demo"
-        assert row.streamed == rid.startswith("stream") and row.endpoint == "chat"
+        assert row.streamed == rid.startswith("stream") and row.endpoint == "/v1/chat/completions"
         if row.streamed:  # the time to first token is a stream's
             assert row.ttft_ms is not None and row.duration_ms >= row.ttft_ms
     for rid in abandoned:  # cut short: the engine's work as estimated, or its usage if it won

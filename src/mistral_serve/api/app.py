@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -27,6 +28,8 @@ from mistral_serve.api.middleware import (
 )
 from mistral_serve.api.openapi import install_openapi
 from mistral_serve.api.responses import GatewayApp
+from mistral_serve.api.responses_api import RESPONSES_APPS
+from mistral_serve.api.responses_api import router as responses_router
 from mistral_serve.api.routes import GENERATION_APPS, router
 from mistral_serve.api.workers import WorkerRole
 from mistral_serve.config import Settings
@@ -40,6 +43,7 @@ from mistral_serve.gateway.adapters import AdapterKeeper
 from mistral_serve.gateway.fim import FimEncoder
 from mistral_serve.gateway.pipeline import Endpoint, Gateway
 from mistral_serve.models.catalog import kind_of
+from mistral_serve.responses.service import Responses, ResponsesOptions
 from mistral_serve.routing import Balance, RoutingOptions, RoutingPolicy, make_policy
 from mistral_serve.store import (
     AdapterRecords,
@@ -50,6 +54,7 @@ from mistral_serve.store import (
     utc_now,
 )
 from mistral_serve.store.database import configured_url
+from mistral_serve.store.responses import ResponseRecords
 from mistral_serve.telemetry.engines import EngineTelemetry
 from mistral_serve.telemetry.genai import GenAIObserver
 from mistral_serve.telemetry.setup import Telemetry, disabled_telemetry
@@ -73,6 +78,8 @@ class Services:
     registry: EngineRegistry
     monitor: EngineMonitor
     gateway: Gateway
+    #: The Responses API (its stored responses in the store, unless RESPONSES_STORE=off).
+    responses: Responses
     #: The key store and ADMIN_API_KEY, for the admin API (None: it is off).
     keys: KeyRecords | None = None
     admin_key: str | None = None
@@ -112,17 +119,33 @@ def limiter_for(settings: Settings) -> Limiter:
 
 
 @asynccontextmanager
-async def tenancy(settings: Settings, clock: WallClock = utc_now) -> AsyncIterator[Tenancy]:
+async def opened_store(settings: Settings) -> AsyncIterator[Store | None]:
+    """The store (its migrations applied) when anything keeps records in it: keys, limits and
+    the ledger (unless AUTH=off), stored responses (unless RESPONSES_STORE=off)."""
+    if settings.auth == "off" and settings.responses_store == "off":
+        yield None
+        return
+    store = await Store.open(configured_url(settings))
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
+async def tenancy(
+    settings: Settings, store: Store | None, clock: WallClock = utc_now
+) -> AsyncIterator[Tenancy]:
     """The authenticator AUTH asks for, per-key limits and the usage ledger. Unless auth is
-    off, the store is opened (its migrations applied), every key read, changes followed every
-    KEY_CACHE_TTL_S, and the ledger started (replaying any spool). On the way out, pending
-    settlements finish and the ledger writes every row it holds. ``clock`` stamps keys and
-    ledger rows and judges expiries."""
+    off, every key is read from the store, changes followed every KEY_CACHE_TTL_S, and the
+    ledger started (replaying any spool). On the way out, pending settlements finish and the
+    ledger writes every row it holds. ``clock`` stamps keys and ledger rows and judges
+    expiries."""
     static_key = settings.api_key.get_secret_value() if settings.api_key else None
     if settings.auth == "off":
         yield Tenancy(Authenticator("off", None, None), Accounting())
         return
-    store = await Store.open(configured_url(settings))
+    assert store is not None  # opened_store: auth is on
     records = KeyRecords(store, clock)
     cache = KeyCache(records, settings.key_cache_ttl_s)
     usage = UsageRecords(store)
@@ -150,7 +173,23 @@ async def tenancy(settings: Settings, clock: WallClock = utc_now) -> AsyncIterat
         await _stopped(following)
         await limits.close()
         await ledger.close()
-        await store.close()
+
+
+#: How often expired responses are deleted (the first sweep runs at start).
+SWEEP_INTERVAL_S = 600.0
+
+
+async def _sweep(responses: Responses) -> None:
+    """Delete expired responses now and every SWEEP_INTERVAL_S (every gateway sweeps; the
+    deletes are idempotent). A failed sweep is logged and tried again next time."""
+    while True:
+        try:
+            gone = await responses.expire()
+            if gone:
+                log.info("deleted %d expired responses", gone)
+        except Exception as exc:  # the store is away: the next sweep catches up
+            log.warning("could not delete expired responses: %s", exc)
+        await asyncio.sleep(SWEEP_INTERVAL_S)
 
 
 async def _stopped(task: asyncio.Task[None] | None) -> None:
@@ -222,14 +261,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with tenancy(settings, clock) as tenants:
+        async with opened_store(settings) as store, tenancy(settings, store, clock) as tenants:
             warn_if_open(settings, tenants.authenticator)
             observe_tenancy(observer, tenants)
-            async with _serving(app, tenants):
+            async with _serving(app, tenants, store):
                 yield
 
     @asynccontextmanager
-    async def _serving(app: FastAPI, tenants: Tenancy) -> AsyncIterator[None]:
+    async def _serving(app: FastAPI, tenants: Tenancy, store: Store | None) -> AsyncIterator[None]:
         client = EngineClient()
         await client.start()
         registry = EngineRegistry(
@@ -279,12 +318,22 @@ def create_app(
         observer.watch_queue_depths(gateway.admission.depths)
         admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
         await adapters.start()
+        responses = Responses(
+            gateway,
+            ResponseRecords(store, clock) if store is not None else None,
+            ResponsesOptions(
+                settings.responses_store == "on", timedelta(days=settings.responses_ttl_days)
+            ),
+            clock=clock,
+        )
+        sweeping = asyncio.create_task(_sweep(responses), name="responses-expiry")
         app.state.services = Services(
-            client, registry, monitor, gateway, tenants.keys, admin_key, clock, adapters
+            client, registry, monitor, gateway, responses, tenants.keys, admin_key, clock, adapters
         )
         try:
             yield
         finally:
+            await _stopped(sweeping)
             await adapters.stop()
             await _stopped(following)
             await monitor.stop()
@@ -301,6 +350,7 @@ def create_app(
     )
     install_openapi(app)
     app.include_router(router)
+    app.include_router(responses_router)
     app.include_router(admin_router)
     install_error_handlers(app)
 
@@ -320,7 +370,8 @@ def create_app(
     layers.append((RequestIdMiddleware, {}))
     for layer, options in layers:
         app.add_middleware(layer, **options)
-    app.serve_directly({path: _wrapped(route, layers) for path, route in GENERATION_APPS.items()})
+    direct = {**GENERATION_APPS, **RESPONSES_APPS}
+    app.serve_directly({path: _wrapped(route, layers) for path, route in direct.items()})
     return app
 
 

@@ -9,6 +9,9 @@ streamed chats: 16 % of the gateway's CPU). FastAPI keeps them too, for /openapi
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -129,6 +132,12 @@ async def _generate(request: Request, endpoint: Endpoint) -> Response:
         session=request.headers.get("x-session-id"),
         authorization=request.headers.get("authorization"),
     )
+    return await answered(request, work)
+
+
+async def answered(request: Request, work: Awaitable[GatewayResponse]) -> Response:
+    """``work``'s answer (its body read already), or nothing if the client leaves first:
+    then ``work`` is cancelled, wherever it is."""
     watch = ClientWatch(request.receive)  # the body is read: the next message is a disconnect
     try:
         result = await unless_client_leaves(work, watch)
@@ -140,12 +149,12 @@ async def _generate(request: Request, endpoint: Endpoint) -> Response:
     return _to_http(result, watch)
 
 
-def _generation_app(endpoint: Endpoint) -> ASGIApp:
-    """``endpoint``'s route as a plain ASGI app, its errors mapped as the app's handlers do."""
+def direct_app(route: Callable[[Request], Awaitable[Response]]) -> ASGIApp:
+    """A POST route as a plain ASGI app, its errors mapped as the app's handlers do."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            response = await _generate(Request(scope, receive), endpoint)
+            response = await route(Request(scope, receive))
         except MistralServeError as error:
             response = error_response(error)
         await response(scope, receive, send)
@@ -153,7 +162,10 @@ def _generation_app(endpoint: Endpoint) -> ASGIApp:
     return app
 
 
-#: The generation routes by path, for POST (see the module's note).
+#: The generation routes by path, for POST (see the module's note); the Responses API's
+#: (``/v1/responses``) is api/responses_api.py's.
 GENERATION_APPS: dict[str, ASGIApp] = {
-    endpoint.route: _generation_app(endpoint) for endpoint in Endpoint
+    endpoint.route: direct_app(partial(_generate, endpoint=endpoint))
+    for endpoint in Endpoint
+    if endpoint is not Endpoint.RESPONSES
 }

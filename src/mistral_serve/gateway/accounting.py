@@ -114,7 +114,7 @@ def ledger_row(
         request_id=generation.request_id[:128],
         key_id=caller.key_id or "",
         model=request.model[:200],
-        endpoint=generation.operation,
+        endpoint=generation.route,
         engine=generation.engine_name,
         streamed=request.is_stream,
         prompt_tokens=usage.prompt_tokens,

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, TypeVar
@@ -93,6 +94,10 @@ class Endpoint(Enum):
     FIM = ("/v1/fim/completions", "/v1/completions", FIMCompletionRequest, "text_completion")
     #: OpenAI's and Mistral's embeddings (Mistral's output types made here).
     EMBEDDINGS = ("/v1/embeddings", "/v1/embeddings", EmbeddingRequest, "embeddings")
+    #: The Responses API and conversations (:mod:`mistral_serve.responses`), translated there
+    #: into a chat completion: routed, admitted, limited and metered as chat, and entered in
+    #: the ledger under its own path.
+    RESPONSES = ("/v1/responses", "/v1/chat/completions", ChatCompletionRequest, "chat")
 
     def __init__(
         self, route: str, path: str, schema: type[GenerationRequest], operation: str
@@ -105,6 +110,8 @@ class Endpoint(Enum):
         self.kind = "embed" if operation == "embeddings" else "generate"
         #: The request's field holding what the model reads.
         self.text_field = {"chat": "messages", "embeddings": "input"}.get(operation, "prompt")
+        if route == "/v1/responses":  # a response's client sent items, not messages
+            self.text_field = "input"
 
     @property
     def engine_schema(self) -> type[GenerationRequest]:
@@ -125,10 +132,10 @@ def decode_body(body: bytes) -> dict[str, Any]:
 
 def validate_request(endpoint: Endpoint, document: dict[str, Any]) -> GenerationRequest:
     """Type-check a decoded body; any problem is a 400 naming the field."""
-    return _validated(endpoint.schema, document)
+    return validated(endpoint.schema, document)
 
 
-def _validated(schema: type[Validated], document: dict[str, Any]) -> Validated:
+def validated(schema: type[Validated], document: dict[str, Any]) -> Validated:
     try:
         return schema.model_validate(document)
     except ValidationError as exc:
@@ -216,11 +223,48 @@ class Gateway:
     ) -> GatewayResponse:
         """Answer one request. ``session``: the client's x-session-id header, if any;
         ``authorization``: its Authorization header."""
-        generation = self._observer.start(endpoint.operation, request_id)
-        try:
+        generation = self._observer.start(endpoint.operation, request_id, endpoint.route)
+
+        async def work() -> GatewayResponse:
             caller = await self.authenticate(authorization)
             generation.caller(caller.key_id)
-            return await self._generate(endpoint, body, request_id, generation, session, caller)
+            document = decode_body(body)
+            return await self._generate(
+                endpoint, document, body, request_id, generation, session, caller
+            )
+
+        return await self._observed(generation, work())
+
+    async def generate_chat(
+        self,
+        caller: Caller,
+        document: dict[str, Any],
+        request_id: str,
+        *,
+        session: str | None,
+        answer_id: str,
+        conversation_id: str | None = None,
+        endpoint: Endpoint = Endpoint.RESPONSES,
+    ) -> GatewayResponse:
+        """A chat completion made by the gateway itself for an API built on chat (the
+        Responses API): ``document`` is the chat request, ``caller`` already known. It runs
+        exactly as a client's chat request does (limits, admission, routing by ``session``,
+        ledger, span), under ``endpoint``'s path, the span naming ``answer_id`` and
+        ``conversation_id``."""
+        generation = self._observer.start(endpoint.operation, request_id, endpoint.route)
+        generation.caller(caller.key_id)
+        generation.answered_as(answer_id, conversation_id)
+        body = orjson.dumps(document)
+        work = self._generate(endpoint, document, body, request_id, generation, session, caller)
+        return await self._observed(generation, work)
+
+    @staticmethod
+    async def _observed(
+        generation: Generation, work: Coroutine[Any, Any, GatewayResponse]
+    ) -> GatewayResponse:
+        """``work``'s answer; its failure (or the client leaving) is the generation's end."""
+        try:
+            return await work
         except MistralServeError as error:
             generation.failed(error)
             raise
@@ -234,13 +278,13 @@ class Gateway:
     async def _generate(
         self,
         endpoint: Endpoint,
+        document: dict[str, Any],
         body: bytes,
         request_id: str,
         generation: Generation,
         session: str | None,
         caller: Caller,
     ) -> GatewayResponse:
-        document = decode_body(body)
         request = validate_request(endpoint, document)
         generation.request(request)
         Authenticator.check_model(caller, request.model)
@@ -253,7 +297,7 @@ class Gateway:
                 orjson.dumps(translation.document),
                 translation.answer,
             )
-            request = _validated(endpoint.engine_schema, document)
+            request = validated(endpoint.engine_schema, document)
             generation.request(request, as_sent=False)  # random_seed is the engine's seed
         strip_usage = request.is_stream and not (
             request.stream_options and request.stream_options.include_usage
@@ -540,7 +584,7 @@ class Gateway:
         generation."""
         schema = TokenizeRequest if path == "/tokenize" else DetokenizeRequest
         document = decode_body(body)
-        request = _validated(schema, document)
+        request = validated(schema, document)
         caller = await self.authenticate(authorization)
         Authenticator.check_model(caller, request.model)
         registry = self._registry
@@ -593,6 +637,13 @@ class Gateway:
             if card["id"] == model_id:
                 return card
         raise ModelNotFoundError(model_id)
+
+    def card(self, model: str) -> dict[str, Any] | None:
+        """The model's card (capabilities, ``max_context_length``) if a ready engine serves it."""
+        for card in self._cards.cards(self._registry.model_cards()):
+            if card["id"] == model:
+                return card
+        return None
 
     def _cards_for(self, caller: Caller) -> list[dict[str, Any]]:
         cards = self._cards.cards(self._registry.model_cards())

@@ -103,3 +103,36 @@ class LoraAdapter(Base):
     base: Mapped[str] = mapped_column(String(200))
     path: Mapped[str] = mapped_column(String(1000))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StoredResponseRow(Base):
+    """A stored response (the Responses API): its own input items, the response object as
+    the client saw it last, and the response before it in its chain. ``key_id`` owns it
+    ("" when no key is required); ``runner`` is the gateway running it in the background."""
+
+    __tablename__ = "responses"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(200))
+    previous_response_id: Mapped[str | None] = mapped_column(String(64))
+    #: The chain's first response: the routing session of every response in it.
+    root_id: Mapped[str] = mapped_column(String(64))
+    conversation_id: Mapped[str | None] = mapped_column(String(64))
+    input_items: Mapped[list[dict]] = mapped_column(JSON)
+    response: Mapped[dict] = mapped_column(JSON)
+    runner: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ResponseEventRow(Base):
+    """One streamed event of a background response, for a client that resumes its stream."""
+
+    __tablename__ = "response_events"
+
+    response_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sequence: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event: Mapped[dict] = mapped_column(JSON)

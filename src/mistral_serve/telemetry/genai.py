@@ -181,8 +181,10 @@ class GenAIObserver:
                 description="Usage ledger rows waiting for the next batch.",
             )
 
-    def start(self, operation: str, request_id: str) -> Generation:
-        return Generation(self, operation, request_id)
+    def start(self, operation: str, request_id: str, route: str | None = None) -> Generation:
+        """One request's ``Generation``; ``route``: the gateway's path it came in on (the
+        ledger's endpoint), when not the operation's own."""
+        return Generation(self, operation, request_id, route)
 
 
 def _single(value: Callable[[], int]) -> list[Callable[[Any], list[Observation]]]:
@@ -202,10 +204,17 @@ def _each(
 class Generation:
     """What one request did, reported by the gateway as it happens; ends exactly once."""
 
-    def __init__(self, observer: GenAIObserver, operation: str, request_id: str) -> None:
+    def __init__(
+        self, observer: GenAIObserver, operation: str, request_id: str, route: str | None = None
+    ) -> None:
         self._observer = observer
         self.timings = Timings()
         self.operation = operation
+        #: The gateway path it came in on (``/v1/responses`` is a ``chat`` operation).
+        self.route = route or operation
+        #: The id the client knows its answer by, when the gateway gives one (a response's
+        #: ``resp_…``): the engine's own completion id does not replace it on the span.
+        self._answer_id: str | None = None
         self.request_id = request_id
         self.span: Span = trace.get_current_span()  # the middleware's SERVER span
         self._recording = self.span.is_recording()
@@ -362,6 +371,15 @@ class Generation:
         self._end_upstream()
 
     # -- the answer ----------------------------------------------------------------------------
+    def answered_as(self, response_id: str, conversation_id: str | None) -> None:
+        """The ids the client knows this answer by (the Responses API's ``resp_…`` and its
+        conversation or chain), on the span in place of the engine's completion id."""
+        self._answer_id = response_id
+        if self._recording:
+            self.span.set_attribute(semconv.RESPONSE_ID, response_id)
+            if conversation_id is not None:
+                self.span.set_attribute(semconv.CONVERSATION_ID, conversation_id)
+
     def first_chunk(self) -> None:
         if self.timings.first_chunk is None:
             self.timings.first_chunk = time.perf_counter()
@@ -370,7 +388,7 @@ class Generation:
         if isinstance(model, str):
             self._metric_attributes[semconv.RESPONSE_MODEL] = model
         if self._recording:
-            if isinstance(response_id, str):
+            if isinstance(response_id, str) and self._answer_id is None:
                 self.span.set_attribute(semconv.RESPONSE_ID, response_id)
             if isinstance(model, str):
                 self.span.set_attribute(semconv.RESPONSE_MODEL, model)

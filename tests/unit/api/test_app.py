@@ -123,12 +123,23 @@ def test_with_api_key_set_generation_and_models_need_it_and_probes_do_not():
         assert client.get("/ready").status_code == 503  # no engine, but not a 401
 
 
-def test_auth_off_ignores_keys_and_opens_no_store(tmp_path, monkeypatch):
+def test_auth_off_ignores_keys_and_opens_no_store_when_responses_are_not_stored(
+    tmp_path, monkeypatch
+):
     monkeypatch.setenv("MISTRAL_SERVE_DATA_DIR", str(tmp_path / "data"))
-    settings = Settings(_env_file=None, auth="off", api_key="s3cret")
+    settings = Settings(_env_file=None, auth="off", api_key="s3cret", responses_store="off")
     with TestClient(create_app(settings)) as client:
         assert client.get("/v1/models").status_code == 200
     assert not (tmp_path / "data").exists()
+
+
+def test_auth_off_still_opens_the_store_for_responses(tmp_path, monkeypatch):
+    """Stored responses need the store whether or not keys are checked."""
+    monkeypatch.setenv("MISTRAL_SERVE_DATA_DIR", str(tmp_path / "data"))
+    settings = Settings(_env_file=None, auth="off")
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/models").status_code == 200
+    assert (tmp_path / "data" / "mistral-serve.db").exists()
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))

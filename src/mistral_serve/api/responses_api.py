@@ -1,0 +1,70 @@
+"""The Responses API's routes (``/v1/responses…``): thin adapters to
+:class:`~mistral_serve.responses.service.Responses`.
+
+``POST /v1/responses`` is answered before Starlette's routing, as the other generation routes
+are (:data:`RESPONSES_APPS`); FastAPI keeps it too, for /openapi.json.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+from mistral_serve.api.responses import json_response
+from mistral_serve.api.routes import answered, direct_app
+from mistral_serve.responses.pages import Page
+from mistral_serve.responses.service import Responses
+
+router = APIRouter()
+
+
+def _responses(request: Request) -> Responses:
+    return request.app.state.services.responses
+
+
+def _authorization(request: Request) -> str | None:
+    return request.headers.get("authorization")
+
+
+@router.post("/v1/responses", response_model=None)
+async def create_response(request: Request) -> Response:
+    """OpenAI's Responses API, answered by a chat completion (docs/responses.md)."""
+    body = await request.body()
+    work = _responses(request).create(
+        body, request.state.request_id, authorization=_authorization(request)
+    )
+    return await answered(request, work)
+
+
+@router.post("/v1/responses/input_tokens")
+async def input_tokens(request: Request) -> Response:
+    """How many tokens a response with this input would read."""
+    body = await request.body()
+    counted = await _responses(request).input_tokens(body, authorization=_authorization(request))
+    return json_response(counted)
+
+
+@router.get("/v1/responses/{response_id}")
+async def retrieve_response(request: Request, response_id: str) -> Response:
+    stored = await _responses(request).retrieve(response_id, authorization=_authorization(request))
+    return json_response(stored)
+
+
+@router.delete("/v1/responses/{response_id}")
+async def delete_response(request: Request, response_id: str) -> Response:
+    deleted = await _responses(request).delete(response_id, authorization=_authorization(request))
+    return json_response(deleted)
+
+
+@router.get("/v1/responses/{response_id}/input_items")
+async def list_input_items(request: Request, response_id: str) -> Response:
+    page = Page.of(request.query_params)
+    listed = await _responses(request).input_items(
+        response_id, page, authorization=_authorization(request)
+    )
+    return json_response(listed)
+
+
+#: ``POST /v1/responses`` by path, for :meth:`GatewayApp.serve_directly`.
+RESPONSES_APPS: dict[str, ASGIApp] = {"/v1/responses": direct_app(create_response)}

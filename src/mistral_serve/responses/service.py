@@ -1,0 +1,331 @@
+"""The Responses API: ``/v1/responses`` and its stored responses.
+
+A response is a chat completion the gateway asks for on the client's behalf: its context
+(every earlier response of its chain, in order, then its new input) becomes chat messages
+(:mod:`~mistral_serve.responses.items`), its fields chat's
+(:mod:`~mistral_serve.responses.translate`), and the chat request runs through the gateway's
+pipeline exactly as a client's would: the caller's limits, admission, routing (the chain's
+first response is the routing session, so a chain stays on the engine holding its prefix),
+the ledger (endpoint ``/v1/responses``) and the span (``gen_ai.response.id`` is the
+response's). The answer comes back as the response object, or as the Responses API's events.
+
+Stored responses (``store``, the default) live in the gateway's store, so any gateway, after
+any restart, continues a chain (``previous_response_id``) on any engine; each key sees only
+its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import orjson
+
+from mistral_serve.errors import InvalidRequestError, NotFoundError
+from mistral_serve.gateway.pipeline import JSON, Gateway, decode_body, validated
+from mistral_serve.gateway.responses import GatewayResponse
+from mistral_serve.protocol import sse as sse_framing
+from mistral_serve.protocol.openai import with_usage_requested
+from mistral_serve.protocol.openai_responses import (
+    InputTokensRequest,
+    ResponseRequest,
+)
+from mistral_serve.responses.events import ResponseEvents
+from mistral_serve.responses.items import Item, chat_messages, input_items, new_id
+from mistral_serve.responses.output import Frame, output_of, usage_of
+from mistral_serve.responses.pages import Page, page_of
+from mistral_serve.responses.stream import ChatEvents, ResponseStream
+from mistral_serve.responses.translate import chat_document
+from mistral_serve.responses.truncation import fitted
+from mistral_serve.store import WallClock, utc_now
+from mistral_serve.store.responses import ResponseRecords, StoredResponse
+from mistral_serve.tenancy.auth import Caller
+
+_STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+@dataclass(frozen=True)
+class ResponsesOptions:
+    """RESPONSES_STORE and RESPONSES_TTL_DAYS."""
+
+    store: bool = True
+    ttl: timedelta = timedelta(days=30)
+
+
+def not_found(response_id: str) -> NotFoundError:
+    return NotFoundError(f"No response with id `{response_id}` was found.", param="response_id")
+
+
+@dataclass
+class _Context:
+    """What a new response reads: the chain before it, and its own new items."""
+
+    earlier: list[Item]
+    new: list[Item]
+    previous_response_id: str | None
+    root_id: str | None
+    conversation_id: str | None
+
+
+class Responses:
+    def __init__(
+        self,
+        gateway: Gateway,
+        records: ResponseRecords | None,
+        options: ResponsesOptions = ResponsesOptions(),
+        *,
+        clock: WallClock = utc_now,
+    ) -> None:
+        self._gateway = gateway
+        self._records = records if options.store else None
+        self._options = options
+        self._clock = clock
+
+    # -- create --------------------------------------------------------------------------------
+    async def create(
+        self, body: bytes, request_id: str, *, authorization: str | None
+    ) -> GatewayResponse:
+        request: ResponseRequest = validated(ResponseRequest, decode_body(body))
+        caller = await self._gateway.authenticate(authorization)
+        self._check_storage(request)
+        context = await self._context(request, caller)
+        frame = Frame(
+            new_id("resp"),
+            self._now(),
+            request,
+            context.previous_response_id,
+            context.conversation_id,
+        )
+        messages = chat_messages([*context.earlier, *context.new], request.instructions)
+        card = self._gateway.card(request.model) or {}
+        reasons = bool((card.get("capabilities") or {}).get("reasoning"))
+        document = chat_document(request, messages, reasons=reasons)
+        context_length = card.get("max_context_length")
+        if request.truncation == "auto" and isinstance(context_length, int):
+
+            async def count(candidate: dict[str, Any]) -> int:
+                return await count_tokens(self._gateway, candidate, authorization=authorization)
+
+            document["messages"] = await fitted(
+                document, context_length, count, keep_first=bool(request.instructions)
+            )
+        if request.stream:
+            document = with_usage_requested({**document, "stream": True})
+        root_id = context.root_id or frame.id
+        answer = await self._gateway.generate_chat(
+            caller,
+            document,
+            request_id,
+            session=request.prompt_cache_key or root_id,
+            answer_id=frame.id,
+            conversation_id=context.conversation_id or root_id,
+        )
+        if answer.status != 200:
+            return answer  # the engine's own 4xx (or a limit's), as chat's would be
+        stored = _Storing(self, caller, frame, context.new, root_id) if request.stores else None
+        if answer.stream is not None:
+            return self._streamed(answer, frame, stored)
+        return await self._answered(answer, frame, stored)
+
+    def _check_storage(self, request: ResponseRequest) -> None:
+        if self._records is not None:
+            return
+        if request.stores:
+            raise InvalidRequestError(
+                "store: responses are not stored on this server (RESPONSES_STORE=off): send "
+                "`store: false`.",
+                param="store",
+            )
+        if request.previous_response_id is not None:
+            raise InvalidRequestError(
+                "previous_response_id: responses are not stored on this server "
+                "(RESPONSES_STORE=off): send the whole conversation as `input`.",
+                param="previous_response_id",
+            )
+
+    async def _context(self, request: ResponseRequest, caller: Caller) -> _Context:
+        new = input_items(request.input)
+        if request.conversation is not None:
+            raise InvalidRequestError(
+                "conversation: not served yet; continue with `previous_response_id`.",
+                param="conversation",
+            )
+        earlier: list[Item] = []
+        root_id = None
+        previous = request.previous_response_id
+        if previous is not None:
+            assert self._records is not None  # _check_storage
+            chain = await self._records.chain(previous, _owner(caller))
+            if chain is None:
+                raise NotFoundError(
+                    f"No response with id `{previous}` was found.", param="previous_response_id"
+                )
+            for stored in chain:
+                earlier += stored.input_items
+                earlier += stored.response.get("output") or []
+            root_id = chain[0].root_id
+        if not new and not earlier:
+            raise InvalidRequestError("input: a response needs some input.", param="input")
+        return _Context(earlier, new, previous, root_id, None)
+
+    async def _answered(
+        self, answer: GatewayResponse, frame: Frame, stored: _Storing | None
+    ) -> GatewayResponse:
+        completion = orjson.loads(answer.body)
+        output, incomplete = output_of(completion)
+        response = frame.response(
+            "incomplete" if incomplete else "completed",
+            output,
+            usage_of(completion.get("usage")),
+            incomplete_reason=incomplete,
+            completed_at=self._now(),
+        )
+        if stored is not None:
+            await stored.write(response)
+        return GatewayResponse(
+            200, JSON, answer.headers, body=orjson.dumps(response), raw_headers=answer.raw_headers
+        )
+
+    def _streamed(
+        self, answer: GatewayResponse, frame: Frame, stored: _Storing | None
+    ) -> GatewayResponse:
+        assert answer.stream is not None
+        events = ResponseEvents(frame)
+        opening = [events.created(), *events.in_progress()]
+
+        async def ended(finished: ResponseEvents) -> None:
+            if stored is not None:
+                await stored.write(finished.final())
+
+        chat = ChatEvents(answer.stream, events, ended=ended, clock=self._now)
+        headers = {**answer.headers, **_STREAM_HEADERS}
+        return GatewayResponse(
+            200,
+            sse_framing.MEDIA_TYPE,
+            headers,
+            stream=ResponseStream(opening, chat),
+            raw_headers=answer.raw_headers,
+        )
+
+    def _now(self) -> int:
+        return int(self._clock().timestamp())
+
+    # -- stored responses ----------------------------------------------------------------------
+    async def retrieve(self, response_id: str, *, authorization: str | None) -> dict[str, Any]:
+        stored = await self._stored(response_id, authorization)
+        return stored.response
+
+    async def delete(self, response_id: str, *, authorization: str | None) -> dict[str, Any]:
+        caller = await self._gateway.authenticate(authorization)
+        if self._records is None or not await self._records.delete(response_id, _owner(caller)):
+            raise not_found(response_id)
+        return {"id": response_id, "object": "response", "deleted": True}
+
+    async def input_items(
+        self, response_id: str, page: Page, *, authorization: str | None
+    ) -> dict[str, Any]:
+        """The response's own input items, a page at a time (OpenAI's cursor pagination)."""
+        stored = await self._stored(response_id, authorization)
+        return page_of(stored.input_items, page)
+
+    async def _stored(self, response_id: str, authorization: str | None) -> StoredResponse:
+        caller = await self._gateway.authenticate(authorization)
+        stored = None
+        if self._records is not None:
+            stored = await self._records.get(response_id, _owner(caller))
+        if stored is None:
+            raise not_found(response_id)
+        return stored
+
+    async def input_tokens(self, body: bytes, *, authorization: str | None) -> dict[str, Any]:
+        """How many tokens a response with this input would read (the engine's tokenizer,
+        the model's chat format, the tools)."""
+        request: InputTokensRequest = validated(InputTokensRequest, decode_body(body))
+        caller = await self._gateway.authenticate(authorization)
+        earlier: list[Item] = []
+        if request.previous_response_id is not None:
+            if self._records is None:
+                raise not_found(request.previous_response_id)
+            chain = await self._records.chain(request.previous_response_id, _owner(caller))
+            if chain is None:
+                raise NotFoundError(
+                    f"No response with id `{request.previous_response_id}` was found.",
+                    param="previous_response_id",
+                )
+            for stored in chain:
+                earlier += stored.input_items + (stored.response.get("output") or [])
+        messages = chat_messages([*earlier, *input_items(request.input)], request.instructions)
+        if not messages:
+            raise InvalidRequestError("input: nothing to count.", param="input")
+        card = self._gateway.card(request.model) or {}
+        reasons = bool((card.get("capabilities") or {}).get("reasoning"))
+        document = chat_document(request, messages, reasons=reasons)
+        count = await count_tokens(self._gateway, document, authorization=authorization)
+        return {"object": "response.input_tokens", "input_tokens": count}
+
+    # -- expiry --------------------------------------------------------------------------------
+    async def expire(self) -> int:
+        """Delete every expired response; how many went."""
+        if self._records is None:
+            return 0
+        total = 0
+        while True:
+            gone = await self._records.expire()
+            total += gone
+            if gone == 0:
+                return total
+
+
+async def count_tokens(
+    gateway: Gateway, document: dict[str, Any], *, authorization: str | None
+) -> int:
+    """The prompt tokens of a chat request (vLLM's ``/tokenize`` of its messages and tools)."""
+    body: dict[str, Any] = {"model": document["model"], "messages": document["messages"]}
+    if document.get("tools"):
+        body["tools"] = document["tools"]
+    answer = await gateway.tokens(
+        "/tokenize", orjson.dumps(body), new_id("tok"), authorization=authorization
+    )
+    counted = orjson.loads(answer.body)
+    if answer.status != 200 or not isinstance(counted.get("count"), int):
+        error = counted.get("error") if isinstance(counted, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
+        raise InvalidRequestError(f"input: {message or 'could not be counted'}", param="input")
+    return counted["count"]
+
+
+def _owner(caller: Caller) -> str:
+    """Whose responses a caller sees: its key's ("" when no key is required)."""
+    return caller.key_id or ""
+
+
+class _Storing:
+    """Writes one response (its input items and the response object) when it ends."""
+
+    def __init__(
+        self, responses: Responses, caller: Caller, frame: Frame, new: list[Item], root_id: str
+    ) -> None:
+        self._responses = responses
+        self._caller = caller
+        self._frame = frame
+        self._new = new
+        self._root_id = root_id
+
+    async def write(self, response: dict[str, Any]) -> None:
+        responses, frame = self._responses, self._frame
+        assert responses._records is not None
+        await responses._records.put(
+            StoredResponse(
+                id=frame.id,
+                key_id=_owner(self._caller),
+                status=response["status"],
+                model=frame.request.model,
+                previous_response_id=frame.previous_response_id,
+                root_id=self._root_id,
+                conversation_id=frame.conversation_id,
+                input_items=self._new,
+                response=response,
+                expires_at=responses._clock() + responses._options.ttl,
+            )
+        )

@@ -1,0 +1,256 @@
+"""The Responses API against real engines, through the official `openai` SDK as users call it:
+create (plain, streamed, with a function tool round trip, with a JSON schema), retrieve,
+input items, input tokens, delete; a chain continued on a second gateway process over the same
+PostgreSQL store, each key seeing only its own responses; the ledger row and the span."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from mistral_serve.telemetry import semconv
+from tests.services import postgres_database_sync
+from tests.support import seconds_until, stop_process
+
+from .conftest import Stack, start_fleet
+from .test_telemetry import gateway_span, spans_of, traceparent
+
+pytestmark = pytest.mark.integration
+
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather in a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string", "enum": ["Paris", "Lyon"]}},
+        "required": ["city"],
+    },
+}
+FORCED = {"type": "function", "name": "get_weather"}
+
+
+def test_create_retrieve_list_and_delete(stack: Stack):
+    client = stack.client()
+    response = client.responses.create(
+        model="demo",
+        instructions="Answer briefly.",
+        input="Say hello.",
+        max_output_tokens=8,
+        metadata={"team": "search"},
+    )
+    assert response.id.startswith("resp_") and response.object == "response"
+    assert response.status in ("completed", "incomplete")
+    assert response.output_text and response.output[0].type == "message"
+    assert response.usage.output_tokens <= 8 and response.usage.input_tokens > 0
+    assert response.usage.input_tokens_details.cached_tokens >= 0
+    assert response.metadata == {"team": "search"}
+
+    again = client.responses.retrieve(response.id)
+    assert again.output_text == response.output_text and again.status == response.status
+    items = client.responses.input_items.list(response.id)
+    assert [item.type for item in items.data] == ["message"]
+    assert items.data[0].content[0].text == "Say hello."
+
+    client.responses.delete(response.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(response.id)
+
+
+def test_a_stream_is_the_documented_event_sequence(stack: Stack):
+    client = stack.client()
+    with client.responses.stream(
+        model="demo", input="Tell me a story.", max_output_tokens=12
+    ) as stream:
+        events = list(stream)
+    kinds = [event.type for event in events]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert "response.output_text.delta" in kinds
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.incomplete"
+        if events[-1].response.status == "incomplete"
+        else "response.completed",
+    ]
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    final = events[-1].response
+    deltas = "".join(event.delta for event in events if event.type == "response.output_text.delta")
+    assert final.output_text == deltas
+    assert final.usage.output_tokens <= 12
+    # The stream's end was stored before the client saw it.
+    assert client.responses.retrieve(final.id).output_text == deltas
+
+
+def test_a_function_tool_round_trip(stack: Stack):
+    client = stack.client()
+    called = client.responses.create(
+        model="demo",
+        input="Weather in Paris?",
+        tools=[WEATHER],
+        tool_choice=FORCED,
+        max_output_tokens=60,
+    )
+    [call] = [item for item in called.output if item.type == "function_call"]
+    assert call.name == "get_weather" and json.loads(call.arguments)["city"] in ("Paris", "Lyon")
+    answered = client.responses.create(
+        model="demo",
+        previous_response_id=called.id,
+        tools=[WEATHER],
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21 °C"}],
+        max_output_tokens=8,
+    )
+    assert answered.previous_response_id == called.id and answered.output_text
+    # The model read the whole chain: the question, its call, the tool's answer.
+    assert answered.usage.input_tokens > called.usage.input_tokens
+
+
+def test_a_streamed_function_call(stack: Stack):
+    stream = stack.client().responses.create(
+        model="demo",
+        input="Weather?",
+        tools=[WEATHER],
+        tool_choice=FORCED,
+        max_output_tokens=60,
+        stream=True,
+    )
+    events = list(stream)
+    done = next(event for event in events if event.type == "response.function_call_arguments.done")
+    deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    assert done.arguments == deltas and json.loads(deltas)["city"] in ("Paris", "Lyon")
+    assert events[-1].type == "response.completed"
+
+
+def test_json_schema_output(stack: Stack):
+    response = stack.client().responses.create(
+        model="demo",
+        input="A number, as JSON.",
+        text={
+            "format": {
+                "type": "json_schema",
+                "name": "number",
+                "schema": {
+                    "type": "object",
+                    "properties": {"n": {"type": "integer"}},
+                    "required": ["n"],
+                    "additionalProperties": False,
+                },
+                "strict": True,
+            }
+        },
+        max_output_tokens=40,
+    )
+    assert isinstance(json.loads(response.output_text)["n"], int)
+
+
+def test_input_tokens_counts_as_the_response_reads(stack: Stack):
+    client = stack.client()
+    response = client.responses.create(
+        model="demo", input="Count these words please.", max_output_tokens=2
+    )
+    counted = client.responses.input_tokens.count(model="demo", input="Count these words please.")
+    assert counted.input_tokens == response.usage.input_tokens
+    with_tools = client.responses.input_tokens.count(
+        model="demo", input="Count these words please.", tools=[WEATHER]
+    )
+    assert with_tools.input_tokens > counted.input_tokens
+
+
+def test_truncation(stack: Stack):
+    """The demo model reads 8192 tokens: two inputs of about 5000 fit only without the first."""
+    client = stack.client()
+    long_text = "word " * 5000
+    first = client.responses.create(model="demo", input=long_text, max_output_tokens=1)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(
+            model="demo", previous_response_id=first.id, input=long_text, max_output_tokens=1
+        )
+    assert refused.value.body["param"] == "input"
+    cut = client.responses.create(
+        model="demo",
+        previous_response_id=first.id,
+        input=long_text,
+        truncation="auto",
+        max_output_tokens=1,
+    )
+    assert cut.truncation == "auto" and cut.usage.input_tokens < 8192
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"tools": [{"type": "web_search"}]}, "tools.0.type"),
+        ({"reasoning": {"effort": "high"}}, "reasoning"),
+        ({"extra_body": {"frobnicate": 1}}, "frobnicate"),
+        ({"previous_response_id": "resp_nope"}, "previous_response_id"),
+    ],
+)
+def test_what_is_not_served_is_a_4xx_naming_the_field(stack: Stack, fields, param):
+    with pytest.raises((openai.BadRequestError, openai.NotFoundError)) as refused:
+        stack.client().responses.create(model="demo", input="hi", **fields)
+    assert refused.value.body["param"] == param
+
+
+@pytest.fixture(scope="module")
+def two_gateways(stack: Stack, otlp, tmp_path_factory):
+    """Two gateway processes over one PostgreSQL store, keys required."""
+    with postgres_database_sync() as url:
+        fleet = start_fleet(stack, otlp, tmp_path_factory.mktemp("responses"), 2, DATABASE_URL=url)
+        try:
+            yield fleet
+        finally:
+            for process in fleet.processes:
+                stop_process(process)
+
+
+def test_a_chain_continues_on_another_gateway_and_only_for_its_key(two_gateways, otlp):
+    fleet = two_gateways
+    key_id, key = fleet.create_key()
+    _, other_key = fleet.create_key()
+    first_gateway = openai.OpenAI(base_url=fleet.urls[0] + "/v1", api_key=key)
+    second_gateway = openai.OpenAI(base_url=fleet.urls[1] + "/v1", api_key=key)
+    header, trace_id, _ = traceparent()
+    first = first_gateway.responses.create(
+        model="demo",
+        input="Remember: blue.",
+        max_output_tokens=4,
+        extra_headers={"traceparent": header},
+    )
+    second = second_gateway.responses.create(
+        model="demo", previous_response_id=first.id, input="What colour?", max_output_tokens=4
+    )
+    assert second.previous_response_id == first.id
+    assert second.usage.input_tokens > first.usage.input_tokens  # it read the first exchange
+    assert second_gateway.responses.retrieve(first.id).id == first.id
+
+    stranger = openai.OpenAI(base_url=fleet.urls[1] + "/v1", api_key=other_key)
+    with pytest.raises(openai.NotFoundError):
+        stranger.responses.retrieve(first.id)
+    with pytest.raises(openai.NotFoundError):
+        stranger.responses.create(model="demo", previous_response_id=first.id, input="hi")
+    with pytest.raises(openai.NotFoundError):
+        stranger.responses.delete(first.id)
+
+    # The span is a chat operation named by the response and its chain.
+    span = gateway_span(spans_of(otlp, trace_id, 3))
+    assert span.attributes[semconv.OPERATION_NAME] == "chat"
+    assert span.attributes[semconv.RESPONSE_ID] == first.id
+    assert span.attributes[semconv.CONVERSATION_ID] == first.id  # the chain's root
+
+    # Its tokens are in the ledger, under its own endpoint.
+    seconds_until(
+        lambda: len([r for r in fleet.rows() if r.key_id == key_id]) == 2, 15, "two ledger rows"
+    )
+    rows = [row for row in fleet.rows() if row.key_id == key_id]
+    assert {row.endpoint for row in rows} == {"/v1/responses"}
+    assert sorted(row.prompt_tokens for row in rows) == sorted(
+        [first.usage.input_tokens, second.usage.input_tokens]
+    )
