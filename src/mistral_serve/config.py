@@ -164,6 +164,9 @@ class Settings(BaseSettings):
     responses_store: Literal["on", "off"] = "on"
     # Stored responses and conversations are deleted this many days after they were made.
     responses_ttl_days: float = Field(default=30.0, gt=0)
+    # A background response whose gateway wrote nothing for this long (it writes every half
+    # second while running) is marked failed by another gateway: its gateway died.
+    responses_lost_after_s: float = Field(default=30.0, ge=2)
 
     # -- gateway -----------------------------------------------------------------------------
     host: str = "0.0.0.0"

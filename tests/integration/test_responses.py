@@ -6,13 +6,17 @@ PostgreSQL store, each key seeing only its own responses; the ledger row and the
 from __future__ import annotations
 
 import json
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
 
 from mistral_serve.telemetry import semconv
 from tests.services import postgres_database_sync
-from tests.support import seconds_until, stop_process
+from tests.support import engine_stats, seconds_until, stop_process
 
 from .conftest import Stack, start_fleet
 from .test_telemetry import gateway_span, spans_of, traceparent
@@ -30,6 +34,10 @@ WEATHER = {
     },
 }
 FORCED = {"type": "function", "name": "get_weather"}
+#: How soon the gateways here give up a background response whose gateway died.
+LOST_AFTER_S = 3
+#: How soon the gateways here give up a background response whose gateway died.
+LOST_AFTER_S = 3
 
 
 def test_create_retrieve_list_and_delete(stack: Stack):
@@ -199,11 +207,64 @@ def test_what_is_not_served_is_a_4xx_naming_the_field(stack: Stack, fields, para
     assert refused.value.body["param"] == param
 
 
+def running_on_engine(stack: Stack) -> float:
+    return engine_stats(stack.engine_urls["demo"]).running
+
+
+def test_background_create_poll_cancel(stack: Stack):
+    client = stack.client()
+    response = client.responses.create(
+        model="demo", input="A very long story.", background=True, max_output_tokens=4000
+    )
+    assert response.status == "queued" and response.background
+    seconds_until(
+        lambda: len(client.responses.retrieve(response.id).output_text) > 0, 30, "some output"
+    )
+    assert client.responses.retrieve(response.id).status == "in_progress"
+    cancelled = client.responses.cancel(response.id)
+    assert cancelled.status == "cancelled"
+    seconds_until(lambda: running_on_engine(stack) == 0, 10, "the engine request aborted")
+    assert client.responses.retrieve(response.id).status == "cancelled"
+
+
+def test_a_background_stream_resumes_where_it_was_left(stack: Stack):
+    client = stack.client()
+    stream = client.responses.create(
+        model="demo", input="Tell me more.", background=True, stream=True, max_output_tokens=24
+    )
+    seen = []
+    for event in stream:
+        seen.append(event)
+        if len(seen) == 6:
+            break
+    stream.close()  # the client leaves; the response goes on
+    kinds = [event.type for event in seen]
+    assert kinds[:3] == ["response.created", "response.queued", "response.in_progress"]
+    resumed = list(
+        client.responses.retrieve(
+            seen[0].response.id, stream=True, starting_after=seen[-1].sequence_number
+        )
+    )
+    numbers = [event.sequence_number for event in seen + resumed]
+    assert numbers == list(range(len(numbers)))
+    assert resumed[-1].type in ("response.completed", "response.incomplete")
+    final = client.responses.retrieve(seen[0].response.id)
+    assert final.status == resumed[-1].response.status
+    assert final.output_text == resumed[-1].response.output_text
+
+
 @pytest.fixture(scope="module")
 def two_gateways(stack: Stack, otlp, tmp_path_factory):
     """Two gateway processes over one PostgreSQL store, keys required."""
     with postgres_database_sync() as url:
-        fleet = start_fleet(stack, otlp, tmp_path_factory.mktemp("responses"), 2, DATABASE_URL=url)
+        fleet = start_fleet(
+            stack,
+            otlp,
+            tmp_path_factory.mktemp("responses"),
+            2,
+            DATABASE_URL=url,
+            RESPONSES_LOST_AFTER_S=str(LOST_AFTER_S),
+        )
         try:
             yield fleet
         finally:
@@ -254,3 +315,82 @@ def test_a_chain_continues_on_another_gateway_and_only_for_its_key(two_gateways,
     assert sorted(row.prompt_tokens for row in rows) == sorted(
         [first.usage.input_tokens, second.usage.input_tokens]
     )
+
+
+def test_a_background_response_is_cancelled_from_another_gateway(two_gateways, stack):
+    fleet = two_gateways
+    _, key = fleet.create_key()
+    runner = openai.OpenAI(base_url=fleet.urls[0] + "/v1", api_key=key)
+    other = openai.OpenAI(base_url=fleet.urls[1] + "/v1", api_key=key)
+    response = runner.responses.create(
+        model="demo", input="A long story.", background=True, max_output_tokens=4000
+    )
+    seconds_until(lambda: len(other.responses.retrieve(response.id).output_text) > 0, 30, "output")
+    assert other.responses.cancel(response.id).status == "cancelled"
+    seconds_until(lambda: running_on_engine(stack) == 0, 10, "the run stopped by its gateway")
+    assert runner.responses.retrieve(response.id).status == "cancelled"
+
+
+def test_a_background_response_whose_gateway_dies_is_failed_by_another(
+    two_gateways, stack, otlp, tmp_path
+):
+    fleet = two_gateways
+    doomed = start_fleet(stack, otlp, tmp_path, 1, **fleet.env)
+    _, key = fleet.create_key()
+    runner = openai.OpenAI(base_url=doomed.urls[0] + "/v1", api_key=key)
+    survivor = openai.OpenAI(base_url=fleet.urls[0] + "/v1", api_key=key)
+    try:
+        response = runner.responses.create(
+            model="demo", input="A long story.", background=True, max_output_tokens=4000
+        )
+        seconds_until(
+            lambda: survivor.responses.retrieve(response.id).status == "in_progress", 30, "running"
+        )
+        doomed.processes[0].send_signal(signal.SIGKILL)  # the gateway crashes
+        waited = seconds_until(
+            lambda: survivor.responses.retrieve(response.id).status == "failed",
+            4 * LOST_AFTER_S + 10,
+            "the lost response failed",
+        )
+    finally:
+        stop_process(doomed.processes[0])
+    failed = survivor.responses.retrieve(response.id)
+    assert failed.error.code == "gateway_lost"
+    print(f"a lost background response was failed {waited:.1f} s after its gateway died")
+    seconds_until(lambda: running_on_engine(stack) == 0, 30, "its engine request ended")
+
+
+def test_sigterm_under_load_loses_no_response_the_client_saw(two_gateways, stack, otlp, tmp_path):
+    """Responses in flight when a gateway is told to stop: each one its client got is in the
+    store, from the other gateway."""
+    fleet = two_gateways
+    stopping = start_fleet(stack, otlp, tmp_path, 1, **fleet.env)
+    _, key = fleet.create_key()
+    client = openai.OpenAI(base_url=stopping.urls[0] + "/v1", api_key=key, max_retries=0)
+    completed: list[str] = []
+    lock = threading.Lock()
+
+    def one(index: int) -> None:
+        try:
+            response = client.responses.create(
+                model="demo", input=f"Question {index}", max_output_tokens=48
+            )
+        except openai.APIError:
+            return  # refused or cut by the shutdown: the client knows it did not get it
+        with lock:
+            completed.append(response.id)
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            futures = [pool.submit(one, index) for index in range(48)]
+            time.sleep(1.0)
+            stopping.processes[0].send_signal(signal.SIGTERM)
+            for future in futures:
+                future.result()
+    finally:
+        stop_process(stopping.processes[0])
+    assert completed, "no response finished before the shutdown"
+    survivor = openai.OpenAI(base_url=fleet.urls[0] + "/v1", api_key=key)
+    for response_id in completed:
+        assert survivor.responses.retrieve(response_id).id == response_id
+    print(f"SIGTERM under load: {len(completed)} of 48 completed, all retrievable")

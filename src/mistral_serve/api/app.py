@@ -322,10 +322,13 @@ def create_app(
             gateway,
             ResponseRecords(store, clock) if store is not None else None,
             ResponsesOptions(
-                settings.responses_store == "on", timedelta(days=settings.responses_ttl_days)
+                settings.responses_store == "on",
+                timedelta(days=settings.responses_ttl_days),
+                settings.responses_lost_after_s,
             ),
             clock=clock,
         )
+        responses.start()
         sweeping = asyncio.create_task(_sweep(responses), name="responses-expiry")
         app.state.services = Services(
             client, registry, monitor, gateway, responses, tenants.keys, admin_key, clock, adapters
@@ -333,6 +336,7 @@ def create_app(
         try:
             yield
         finally:
+            await responses.stop(settings.shutdown_timeout_s)
             await _stopped(sweeping)
             await adapters.stop()
             await _stopped(following)

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp
 
 from mistral_serve.api.responses import json_response
 from mistral_serve.api.routes import answered, direct_app
+from mistral_serve.errors import InvalidRequestError
 from mistral_serve.responses.pages import Page
 from mistral_serve.responses.service import Responses
 
@@ -45,10 +46,29 @@ async def input_tokens(request: Request) -> Response:
     return json_response(counted)
 
 
-@router.get("/v1/responses/{response_id}")
+@router.get("/v1/responses/{response_id}", response_model=None)
 async def retrieve_response(request: Request, response_id: str) -> Response:
-    stored = await _responses(request).retrieve(response_id, authorization=_authorization(request))
-    return json_response(stored)
+    """A stored response; with ``stream=true``, a background response's events (after
+    ``starting_after``), followed until it ends."""
+    responses, authorization = _responses(request), _authorization(request)
+    query = request.query_params
+    if query.get("stream", "false").lower() != "true":
+        return json_response(await responses.retrieve(response_id, authorization=authorization))
+    after = query.get("starting_after", "-1")
+    if not after.lstrip("-").isdigit():
+        raise InvalidRequestError(
+            "starting_after: an event's sequence number.", param="starting_after"
+        )
+    work = responses.resume(response_id, int(after), authorization=authorization)
+    return await answered(request, work)
+
+
+@router.post("/v1/responses/{response_id}/cancel")
+async def cancel_response(request: Request, response_id: str) -> Response:
+    """Stop a background response (its engine request is aborted)."""
+    responses = _responses(request)
+    cancelled = await responses.cancel(response_id, authorization=_authorization(request))
+    return json_response(cancelled)
 
 
 @router.delete("/v1/responses/{response_id}")

@@ -638,6 +638,13 @@ class Gateway:
                 return card
         raise ModelNotFoundError(model_id)
 
+    def check_model(self, caller: Caller, model: str) -> None:
+        """The caller may use ``model`` and an engine serves it (raises the 403, 404 or 503
+        a request for it would get)."""
+        Authenticator.check_model(caller, model)
+        if not self._registry.is_known(model):
+            raise self._no_engine(model)
+
     def card(self, model: str) -> dict[str, Any] | None:
         """The model's card (capabilities, ``max_context_length``) if a ready engine serves it."""
         for card in self._cards.cards(self._registry.model_cards()):

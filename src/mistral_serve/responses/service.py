@@ -16,6 +16,7 @@ its own.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -31,6 +32,7 @@ from mistral_serve.protocol.openai_responses import (
     InputTokensRequest,
     ResponseRequest,
 )
+from mistral_serve.responses.background import BackgroundRuns, stored_events
 from mistral_serve.responses.events import ResponseEvents
 from mistral_serve.responses.items import Item, chat_messages, input_items, new_id
 from mistral_serve.responses.output import Frame, output_of, usage_of
@@ -39,7 +41,7 @@ from mistral_serve.responses.stream import ChatEvents, ResponseStream
 from mistral_serve.responses.translate import chat_document
 from mistral_serve.responses.truncation import fitted
 from mistral_serve.store import WallClock, utc_now
-from mistral_serve.store.responses import ResponseRecords, StoredResponse
+from mistral_serve.store.responses import RUNNING, ResponseRecords, StoredResponse
 from mistral_serve.tenancy.auth import Caller
 
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -51,6 +53,7 @@ class ResponsesOptions:
 
     store: bool = True
     ttl: timedelta = timedelta(days=30)
+    lost_after_s: float = 30.0
 
 
 def not_found(response_id: str) -> NotFoundError:
@@ -81,6 +84,23 @@ class Responses:
         self._records = records if options.store else None
         self._options = options
         self._clock = clock
+        #: The background responses this gateway runs (None: nothing is stored).
+        self._runs = (
+            BackgroundRuns(self._records, clock, lost_after_s=options.lost_after_s)
+            if self._records is not None
+            else None
+        )
+
+    def start(self) -> None:
+        """Look for background responses lost with their gateway (from now on)."""
+        if self._runs is not None:
+            self._runs.watch()
+
+    async def stop(self, grace_s: float) -> None:
+        """Let this gateway's background responses finish for up to ``grace_s``, then fail
+        the rest."""
+        if self._runs is not None:
+            await self._runs.stop(grace_s)
 
     # -- create --------------------------------------------------------------------------------
     async def create(
@@ -89,6 +109,7 @@ class Responses:
         request: ResponseRequest = validated(ResponseRequest, decode_body(body))
         caller = await self._gateway.authenticate(authorization)
         self._check_storage(request)
+        self._gateway.check_model(caller, request.model)
         context = await self._context(request, caller)
         frame = Frame(
             new_id("resp"),
@@ -110,9 +131,11 @@ class Responses:
             document["messages"] = await fitted(
                 document, context_length, count, keep_first=bool(request.instructions)
             )
+        root_id = context.root_id or frame.id
+        if request.background:
+            return await self._background(request, caller, frame, context, document, request_id)
         if request.stream:
             document = with_usage_requested({**document, "stream": True})
-        root_id = context.root_id or frame.id
         answer = await self._gateway.generate_chat(
             caller,
             document,
@@ -128,7 +151,46 @@ class Responses:
             return self._streamed(answer, frame, stored)
         return await self._answered(answer, frame, stored)
 
+    async def _background(
+        self,
+        request: ResponseRequest,
+        caller: Caller,
+        frame: Frame,
+        context: _Context,
+        document: dict[str, Any],
+        request_id: str,
+    ) -> GatewayResponse:
+        """Store the response as queued and run it in a task (responses/background.py): the
+        answer is the queued response, or a stream that follows the run."""
+        assert self._runs is not None  # _check_storage: background responses are stored
+        root_id = context.root_id or frame.id
+        events = ResponseEvents(frame, status="queued")
+        await _Storing(self, caller, frame, context.new, root_id).write(events.snapshot())
+        opening = [events.created(), events.queued()]
+        chat = with_usage_requested({**document, "stream": True})
+
+        def start() -> Coroutine[Any, Any, GatewayResponse]:
+            return self._gateway.generate_chat(
+                caller,
+                chat,
+                request_id,
+                session=request.prompt_cache_key or root_id,
+                answer_id=frame.id,
+                conversation_id=context.conversation_id or root_id,
+            )
+
+        run = self._runs.start(events, opening, start)
+        if not request.stream:
+            return GatewayResponse(200, JSON, body=orjson.dumps(opening[0]["response"]))
+        return _event_stream(ResponseStream(run.follow(after=-1)))
+
     def _check_storage(self, request: ResponseRequest) -> None:
+        if request.background and not request.stores:
+            raise InvalidRequestError(
+                "background: a background response is stored (send `store: true`, the "
+                "default), so that it can be retrieved and cancelled.",
+                param="background",
+            )
         if self._records is not None:
             return
         if request.stores:
@@ -199,13 +261,10 @@ class Responses:
                 await stored.write(finished.final())
 
         chat = ChatEvents(answer.stream, events, ended=ended, clock=self._now)
+        stream = ResponseStream(chat.__aiter__(), opening=opening, close=chat.aclose)
         headers = {**answer.headers, **_STREAM_HEADERS}
         return GatewayResponse(
-            200,
-            sse_framing.MEDIA_TYPE,
-            headers,
-            stream=ResponseStream(opening, chat),
-            raw_headers=answer.raw_headers,
+            200, sse_framing.MEDIA_TYPE, headers, stream=stream, raw_headers=answer.raw_headers
         )
 
     def _now(self) -> int:
@@ -214,7 +273,45 @@ class Responses:
     # -- stored responses ----------------------------------------------------------------------
     async def retrieve(self, response_id: str, *, authorization: str | None) -> dict[str, Any]:
         stored = await self._stored(response_id, authorization)
-        return stored.response
+        run = self._runs.get(response_id) if self._runs is not None else None
+        return run.events.final() if run is not None else stored.response
+
+    async def resume(
+        self, response_id: str, after: int, *, authorization: str | None
+    ) -> GatewayResponse:
+        """A background response's stream from after sequence number ``after``: followed in
+        memory when it runs here, else from the store."""
+        stored = await self._stored(response_id, authorization)
+        if not stored.response.get("background"):
+            raise InvalidRequestError(
+                "stream: only a background response's stream can be resumed.", param="stream"
+            )
+        assert self._records is not None and self._runs is not None
+        run = self._runs.get(response_id)
+        source = (
+            run.follow(after) if run is not None else stored_events(self._records, stored, after)
+        )
+        return _event_stream(ResponseStream(source))
+
+    async def cancel(self, response_id: str, *, authorization: str | None) -> dict[str, Any]:
+        """Cancel a background response (its engine request is aborted); a response already
+        over is given back as it is."""
+        stored = await self._stored(response_id, authorization)
+        if not stored.response.get("background"):
+            raise InvalidRequestError(
+                "Only a background response can be cancelled.", param="response_id"
+            )
+        assert self._records is not None and self._runs is not None
+        cancelled = await self._runs.cancel(response_id)
+        if cancelled is not None:  # it ran here
+            return cancelled
+        if stored.status not in RUNNING:
+            return stored.response
+        # Another gateway runs it: the store says cancelled, and its next write stops it.
+        response = {**stored.response, "status": "cancelled"}
+        if await self._records.advance(response_id, "cancelled", response, key_id=stored.key_id):
+            return response
+        return (await self._stored(response_id, authorization)).response
 
     async def delete(self, response_id: str, *, authorization: str | None) -> dict[str, Any]:
         caller = await self._gateway.authenticate(authorization)
@@ -293,6 +390,10 @@ async def count_tokens(
         message = error.get("message") if isinstance(error, dict) else None
         raise InvalidRequestError(f"input: {message or 'could not be counted'}", param="input")
     return counted["count"]
+
+
+def _event_stream(stream: ResponseStream) -> GatewayResponse:
+    return GatewayResponse(200, sse_framing.MEDIA_TYPE, dict(_STREAM_HEADERS), stream=stream)
 
 
 def _owner(caller: Caller) -> str:

@@ -86,12 +86,22 @@ class ChatEvents:
 
 
 class ResponseStream:
-    """The client's byte stream: the opening events, then the rest as they are made."""
+    """The client's byte stream: ``opening`` events, then each batch ``source`` makes, framed
+    as SSE. Closing it (the client left) closes ``source`` and calls ``close`` (a response
+    streamed as it is made aborts its engine request; a stream following a background run
+    leaves the run alone)."""
 
-    def __init__(self, opening: list[Event], chat: ChatEvents) -> None:
-        self._opening = opening
-        self._chat = chat
-        self._source: AsyncIterator[list[Event]] | None = None
+    def __init__(
+        self,
+        source: AsyncIterator[list[Event]],
+        *,
+        opening: list[Event] | None = None,
+        close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._opening = opening or []
+        self._source = source
+        self._close = close
+        self._closed = False
 
     def __aiter__(self) -> ResponseStream:
         return self
@@ -100,8 +110,6 @@ class ResponseStream:
         if self._opening:
             opening, self._opening = self._opening, []
             return b"".join(sse(event) for event in opening)
-        if self._source is None:
-            self._source = self._chat.__aiter__()
         try:
             events = await self._source.__anext__()
         except BaseException:
@@ -110,4 +118,11 @@ class ResponseStream:
         return b"".join(sse(event) for event in events)
 
     async def aclose(self) -> None:
-        await self._chat.aclose()
+        if self._closed:
+            return
+        self._closed = True
+        aclose = getattr(self._source, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        if self._close is not None:
+            await self._close()

@@ -33,6 +33,8 @@ class StoredResponse:
     runner: str | None = None
 
 
+#: The states of a background response that is not over.
+RUNNING = ("queued", "in_progress")
 #: How many responses back a chain is followed (an agent's long loop is a few hundred).
 MAX_CHAIN = 10_000
 
@@ -111,16 +113,39 @@ class ResponseRecords:
         return len(ids)
 
     # -- background responses ----------------------------------------------------------------
-    async def add_events(self, response_id: str, events: Sequence[dict[str, Any]]) -> None:
-        if not events:
-            return
+    async def advance(
+        self,
+        response_id: str,
+        status: str,
+        response: dict[str, Any],
+        events: Sequence[dict[str, Any]] = (),
+        *,
+        key_id: str | None = None,
+    ) -> bool:
+        """A background response's new state (and its new events), in one transaction, if it
+        is still running (queued or in progress): False when it is not (it was cancelled, or
+        given up as lost, meanwhile). Each write is also its runner's heartbeat."""
+        conditions = [
+            StoredResponseRow.id == response_id,
+            StoredResponseRow.status.in_(RUNNING),
+        ]
+        if key_id is not None:
+            conditions.append(StoredResponseRow.key_id == key_id)
         async with self._sessions.begin() as session:
+            result = await session.execute(
+                update(StoredResponseRow)
+                .where(*conditions)
+                .values(status=status, response=response, updated_at=self._clock())
+            )
+            if not result.rowcount:
+                return False
             session.add_all(
                 ResponseEventRow(
                     response_id=response_id, sequence=event["sequence_number"], event=event
                 )
                 for event in events
             )
+        return True
 
     async def events(self, response_id: str, after: int) -> list[dict[str, Any]]:
         """A background response's events with sequence numbers above ``after``."""
@@ -128,32 +153,24 @@ class ResponseRecords:
             rows = await session.scalars(
                 select(ResponseEventRow)
                 .where(
-                    ResponseEventRow.response_id == response_id, ResponseEventRow.sequence > after
+                    ResponseEventRow.response_id == response_id,
+                    ResponseEventRow.sequence > after,
                 )
                 .order_by(ResponseEventRow.sequence)
             )
             return [row.event for row in rows]
 
-    async def orphans(self, live_runners: Sequence[str]) -> list[StoredResponse]:
-        """Background responses queued or running under a gateway that is not among
-        ``live_runners`` (it died, or was stopped before they ended)."""
+    async def stale(self, before: datetime) -> list[StoredResponse]:
+        """Background responses still running whose runner has not written since ``before``:
+        their gateway died (or lost the store) while running them."""
         async with self._sessions() as session:
             rows = await session.scalars(
                 select(StoredResponseRow).where(
-                    StoredResponseRow.status.in_(("queued", "in_progress")),
-                    StoredResponseRow.runner.is_not(None),
-                    StoredResponseRow.runner.not_in(list(live_runners)),
+                    StoredResponseRow.status.in_(RUNNING),
+                    StoredResponseRow.updated_at < before,
                 )
             )
             return [_record(row) for row in rows]
-
-    async def mark(self, response_id: str, status: str, response: dict[str, Any]) -> None:
-        async with self._sessions.begin() as session:
-            await session.execute(
-                update(StoredResponseRow)
-                .where(StoredResponseRow.id == response_id)
-                .values(status=status, response=response, updated_at=self._clock())
-            )
 
 
 def _row(record: StoredResponse, now: datetime) -> StoredResponseRow:
