@@ -5,14 +5,19 @@ PostgreSQL store, each key seeing only its own responses; the ledger row and the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
 
 import openai
 import pytest
+from agents import Agent, ModelSettings, Runner, function_tool, set_tracing_disabled
+from agents.models.openai_responses import OpenAIResponsesModel
+from pydantic import BaseModel
 
 from mistral_serve.telemetry import semconv
 from tests.services import postgres_database_sync
@@ -157,6 +162,46 @@ def test_json_schema_output(stack: Stack):
         max_output_tokens=40,
     )
     assert isinstance(json.loads(response.output_text)["n"], int)
+
+
+def test_an_openai_agents_sdk_agent_runs_to_completion(stack: Stack):
+    """An agent with one function tool: the model calls it (forced, then the SDK lets the
+    model choose), reads its answer and ends with a structured answer (a JSON schema, so the
+    demo model's output completes)."""
+    set_tracing_disabled(True)  # the SDK would export its traces to OpenAI
+    called: list[str] = []
+
+    @function_tool
+    def get_weather(city: Literal["Paris", "Lyon"]) -> str:
+        """The weather in a city."""
+        called.append(city)
+        return f"Sunny in {city}"
+
+    class Report(BaseModel):
+        sunny: bool
+
+    client = openai.AsyncOpenAI(base_url=stack.gateway_url + "/v1", api_key="unused")
+    agent = Agent(
+        name="weather",
+        instructions="Use the tool, then report.",
+        tools=[get_weather],
+        model=OpenAIResponsesModel(model="demo", openai_client=client),
+        model_settings=ModelSettings(tool_choice="get_weather", max_tokens=48),
+        output_type=Report,
+    )
+
+    async def run() -> tuple[object, object]:
+        plain = await Runner.run(agent, "Weather in Paris?", max_turns=4)
+        streamed = Runner.run_streamed(agent, "Weather in Lyon?", max_turns=4)
+        async for _ in streamed.stream_events():
+            pass
+        return plain, streamed
+
+    plain, streamed = asyncio.run(run())
+    assert isinstance(plain.final_output, Report) and isinstance(streamed.final_output, Report)
+    assert len(called) == 2  # each run called the tool once, then answered
+    kinds = [type(item).__name__ for item in plain.new_items]
+    assert kinds == ["ToolCallItem", "ToolCallOutputItem", "MessageOutputItem"]
 
 
 def test_input_tokens_counts_as_the_response_reads(stack: Stack):
@@ -394,3 +439,27 @@ def test_sigterm_under_load_loses_no_response_the_client_saw(two_gateways, stack
     for response_id in completed:
         assert survivor.responses.retrieve(response_id).id == response_id
     print(f"SIGTERM under load: {len(completed)} of 48 completed, all retrievable")
+
+
+def test_a_conversation_is_continued_anywhere_and_only_by_its_key(two_gateways):
+    fleet = two_gateways
+    _, key = fleet.create_key()
+    _, other_key = fleet.create_key()
+    first_gateway = openai.OpenAI(base_url=fleet.urls[0] + "/v1", api_key=key)
+    second_gateway = openai.OpenAI(base_url=fleet.urls[1] + "/v1", api_key=key)
+    conversation = first_gateway.conversations.create(
+        items=[{"type": "message", "role": "user", "content": "Remember: blue."}]
+    )
+    answered = second_gateway.responses.create(
+        model="demo", conversation=conversation.id, input="What colour?", max_output_tokens=4
+    )
+    assert answered.conversation.id == conversation.id
+    items = first_gateway.conversations.items.list(conversation.id).data
+    assert len(items) == 3
+    stranger = openai.OpenAI(base_url=fleet.urls[0] + "/v1", api_key=other_key)
+    with pytest.raises(openai.NotFoundError):
+        stranger.conversations.retrieve(conversation.id)
+    with pytest.raises(openai.NotFoundError):
+        stranger.conversations.items.list(conversation.id)
+    with pytest.raises(openai.NotFoundError):
+        stranger.responses.create(model="demo", conversation=conversation.id, input="hi")

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 from mistral_serve import __version__
 from mistral_serve.admission import AdmissionLimits
 from mistral_serve.api.admin import router as admin_router
+from mistral_serve.api.conversations_api import router as conversations_router
 from mistral_serve.api.errors import install_error_handlers
 from mistral_serve.api.middleware import (
     BodyLimitMiddleware,
@@ -43,6 +44,8 @@ from mistral_serve.gateway.adapters import AdapterKeeper
 from mistral_serve.gateway.fim import FimEncoder
 from mistral_serve.gateway.pipeline import Endpoint, Gateway
 from mistral_serve.models.catalog import kind_of
+from mistral_serve.responses.conversations import Conversations
+from mistral_serve.responses.mistral import MistralConversations
 from mistral_serve.responses.service import Responses, ResponsesOptions
 from mistral_serve.routing import Balance, RoutingOptions, RoutingPolicy, make_policy
 from mistral_serve.store import (
@@ -53,6 +56,7 @@ from mistral_serve.store import (
     WallClock,
     utc_now,
 )
+from mistral_serve.store.conversations import ConversationRecords
 from mistral_serve.store.database import configured_url
 from mistral_serve.store.responses import ResponseRecords
 from mistral_serve.telemetry.engines import EngineTelemetry
@@ -80,6 +84,9 @@ class Services:
     gateway: Gateway
     #: The Responses API (its stored responses in the store, unless RESPONSES_STORE=off).
     responses: Responses
+    #: OpenAI's conversations and Mistral's, on the same store.
+    conversations: Conversations
+    mistral_conversations: MistralConversations
     #: The key store and ADMIN_API_KEY, for the admin API (None: it is off).
     keys: KeyRecords | None = None
     admin_key: str | None = None
@@ -179,14 +186,18 @@ async def tenancy(
 SWEEP_INTERVAL_S = 600.0
 
 
-async def _sweep(responses: Responses) -> None:
-    """Delete expired responses now and every SWEEP_INTERVAL_S (every gateway sweeps; the
-    deletes are idempotent). A failed sweep is logged and tried again next time."""
+async def _sweep(responses: Responses, conversations: Conversations) -> None:
+    """Delete expired responses and conversations now and every SWEEP_INTERVAL_S (every
+    gateway sweeps; the deletes are idempotent). A failed sweep is logged and tried again
+    next time."""
     while True:
         try:
             gone = await responses.expire()
-            if gone:
-                log.info("deleted %d expired responses", gone)
+            gone_conversations = await conversations.expire()
+            if gone or gone_conversations:
+                log.info(
+                    "deleted %d expired responses and %d conversations", gone, gone_conversations
+                )
         except Exception as exc:  # the store is away: the next sweep catches up
             log.warning("could not delete expired responses: %s", exc)
         await asyncio.sleep(SWEEP_INTERVAL_S)
@@ -318,20 +329,40 @@ def create_app(
         observer.watch_queue_depths(gateway.admission.depths)
         admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
         await adapters.start()
-        responses = Responses(
+        ttl = timedelta(days=settings.responses_ttl_days)
+        stored = store if settings.responses_store == "on" else None
+        conversations = Conversations(
             gateway,
-            ResponseRecords(store, clock) if store is not None else None,
-            ResponsesOptions(
-                settings.responses_store == "on",
-                timedelta(days=settings.responses_ttl_days),
-                settings.responses_lost_after_s,
-            ),
+            ConversationRecords(stored, clock) if stored is not None else None,
+            ttl=ttl,
             clock=clock,
         )
+        responses = Responses(
+            gateway,
+            ResponseRecords(stored, clock) if stored is not None else None,
+            ResponsesOptions(
+                settings.responses_store == "on",
+                ttl,
+                settings.responses_lost_after_s,
+            ),
+            conversations=conversations,
+            clock=clock,
+        )
+        mistral_conversations = MistralConversations(gateway, conversations, ttl=ttl, clock=clock)
         responses.start()
-        sweeping = asyncio.create_task(_sweep(responses), name="responses-expiry")
+        sweeping = asyncio.create_task(_sweep(responses, conversations), name="expiry")
         app.state.services = Services(
-            client, registry, monitor, gateway, responses, tenants.keys, admin_key, clock, adapters
+            client,
+            registry,
+            monitor,
+            gateway,
+            responses,
+            conversations,
+            mistral_conversations,
+            tenants.keys,
+            admin_key,
+            clock,
+            adapters,
         )
         try:
             yield
@@ -355,6 +386,7 @@ def create_app(
     install_openapi(app)
     app.include_router(router)
     app.include_router(responses_router)
+    app.include_router(conversations_router)
     app.include_router(admin_router)
     install_error_handlers(app)
 

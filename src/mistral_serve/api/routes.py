@@ -163,9 +163,9 @@ def direct_app(route: Callable[[Request], Awaitable[Response]]) -> ASGIApp:
 
 
 #: The generation routes by path, for POST (see the module's note); the Responses API's
-#: (``/v1/responses``) is api/responses_api.py's.
+#: and the conversations' are api/responses_api.py's.
 GENERATION_APPS: dict[str, ASGIApp] = {
     endpoint.route: direct_app(partial(_generate, endpoint=endpoint))
     for endpoint in Endpoint
-    if endpoint is not Endpoint.RESPONSES
+    if endpoint not in (Endpoint.RESPONSES, Endpoint.CONVERSATIONS)
 }

@@ -98,6 +98,8 @@ class Endpoint(Enum):
     #: into a chat completion: routed, admitted, limited and metered as chat, and entered in
     #: the ledger under its own path.
     RESPONSES = ("/v1/responses", "/v1/chat/completions", ChatCompletionRequest, "chat")
+    #: Mistral's conversations, likewise (:mod:`mistral_serve.responses.mistral`).
+    CONVERSATIONS = ("/v1/conversations", "/v1/chat/completions", ChatCompletionRequest, "chat")
 
     def __init__(
         self, route: str, path: str, schema: type[GenerationRequest], operation: str
@@ -112,6 +114,8 @@ class Endpoint(Enum):
         self.text_field = {"chat": "messages", "embeddings": "input"}.get(operation, "prompt")
         if route == "/v1/responses":  # a response's client sent items, not messages
             self.text_field = "input"
+        elif route == "/v1/conversations":  # and a Mistral conversation's, inputs
+            self.text_field = "inputs"
 
     @property
     def engine_schema(self) -> type[GenerationRequest]:

@@ -24,7 +24,7 @@ from pydantic import (
 from mistral_serve.protocol.mistral import MAX_SEED
 
 
-class _Strict(BaseModel):
+class Closed(BaseModel):
     """Every field named; anything else is a 400 naming it."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -63,26 +63,26 @@ class TextFormat(_Open):
     strict: StrictBool | None = None
 
 
-class TextOptions(_Strict):
+class TextOptions(Closed):
     format: TextFormat | None = None
     verbosity: StrictStr | None = None
 
 
-class Reasoning(_Strict):
+class Reasoning(Closed):
     effort: StrictStr | None = None
     summary: StrictStr | None = None
     generate_summary: StrictStr | None = None
 
 
-class StreamOptions(_Strict):
+class StreamOptions(Closed):
     include_obfuscation: StrictBool | None = None
 
 
-class ConversationRef(_Strict):
+class ConversationRef(Closed):
     id: StrictStr
 
 
-class ResponseRequest(_Strict):
+class ResponseRequest(Closed):
     model: StrictStr = Field(min_length=1)
     input: StrictStr | list[dict[str, Any]] | None = None
     instructions: StrictStr | None = None
@@ -127,7 +127,7 @@ class ResponseRequest(_Strict):
         return self.store is not False  # OpenAI's default: stored
 
 
-class InputTokensRequest(_Strict):
+class InputTokensRequest(Closed):
     """``POST /v1/responses/input_tokens``: what a response with this input would read."""
 
     model: StrictStr = Field(min_length=1)

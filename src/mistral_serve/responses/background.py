@@ -46,6 +46,8 @@ TERMINAL = ("completed", "incomplete", "failed", "cancelled")
 
 #: Starts the run's chat stream (the pipeline's answer): awaited inside the run's task.
 ChatStarter = Callable[[], Coroutine[Any, Any, GatewayResponse]]
+#: Told the response as it ended (adds it to its conversation).
+Ended = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
 
 
 def error_of(error: MistralServeError) -> dict[str, str]:
@@ -113,17 +115,24 @@ class BackgroundRuns:
     def get(self, response_id: str) -> Run | None:
         return self._runs.get(response_id)
 
-    def start(self, events: ResponseEvents, opening: list[Event], chat: ChatStarter) -> Run:
+    def start(
+        self,
+        events: ResponseEvents,
+        opening: list[Event],
+        chat: ChatStarter,
+        *,
+        ended: Ended | None = None,
+    ) -> Run:
         """Run the response (already stored as queued; ``opening``: its first events) in a
-        task of its own."""
+        task of its own; ``ended`` is given the response as it ended, once it is written."""
         run = Run(events, self._records, opening)
         self._runs[run.id] = run
         run.task = asyncio.get_running_loop().create_task(
-            self._run(run, chat), name=f"background {run.id}"
+            self._run(run, chat, ended), name=f"background {run.id}"
         )
         return run
 
-    async def _run(self, run: Run, chat: ChatStarter) -> None:
+    async def _run(self, run: Run, chat: ChatStarter, ended: Ended | None) -> None:
         events = run.events
         flushing = asyncio.create_task(self._flushing(run))
         stream: ByteStream | None = None
@@ -162,6 +171,13 @@ class BackgroundRuns:
             if stream is not None:
                 await stream.aclose()  # a cancelled run's engine request is aborted
             await self._last_write(run)
+            if ended is not None:
+                try:
+                    await ended(run.events.final())
+                except Exception as exc:
+                    log.warning(
+                        "background response %s: not added to its conversation: %s", run.id, exc
+                    )
             run.done = True
             await run.add([])
             self._runs.pop(run.id, None)

@@ -33,6 +33,7 @@ from mistral_serve.protocol.openai_responses import (
     ResponseRequest,
 )
 from mistral_serve.responses.background import BackgroundRuns, stored_events
+from mistral_serve.responses.conversations import Conversations
 from mistral_serve.responses.events import ResponseEvents
 from mistral_serve.responses.items import Item, chat_messages, input_items, new_id
 from mistral_serve.responses.output import Frame, output_of, usage_of
@@ -78,10 +79,12 @@ class Responses:
         records: ResponseRecords | None,
         options: ResponsesOptions = ResponsesOptions(),
         *,
+        conversations: Conversations | None = None,
         clock: WallClock = utc_now,
     ) -> None:
         self._gateway = gateway
         self._records = records if options.store else None
+        self._conversations = conversations or Conversations(gateway, None)
         self._options = options
         self._clock = clock
         #: The background responses this gateway runs (None: nothing is stored).
@@ -146,7 +149,9 @@ class Responses:
         )
         if answer.status != 200:
             return answer  # the engine's own 4xx (or a limit's), as chat's would be
-        stored = _Storing(self, caller, frame, context.new, root_id) if request.stores else None
+        stored = None
+        if request.stores or context.conversation_id is not None:
+            stored = _Storing(self, caller, frame, context.new, root_id, keep=request.stores)
         if answer.stream is not None:
             return self._streamed(answer, frame, stored)
         return await self._answered(answer, frame, stored)
@@ -165,7 +170,8 @@ class Responses:
         assert self._runs is not None  # _check_storage: background responses are stored
         root_id = context.root_id or frame.id
         events = ResponseEvents(frame, status="queued")
-        await _Storing(self, caller, frame, context.new, root_id).write(events.snapshot())
+        storing = _Storing(self, caller, frame, context.new, root_id, keep=True)
+        await storing.put(events.snapshot())
         opening = [events.created(), events.queued()]
         chat = with_usage_requested({**document, "stream": True})
 
@@ -179,7 +185,7 @@ class Responses:
                 conversation_id=context.conversation_id or root_id,
             )
 
-        run = self._runs.start(events, opening, start)
+        run = self._runs.start(events, opening, start, ended=storing.extend_conversation)
         if not request.stream:
             return GatewayResponse(200, JSON, body=orjson.dumps(opening[0]["response"]))
         return _event_stream(ResponseStream(run.follow(after=-1)))
@@ -208,14 +214,21 @@ class Responses:
 
     async def _context(self, request: ResponseRequest, caller: Caller) -> _Context:
         new = input_items(request.input)
-        if request.conversation is not None:
-            raise InvalidRequestError(
-                "conversation: not served yet; continue with `previous_response_id`.",
-                param="conversation",
-            )
         earlier: list[Item] = []
         root_id = None
         previous = request.previous_response_id
+        conversation = request.conversation_id
+        if conversation is not None:
+            if previous is not None:
+                raise InvalidRequestError(
+                    "conversation: continue a conversation or a previous response, not both.",
+                    param="conversation",
+                )
+            await self._conversations.owned(conversation, caller, param="conversation")
+            earlier = await self._conversations.items_of(conversation)
+            if not new and not earlier:
+                raise InvalidRequestError("input: a response needs some input.", param="input")
+            return _Context(earlier, new, None, conversation, conversation)
         if previous is not None:
             assert self._records is not None  # _check_storage
             chain = await self._records.chain(previous, _owner(caller))
@@ -402,18 +415,40 @@ def _owner(caller: Caller) -> str:
 
 
 class _Storing:
-    """Writes one response (its input items and the response object) when it ends."""
+    """Writes one response when it ends: the response with its input items (``keep``: it is
+    stored), and its input and output added to its conversation, if it has one."""
 
     def __init__(
-        self, responses: Responses, caller: Caller, frame: Frame, new: list[Item], root_id: str
+        self,
+        responses: Responses,
+        caller: Caller,
+        frame: Frame,
+        new: list[Item],
+        root_id: str,
+        *,
+        keep: bool,
     ) -> None:
         self._responses = responses
         self._caller = caller
         self._frame = frame
         self._new = new
         self._root_id = root_id
+        self._keep = keep
 
     async def write(self, response: dict[str, Any]) -> None:
+        if self._keep:
+            await self.put(response)
+        await self.extend_conversation(response)
+
+    async def extend_conversation(self, response: dict[str, Any]) -> None:
+        """A response that answered adds its input and output to its conversation."""
+        conversation = self._frame.conversation_id
+        if conversation is None or response["status"] not in ("completed", "incomplete"):
+            return
+        output = response.get("output") or []
+        await self._responses._conversations.extend(conversation, [*self._new, *output])
+
+    async def put(self, response: dict[str, Any]) -> None:
         responses, frame = self._responses, self._frame
         assert responses._records is not None
         await responses._records.put(

@@ -136,3 +136,31 @@ class ResponseEventRow(Base):
     response_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     sequence: Mapped[int] = mapped_column(Integer, primary_key=True)
     event: Mapped[dict] = mapped_column(JSON)
+
+
+class ConversationRow(Base):
+    """A conversation: OpenAI's (``/v1/conversations``, items) or Mistral's
+    (``beta.conversations``, entries); ``settings`` holds what Mistral's keeps (model,
+    instructions, tools, completion arguments, name, description)."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32))
+    dialect: Mapped[str] = mapped_column(String(8))  # "openai" or "mistral"
+    metadata_: Mapped[dict] = mapped_column("metadata", JSON)
+    settings: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ConversationItemRow(Base):
+    """One item of a conversation, at its position (0 first)."""
+
+    __tablename__ = "conversation_items"
+
+    conversation_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[str] = mapped_column(String(64))
+    item: Mapped[dict] = mapped_column(JSON)
