@@ -39,21 +39,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import uuid
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import aiohttp
 import asyncpg
 from harness import cpu_time, start, start_gateway, stop_all, wait_ok
+from load import closed_loop, drop_database, make_database, open_loop
 
 from mistral_serve.engines.supervisor import free_port
 
-POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-BODY = {"model": "demo", "messages": [{"role": "user", "content": "Hello there."}], "max_tokens": 8}
 STATIC_KEY = "bench-static-key-0123456789"
 #: Limits on every key: all of them checked, none binding at these rates.
 LIMITS = ["--rpm", "1000000", "--tpm", "1000000000", "--max-concurrent", "100000",
@@ -71,60 +66,6 @@ def create_key(env: dict[str, str], limits: list[str] = LIMITS) -> str:
     return dict(line.split(":", 1) for line in done.stdout.splitlines())["key"].strip()
 
 
-async def closed_loop(url: str, key: str | None, requests: int, concurrency: int) -> None:
-    headers = {"authorization": f"Bearer {key}"} if key else {}
-    queue = iter(range(requests))
-
-    async def worker(session: aiohttp.ClientSession) -> None:
-        for _ in queue:
-            async with session.post(url + "/v1/chat/completions", json=BODY) as response:
-                assert response.status == 200, await response.text()
-                await response.read()
-
-    async with aiohttp.ClientSession(headers=headers) as session:
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-
-
-async def open_loop(
-    urls: list[str], keys: list[str | None], rate: float, seconds: float, *, each: bool = False
-) -> tuple[Counter[int], list[float]]:
-    """``rate`` requests a second for ``seconds``, whatever the answers' pace; statuses and
-    latencies. Request n goes to ``urls[n % len(urls)]`` with ``keys[n % len(keys)]``; with
-    ``each``, every tick sends one request to every URL, with the key at the same index."""
-    statuses: Counter[int] = Counter()
-    latencies: list[float] = []
-
-    async def one(session: aiohttp.ClientSession, url: str, key: str | None) -> None:
-        started = time.perf_counter()
-        headers = {"authorization": f"Bearer {key}"} if key else {}
-        try:
-            async with session.post(
-                url + "/v1/chat/completions", json=BODY, headers=headers
-            ) as response:
-                await response.read()
-                statuses[response.status] += 1
-        except aiohttp.ClientError:
-            statuses[0] += 1  # no answer
-        latencies.append(time.perf_counter() - started)
-
-    tasks = []
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        began = time.perf_counter()
-        for n in range(int(rate * seconds)):
-            delay = began + n / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if each:
-                for url, key in zip(urls, keys, strict=True):
-                    tasks.append(asyncio.create_task(one(session, url, key)))
-            else:
-                url, key = urls[n % len(urls)], keys[n % len(keys)]
-                tasks.append(asyncio.create_task(one(session, url, key)))
-        await asyncio.gather(*tasks)
-    return statuses, latencies
-
-
 async def ledger_counts(url: str, database: str) -> tuple[int, int, int]:
     """Rows, total requests in the totals, and the database's deadlocks so far."""
     connection = await asyncpg.connect(url)
@@ -137,20 +78,6 @@ async def ledger_counts(url: str, database: str) -> tuple[int, int, int]:
         return rows, int(totals), deadlocks
     finally:
         await connection.close()
-
-
-async def make_database() -> tuple[str, str]:
-    name = f"mistral_serve_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(POSTGRES)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    return name, POSTGRES.rsplit("/", 1)[0] + f"/{name}"
-
-
-async def drop_database(name: str) -> None:
-    admin = await asyncpg.connect(POSTGRES)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
 
 
 Gateway = tuple[str, subprocess.Popen, str | None]  # its URL, its process, the key it takes

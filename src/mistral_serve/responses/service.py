@@ -41,6 +41,7 @@ from mistral_serve.responses.pages import Page, page_of
 from mistral_serve.responses.stream import ChatEvents, ResponseStream
 from mistral_serve.responses.translate import chat_document
 from mistral_serve.responses.truncation import fitted
+from mistral_serve.responses.writer import ResponseWriter
 from mistral_serve.store import WallClock, utc_now
 from mistral_serve.store.responses import RUNNING, ResponseRecords, StoredResponse
 from mistral_serve.tenancy.auth import Caller
@@ -87,6 +88,7 @@ class Responses:
         self._conversations = conversations or Conversations(gateway, None)
         self._options = options
         self._clock = clock
+        self._writer = ResponseWriter(self._records) if self._records is not None else None
         #: The background responses this gateway runs (None: nothing is stored).
         self._runs = (
             BackgroundRuns(self._records, clock, lost_after_s=options.lost_after_s)
@@ -122,7 +124,8 @@ class Responses:
             context.conversation_id,
         )
         messages = chat_messages([*context.earlier, *context.new], request.instructions)
-        card = self._gateway.card(request.model) or {}
+        # The model's card only when a field needs it (making it reads every engine's card).
+        card = self._card(request) if request.reasoning or request.truncation == "auto" else {}
         reasons = bool((card.get("capabilities") or {}).get("reasoning"))
         document = chat_document(request, messages, reasons=reasons)
         context_length = card.get("max_context_length")
@@ -189,6 +192,9 @@ class Responses:
         if not request.stream:
             return GatewayResponse(200, JSON, body=orjson.dumps(opening[0]["response"]))
         return _event_stream(ResponseStream(run.follow(after=-1)))
+
+    def _card(self, request: ResponseRequest | InputTokensRequest) -> dict[str, Any]:
+        return self._gateway.card(request.model) or {}
 
     def _check_storage(self, request: ResponseRequest) -> None:
         if request.background and not request.stores:
@@ -368,7 +374,7 @@ class Responses:
         messages = chat_messages([*earlier, *input_items(request.input)], request.instructions)
         if not messages:
             raise InvalidRequestError("input: nothing to count.", param="input")
-        card = self._gateway.card(request.model) or {}
+        card = self._card(request) if request.reasoning else {}
         reasons = bool((card.get("capabilities") or {}).get("reasoning"))
         document = chat_document(request, messages, reasons=reasons)
         count = await count_tokens(self._gateway, document, authorization=authorization)
@@ -450,8 +456,8 @@ class _Storing:
 
     async def put(self, response: dict[str, Any]) -> None:
         responses, frame = self._responses, self._frame
-        assert responses._records is not None
-        await responses._records.put(
+        assert responses._writer is not None
+        await responses._writer.write(
             StoredResponse(
                 id=frame.id,
                 key_id=_owner(self._caller),

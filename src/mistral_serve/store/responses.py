@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, literal, select, update
+from sqlalchemy import delete, insert, literal, select, update
 
 from mistral_serve.store.database import Store
 from mistral_serve.store.models import ResponseEventRow, StoredResponseRow, WallClock, utc, utc_now
@@ -42,13 +42,21 @@ MAX_CHAIN = 10_000
 class ResponseRecords:
     def __init__(self, store: Store, clock: WallClock = utc_now) -> None:
         self._sessions = store.sessions
+        self._engine = store.engine
         self._clock = clock
 
     async def put(self, record: StoredResponse) -> None:
-        """Write the response (a new one, or a background one's new state)."""
+        """Write a new response."""
+        await self.put_many([record])
+
+    async def put_many(self, records: Sequence[StoredResponse]) -> None:
+        """Write new responses in one transaction, one multi-row INSERT (SQLAlchemy Core:
+        the ORM's unit of work cost the gateway more CPU than the rest of a response)."""
         now = self._clock()
-        async with self._sessions.begin() as session:
-            await session.merge(_row(record, now))
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                insert(StoredResponseRow), [_values(record, now) for record in records]
+            )
 
     async def get(self, response_id: str, key_id: str) -> StoredResponse | None:
         async with self._sessions() as session:
@@ -173,8 +181,8 @@ class ResponseRecords:
             return [_record(row) for row in rows]
 
 
-def _row(record: StoredResponse, now: datetime) -> StoredResponseRow:
-    return StoredResponseRow(
+def _values(record: StoredResponse, now: datetime) -> dict[str, Any]:
+    return dict(
         id=record.id,
         key_id=record.key_id,
         status=record.status,

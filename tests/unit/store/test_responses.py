@@ -64,13 +64,14 @@ async def test_expired_responses_are_not_found_then_swept(store):
     assert await records.get("resp_new", "k1") is not None
 
 
-async def test_a_put_again_replaces_the_state(store):
+async def test_a_running_response_advances_until_it_is_over(store):
     records = ResponseRecords(store, Clock())
-    await records.put(stored("resp_a"))
-    again = stored("resp_a")
-    await records.put(
-        StoredResponse(**{**again.__dict__, "status": "cancelled", "response": {"id": "resp_a"}})
-    )
+    await records.put(StoredResponse(**{**stored("resp_a").__dict__, "status": "queued"}))
+    event = {"type": "response.in_progress", "sequence_number": 0}
+    assert await records.advance("resp_a", "in_progress", {"id": "resp_a"}, [event])
+    assert await records.events("resp_a", after=-1) == [event]
+    assert await records.advance("resp_a", "cancelled", {"id": "resp_a"})
+    assert not await records.advance("resp_a", "completed", {"id": "resp_a"})  # over
     assert (await records.get("resp_a", "k1")).status == "cancelled"
 
 
