@@ -46,17 +46,27 @@ def bounded(case) -> None:
         return
     if isinstance(body.get("model"), str) and body["model"]:
         body["model"] = "demo"  # most requests reach an engine, not the 404
-    for field in ("max_tokens", "max_completion_tokens", "min_tokens"):
+    for field in ("max_tokens", "max_completion_tokens", "min_tokens", "max_output_tokens"):
         if type(body.get(field)) is int and body[field] > MAX_TOKENS:
             body[field] = MAX_TOKENS
-    if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
+    if "input" in body or "instructions" in body:  # a response (max_tokens is not its field)
+        if body.get("max_output_tokens") is None:
+            body["max_output_tokens"] = MAX_TOKENS
+    elif "inputs" in body or "from_entry_id" in body:  # a Mistral conversation's turn
+        if not isinstance(body.get("completion_args"), dict):
+            body["completion_args"] = {}
+        arguments = body["completion_args"]
+        if type(arguments.get("max_tokens")) is not int or arguments["max_tokens"] > MAX_TOKENS:
+            arguments["max_tokens"] = MAX_TOKENS
+    elif body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
         body["max_tokens"] = MAX_TOKENS  # unset, an engine writes up to the whole context
     for field in ("n", "best_of"):
         if type(body.get(field)) is int and MAX_CHOICES < body[field] <= 20:
             body[field] = MAX_CHOICES
     # Any string is a valid role and any list a valid content to the schema, but the engine's
     # chat format knows a few: those that are not are made a user's text.
-    for message in body.get("messages") or ():
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
         if isinstance(message, dict) and isinstance(message.get("role"), str):
             if message["role"] not in ("system", "user", "assistant"):
                 message["role"] = "user"

@@ -19,11 +19,23 @@ from pydantic.json_schema import models_json_schema
 from mistral_serve.protocol import responses
 from mistral_serve.protocol.embeddings import EmbeddingRequest
 from mistral_serve.protocol.fim import FIMCompletionRequest
+from mistral_serve.protocol.mistral_conversations import (
+    AppendConversation,
+    RestartConversation,
+    StartConversation,
+)
 from mistral_serve.protocol.openai import (
     ChatCompletionRequest,
     CompletionRequest,
     DetokenizeRequest,
     TokenizeRequest,
+)
+from mistral_serve.protocol.openai_responses import (
+    AddItems,
+    CreateConversation,
+    InputTokensRequest,
+    ResponseRequest,
+    UpdateConversation,
 )
 
 #: vLLM's own sampling and output fields: not read by the gateway, sent to the engine as they are.
@@ -168,6 +180,153 @@ _OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         )
     },
 }
+_STORED_ERRORS = {
+    "400": "a bad query (limit, order, after, starting_after), or not a background response",
+    "401": _GENERATION_ERRORS["401"],
+    "404": "no such response, conversation or item for this key (another key's is not found)",
+}
+_RESPONSE_ERRORS = {
+    **_GENERATION_ERRORS,
+    "400": _GENERATION_ERRORS["400"] + "; a field with no meaning here (built-in tools, "
+    "reasoning on a model without it, an unknown field), named; store with RESPONSES_STORE=off",
+    "404": "a model no engine serves; no such previous_response_id or conversation for this key",
+}
+_EVENTS = {
+    "text/event-stream": {
+        "schema": {
+            "type": "object",
+            "required": ["event", "data"],
+            "properties": {
+                "event": {"type": "string", "description": "the event's type"},
+                "data": {"type": "string", "description": "the event, as JSON"},
+            },
+        },
+        "description": "With `stream: true`: the API's events (`event: response.created` … "
+        "`response.completed`; Mistral's `conversation.response.started` … `.done`).",
+    }
+}
+
+
+def _body(*models: type[BaseModel]) -> dict[str, Any]:
+    schema = _ref(models[0]) if len(models) == 1 else {"oneOf": [_ref(m) for m in models]}
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _answer(
+    summary: str,
+    answers: tuple[type[BaseModel], ...],
+    errors: dict[str, str],
+    *,
+    body: tuple[type[BaseModel], ...] = (),
+    streamed: bool = False,
+    no_content: bool = False,
+) -> dict[str, Any]:
+    """An operation of the Responses API or the conversations: its body, answers, errors."""
+    schema = _ref(answers[0]) if len(answers) == 1 else {"oneOf": [_ref(a) for a in answers]}
+    content: dict[str, Any] = {"application/json": {"schema": schema}}
+    if streamed:
+        content.update(_EVENTS)
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "responses": {"200": {"description": "OK", "content": content}, **_errors(errors)},
+    }
+    if no_content:
+        operation["responses"]["204"] = {"description": "Deleted (a Mistral conversation)"}
+    if body:
+        operation["requestBody"] = _body(*body)
+    return operation
+
+
+_RESPONSES_API: dict[tuple[str, str], dict[str, Any]] = {
+    ("/v1/responses", "post"): _answer(
+        "Create a response (OpenAI's Responses API, answered by a chat completion)",
+        (responses.ResponseObject,),
+        _RESPONSE_ERRORS,
+        body=(ResponseRequest,),
+        streamed=True,
+    ),
+    ("/v1/responses/input_tokens", "post"): _answer(
+        "How many tokens a response with this input would read",
+        (responses.InputTokens,),
+        _TOKEN_ERRORS,
+        body=(InputTokensRequest,),
+    ),
+    ("/v1/responses/{response_id}", "get"): _answer(
+        "A stored response; `?stream=true&starting_after=N`: a background response's events",
+        (responses.ResponseObject,),
+        _STORED_ERRORS,
+        streamed=True,
+    ),
+    ("/v1/responses/{response_id}", "delete"): _answer(
+        "Delete a stored response", (responses.ResponseDeleted,), _STORED_ERRORS
+    ),
+    ("/v1/responses/{response_id}/input_items", "get"): _answer(
+        "A response's input items (`after`, `limit`, `order`)",
+        (responses.ItemList,),
+        _STORED_ERRORS,
+    ),
+    ("/v1/responses/{response_id}/cancel", "post"): _answer(
+        "Cancel a background response", (responses.ResponseObject,), _STORED_ERRORS
+    ),
+    ("/v1/conversations", "post"): _answer(
+        "OpenAI's create (items, metadata) or Mistral's start (inputs, model…)",
+        (responses.Conversation, responses.MistralConversationResponse),
+        _RESPONSE_ERRORS,
+        body=(CreateConversation, StartConversation),
+        streamed=True,
+    ),
+    ("/v1/conversations", "get"): _answer(
+        "Mistral's conversations of this key (`page`, `page_size`)", (), _STORED_ERRORS
+    ),
+    ("/v1/conversations/{conversation_id}", "get"): _answer(
+        "A conversation, in the shapes of the API that made it",
+        (responses.Conversation,),
+        _STORED_ERRORS,
+    ),
+    ("/v1/conversations/{conversation_id}", "post"): _answer(
+        "OpenAI's update (metadata) or Mistral's append (inputs)",
+        (responses.Conversation, responses.MistralConversationResponse),
+        _RESPONSE_ERRORS,
+        body=(UpdateConversation, AppendConversation),
+        streamed=True,
+    ),
+    ("/v1/conversations/{conversation_id}", "delete"): _answer(
+        "Delete a conversation and its items",
+        (responses.ConversationDeleted,),
+        _STORED_ERRORS,
+        no_content=True,
+    ),
+    ("/v1/conversations/{conversation_id}/restart", "post"): _answer(
+        "Mistral's restart: a new conversation from one of this one's entries",
+        (responses.MistralConversationResponse,),
+        _RESPONSE_ERRORS,
+        body=(RestartConversation,),
+        streamed=True,
+    ),
+    ("/v1/conversations/{conversation_id}/history", "get"): _answer(
+        "Mistral's history: every entry", (responses.ConversationHistory,), _STORED_ERRORS
+    ),
+    ("/v1/conversations/{conversation_id}/messages", "get"): _answer(
+        "Mistral's messages", (responses.ConversationMessages,), _STORED_ERRORS
+    ),
+    ("/v1/conversations/{conversation_id}/items", "get"): _answer(
+        "A conversation's items (`after`, `limit`, `order`)", (responses.ItemList,), _STORED_ERRORS
+    ),
+    ("/v1/conversations/{conversation_id}/items", "post"): _answer(
+        "Add items to a conversation", (responses.ItemList,), _STORED_ERRORS, body=(AddItems,)
+    ),
+    ("/v1/conversations/{conversation_id}/items/{item_id}", "get"): _answer(
+        "One item", (responses.ConversationItem,), _STORED_ERRORS
+    ),
+    ("/v1/conversations/{conversation_id}/items/{item_id}", "delete"): _answer(
+        "Delete one item; the conversation", (responses.Conversation,), _STORED_ERRORS
+    ),
+}
+# Mistral's list is a JSON array of conversations.
+_RESPONSES_API[("/v1/conversations", "get")]["responses"]["200"]["content"] = {
+    "application/json": {"schema": {"type": "array", "items": _ref(responses.Conversation)}}
+}
+
 _ANSWERS: dict[tuple[str, str], tuple[type[BaseModel], dict[str, str]]] = {
     ("/v1/models", "get"): (responses.ModelList, {"401": _MODEL_ERRORS["401"]}),
     ("/v1/models/{model_id}", "get"): (responses.ModelCard, _MODEL_ERRORS),
@@ -191,6 +350,24 @@ _MODELS: tuple[type[BaseModel], ...] = (
     responses.Health,
     responses.Readiness,
     responses.ErrorResponse,
+    ResponseRequest,
+    InputTokensRequest,
+    CreateConversation,
+    UpdateConversation,
+    AddItems,
+    StartConversation,
+    AppendConversation,
+    RestartConversation,
+    responses.ResponseObject,
+    responses.ResponseDeleted,
+    responses.InputTokens,
+    responses.ItemList,
+    responses.Conversation,
+    responses.ConversationDeleted,
+    responses.ConversationItem,
+    responses.MistralConversationResponse,
+    responses.ConversationHistory,
+    responses.ConversationMessages,
 )
 
 
@@ -236,6 +413,11 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             for operation in methods.values():
                 operation["responses"].pop("422", None)  # validation failures are 400s here
                 operation["responses"].update(_errors(_ADMIN_ERRORS))
+    for (path, method), operation in _RESPONSES_API.items():
+        paths.setdefault(path, {})[method] = {
+            **operation,
+            "parameters": paths.get(path, {}).get(method, {}).get("parameters", []),
+        }
     for (path, method), (answer, errors) in _ANSWERS.items():
         operation = paths[path][method]
         operation["responses"] = {

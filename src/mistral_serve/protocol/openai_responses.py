@@ -147,3 +147,25 @@ class InputTokensRequest(Closed):
         if isinstance(self.conversation, ConversationRef):
             return self.conversation.id
         return self.conversation
+
+
+# -- OpenAI's conversations ------------------------------------------------------------------------
+#: OpenAI's bound on the items one create or add call takes.
+MAX_ITEMS_PER_CALL = 20
+
+
+class CreateConversation(Closed):
+    items: list[dict[str, Any]] | None = Field(None, max_length=MAX_ITEMS_PER_CALL)
+    metadata: Metadata | None = None
+
+    _metadata = field_validator("metadata")(check_metadata)
+
+
+class UpdateConversation(Closed):
+    metadata: Metadata
+
+    _metadata = field_validator("metadata")(check_metadata)
+
+
+class AddItems(Closed):
+    items: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_ITEMS_PER_CALL)

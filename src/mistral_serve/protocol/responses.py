@@ -142,3 +142,78 @@ class Readiness(_Open):
     routing_policy: str
     engines: list[dict[str, Any]]
     waiting: dict[str, int]
+
+
+# -- the Responses API and conversations -------------------------------------------------------
+class ResponseObject(_Open):
+    """A response (``/v1/responses``): OpenAI's ``response`` object."""
+
+    id: str
+    object: Literal["response"]
+    created_at: int
+    status: Literal["queued", "in_progress", "completed", "incomplete", "failed", "cancelled"]
+    model: str
+    output: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+
+
+class ResponseDeleted(_Open):
+    id: str
+    object: Literal["response"]
+    deleted: bool
+
+
+class InputTokens(_Open):
+    object: Literal["response.input_tokens"]
+    input_tokens: int
+
+
+class ItemList(_Open):
+    """A page of items (a response's input, a conversation's), OpenAI's cursor list."""
+
+    object: Literal["list"]
+    data: list[dict[str, Any]]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool
+
+
+class Conversation(_Open):
+    """A conversation: OpenAI's shape (``created_at`` a number), or Mistral's for one Mistral's
+    API made (``created_at`` a date, with its model and settings)."""
+
+    id: str
+    object: Literal["conversation"]
+    created_at: int | str
+
+
+class ConversationDeleted(_Open):
+    id: str
+    object: Literal["conversation.deleted"]
+    deleted: bool
+
+
+class ConversationItem(_Open):
+    type: str
+    id: str | None = None
+
+
+class MistralConversationResponse(_Open):
+    """A turn of Mistral's conversation (start, append, restart)."""
+
+    object: Literal["conversation.response"]
+    conversation_id: str
+    outputs: list[dict[str, Any]]
+    usage: dict[str, Any]
+
+
+class ConversationHistory(_Open):
+    object: Literal["conversation.history"]
+    conversation_id: str
+    entries: list[dict[str, Any]]
+
+
+class ConversationMessages(_Open):
+    object: Literal["conversation.messages"]
+    conversation_id: str
+    messages: list[dict[str, Any]]

@@ -12,37 +12,20 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from pydantic import Field, field_validator
-
 from mistral_serve.errors import InvalidRequestError, NotFoundError
 from mistral_serve.gateway.pipeline import Gateway, decode_body, validated
-from mistral_serve.protocol.openai_responses import Closed, Metadata, check_metadata
+from mistral_serve.protocol.openai_responses import (
+    AddItems,
+    CreateConversation,
+    UpdateConversation,
+)
 from mistral_serve.responses.items import Item, input_items, new_id
 from mistral_serve.responses.pages import Page, page_of
 from mistral_serve.store import WallClock, utc_now
 from mistral_serve.store.conversations import ConversationRecord, ConversationRecords
 from mistral_serve.tenancy.auth import Caller
 
-#: OpenAI's bound on the items one create or add call takes.
-MAX_ITEMS_PER_CALL = 20
 OPENAI, MISTRAL = "openai", "mistral"
-
-
-class CreateConversation(Closed):
-    items: list[dict[str, Any]] | None = Field(None, max_length=MAX_ITEMS_PER_CALL)
-    metadata: Metadata | None = None
-
-    _metadata = field_validator("metadata")(check_metadata)
-
-
-class UpdateConversation(Closed):
-    metadata: Metadata
-
-    _metadata = field_validator("metadata")(check_metadata)
-
-
-class AddItems(Closed):
-    items: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_ITEMS_PER_CALL)
 
 
 def owner(caller: Caller) -> str:
