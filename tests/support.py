@@ -11,8 +11,10 @@ import inspect
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -156,3 +158,26 @@ async def ledger_rows(store: Store) -> list[UsageRow]:
         )
         for entry in entries
     ]
+
+
+# -- faults ---------------------------------------------------------------------------------------
+@contextmanager
+def paused(process: psutil.Process, after_s: float = 0.0, for_s: float | None = None) -> Iterator:
+    """``kill -STOP`` ``process`` (after ``after_s``, from a thread, for ``for_s`` seconds or
+    until the block ends); it is always resumed."""
+    resumed = threading.Event()
+
+    def pause() -> None:
+        time.sleep(after_s)
+        process.suspend()
+        resumed.wait(for_s)
+        process.resume()
+
+    thread = threading.Thread(target=pause, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        resumed.set()
+        thread.join()
+        process.resume()

@@ -8,45 +8,19 @@ for real here, on the session's engines, and always resumed.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import aiohttp
 import httpx
 import openai
-import psutil
 import pytest
 
-from tests.support import wait_for
+from tests.support import paused, wait_for
 
 from .conftest import STALL_TIMEOUT_S, Stack
 
 pytestmark = pytest.mark.integration
-
-
-@contextmanager
-def paused(process: psutil.Process, after_s: float = 0.0, for_s: float | None = None) -> Iterator:
-    """``kill -STOP`` ``process`` (after ``after_s``, from a thread, for ``for_s`` seconds or
-    until the block ends); it is always resumed."""
-    resumed = threading.Event()
-
-    def pause() -> None:
-        time.sleep(after_s)
-        process.suspend()
-        resumed.wait(for_s)
-        process.resume()
-
-    thread = threading.Thread(target=pause, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        resumed.set()
-        thread.join()
-        process.resume()
 
 
 async def stream_load(url: str, requests: int, concurrency: int, body: dict) -> Counter:

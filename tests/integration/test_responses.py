@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
+import httpx
 import openai
 import pytest
 from agents import Agent, ModelSettings, Runner, function_tool, set_tracing_disabled
@@ -21,7 +22,7 @@ from pydantic import BaseModel
 
 from mistral_serve.telemetry import semconv
 from tests.services import postgres_database_sync
-from tests.support import engine_stats, seconds_until, stop_process
+from tests.support import engine_stats, paused, seconds_until, stop_process
 
 from .conftest import Stack, start_fleet
 from .test_telemetry import gateway_span, spans_of, traceparent
@@ -140,6 +141,30 @@ def test_a_streamed_function_call(stack: Stack):
     deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
     assert done.arguments == deltas and json.loads(deltas)["city"] in ("Paris", "Lyon")
     assert events[-1].type == "response.completed"
+
+
+def test_an_engine_failing_mid_stream_ends_the_response_failed(stack: Stack):
+    """The engine core stops under a streamed response (demo-v1: no other engine serves it):
+    after the stall timeout the stream ends with response.failed, and nothing hangs."""
+    client = stack.client(max_retries=0, timeout=120)
+    stream = client.responses.create(
+        model="demo-v1", input="Talk on.", max_output_tokens=4000, stream=True
+    )
+    events = iter(stream)
+    assert next(events).type == "response.created"
+    with paused(stack.engine_core("demo-v1")):
+        rest = list(events)
+    assert rest[-1].type == "response.failed"
+    failed = rest[-1].response
+    assert failed.status == "failed" and failed.error.code == "engine_stalled"
+    assert client.responses.retrieve(failed.id).status == "failed"  # stored as it ended
+    seconds_until(lambda: engine_ready(stack, "demo-v1"), 60, "demo-v1 back after a canary")
+    assert client.responses.create(model="demo-v1", input="hi", max_output_tokens=2).output_text
+
+
+def engine_ready(stack: Stack, model: str) -> bool:
+    engines = httpx.get(stack.gateway_url + "/ready", timeout=10).json()["engines"]
+    return any(model in engine["models"] and engine["state"] == "ready" for engine in engines)
 
 
 def test_json_schema_output(stack: Stack):
@@ -463,3 +488,13 @@ def test_a_conversation_is_continued_anywhere_and_only_by_its_key(two_gateways):
         stranger.conversations.items.list(conversation.id)
     with pytest.raises(openai.NotFoundError):
         stranger.responses.create(model="demo", conversation=conversation.id, input="hi")
+
+
+def test_responses_count_against_the_keys_limits(two_gateways):
+    fleet = two_gateways
+    _, key = fleet.create_key("--rpm", "1")
+    client = openai.OpenAI(base_url=fleet.urls[0] + "/v1", api_key=key, max_retries=0)
+    client.responses.create(model="demo", input="One.", max_output_tokens=2)
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.responses.create(model="demo", input="Two.", max_output_tokens=2)
+    assert refused.value.response.headers["x-ratelimit-limit-requests"] == "1"
