@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import orjson
@@ -57,7 +62,7 @@ class Store:
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         store = cls(engine)
         try:
-            async with engine.begin() as connection:
+            async with _sqlite_migration_lock(url), engine.begin() as connection:
                 await connection.run_sync(_upgrade)
         except BaseException:
             await engine.dispose()
@@ -66,6 +71,23 @@ class Store:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+@asynccontextmanager
+async def _sqlite_migration_lock(url: str) -> AsyncIterator[None]:
+    """SQLite: gateway workers starting at once on a new file take turns migrating it (a
+    lock file beside it), as PostgreSQL's replicas do with an advisory lock (below); else the
+    second one fails creating a table the first just made."""
+    database = make_url(url).database if url.startswith("sqlite") else None
+    if not database or database == ":memory:":
+        yield
+        return
+    descriptor = os.open(f"{database}.migrate-lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing it releases the lock
 
 
 #: Held (per transaction) while PostgreSQL is migrated: replicas starting at once on a new
