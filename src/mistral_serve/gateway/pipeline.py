@@ -84,7 +84,6 @@ log = logging.getLogger(__name__)
 Validated = TypeVar("Validated", bound=BaseModel)
 
 JSON = "application/json"
-_STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 class Endpoint(Enum):
@@ -421,7 +420,7 @@ class Gateway:
                 reshape=call.reshape,
             )
             await stream.start()
-            headers = {**_STREAM_HEADERS, **timing_headers(generation.timings, streamed=True)}
+            headers = {**sse.STREAM_HEADERS, **timing_headers(generation.timings, streamed=True)}
             return GatewayResponse(
                 200, sse.MEDIA_TYPE, headers, stream=stream, raw_headers=call.limit_headers
             )

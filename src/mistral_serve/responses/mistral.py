@@ -38,7 +38,6 @@ from mistral_serve.store import WallClock, utc_now
 from mistral_serve.store.conversations import ConversationRecord, ConversationRecords
 from mistral_serve.tenancy.auth import Caller
 
-_STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 #: What a conversation keeps from its start for every later turn.
 _SETTINGS = ("model", "instructions", "tools", "completion_args", "name", "description")
 
@@ -416,7 +415,7 @@ class MistralConversations:
         }
         source = _mistral_events(chat_events, events, model)
         stream_out = ResponseStream(source, opening=[started], close=chat_events.aclose)
-        headers = {**answer.headers, **_STREAM_HEADERS}
+        headers = {**answer.headers, **sse_framing.STREAM_HEADERS}
         return GatewayResponse(
             200, sse_framing.MEDIA_TYPE, headers, stream=stream_out, raw_headers=answer.raw_headers
         )

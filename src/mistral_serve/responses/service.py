@@ -33,7 +33,7 @@ from mistral_serve.protocol.openai_responses import (
     ResponseRequest,
 )
 from mistral_serve.responses.background import BackgroundRuns, stored_events
-from mistral_serve.responses.conversations import Conversations
+from mistral_serve.responses.conversations import Conversations, owner
 from mistral_serve.responses.events import ResponseEvents
 from mistral_serve.responses.items import Item, chat_messages, input_items, new_id
 from mistral_serve.responses.output import Frame, output_of, usage_of
@@ -45,8 +45,6 @@ from mistral_serve.responses.writer import ResponseWriter
 from mistral_serve.store import WallClock, utc_now
 from mistral_serve.store.responses import RUNNING, ResponseRecords, StoredResponse
 from mistral_serve.tenancy.auth import Caller
-
-_STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 @dataclass(frozen=True)
@@ -237,7 +235,7 @@ class Responses:
             return _Context(earlier, new, None, conversation, conversation)
         if previous is not None:
             assert self._records is not None  # _check_storage
-            chain = await self._records.chain(previous, _owner(caller))
+            chain = await self._records.chain(previous, owner(caller))
             if chain is None:
                 raise NotFoundError(
                     f"No response with id `{previous}` was found.", param="previous_response_id"
@@ -281,7 +279,7 @@ class Responses:
 
         chat = ChatEvents(answer.stream, events, ended=ended, clock=self._now)
         stream = ResponseStream(chat.__aiter__(), opening=opening, close=chat.aclose)
-        headers = {**answer.headers, **_STREAM_HEADERS}
+        headers = {**answer.headers, **sse_framing.STREAM_HEADERS}
         return GatewayResponse(
             200, sse_framing.MEDIA_TYPE, headers, stream=stream, raw_headers=answer.raw_headers
         )
@@ -334,7 +332,7 @@ class Responses:
 
     async def delete(self, response_id: str, *, authorization: str | None) -> dict[str, Any]:
         caller = await self._gateway.authenticate(authorization)
-        if self._records is None or not await self._records.delete(response_id, _owner(caller)):
+        if self._records is None or not await self._records.delete(response_id, owner(caller)):
             raise not_found(response_id)
         return {"id": response_id, "object": "response", "deleted": True}
 
@@ -349,7 +347,7 @@ class Responses:
         caller = await self._gateway.authenticate(authorization)
         stored = None
         if self._records is not None:
-            stored = await self._records.get(response_id, _owner(caller))
+            stored = await self._records.get(response_id, owner(caller))
         if stored is None:
             raise not_found(response_id)
         return stored
@@ -363,7 +361,7 @@ class Responses:
         if request.previous_response_id is not None:
             if self._records is None:
                 raise not_found(request.previous_response_id)
-            chain = await self._records.chain(request.previous_response_id, _owner(caller))
+            chain = await self._records.chain(request.previous_response_id, owner(caller))
             if chain is None:
                 raise NotFoundError(
                     f"No response with id `{request.previous_response_id}` was found.",
@@ -412,12 +410,9 @@ async def count_tokens(
 
 
 def _event_stream(stream: ResponseStream) -> GatewayResponse:
-    return GatewayResponse(200, sse_framing.MEDIA_TYPE, dict(_STREAM_HEADERS), stream=stream)
-
-
-def _owner(caller: Caller) -> str:
-    """Whose responses a caller sees: its key's ("" when no key is required)."""
-    return caller.key_id or ""
+    return GatewayResponse(
+        200, sse_framing.MEDIA_TYPE, dict(sse_framing.STREAM_HEADERS), stream=stream
+    )
 
 
 class _Storing:
@@ -460,7 +455,7 @@ class _Storing:
         await responses._writer.write(
             StoredResponse(
                 id=frame.id,
-                key_id=_owner(self._caller),
+                key_id=owner(self._caller),
                 status=response["status"],
                 model=frame.request.model,
                 previous_response_id=frame.previous_response_id,
