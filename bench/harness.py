@@ -3,16 +3,19 @@ their own groups, waiting for a URL to answer, and stopping everything at the en
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import psutil
+from load import drop_database, make_database
 
 from mistral_serve.config import Settings
 from mistral_serve.engines.guard import guarded
@@ -122,3 +125,23 @@ def cpu_time(pid: int) -> float:
         except (OSError, IndexError, ValueError):  # a thread that ended meanwhile
             continue
     return total / 1e9
+
+
+@contextmanager
+def fake_engine_and_database(work: Path) -> Iterator[tuple[str, str]]:
+    """A fake engine answering at once (bench/fake_engine.py) and a throwaway PostgreSQL
+    database (bench/load.py): their URLs, both gone at the end."""
+    port = free_port()
+    fake = start(
+        [sys.executable, str(Path(__file__).with_name("fake_engine.py")), str(port)],
+        dict(os.environ),
+        work / "fake-engine.log",
+    )
+    engine = f"http://127.0.0.1:{port}"
+    name, url = asyncio.run(make_database())
+    try:
+        wait_ok(engine + "/health", 30)
+        yield engine, url
+    finally:
+        stop_all([fake])
+        asyncio.run(drop_database(name))

@@ -26,17 +26,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import asyncpg
-from harness import cpu_time, start, start_gateway, stop_all, wait_ok
-from load import BODY, closed_loop, drop_database, make_database, open_loop
-
-from mistral_serve.engines.supervisor import free_port
+from harness import cpu_time, fake_engine_and_database, start_gateway, stop_all, wait_ok
+from load import BODY, closed_loop, open_loop
 
 RESPONSE = {"model": "demo", "input": "Hello there.", "max_output_tokens": 8}
 #: No admission line: a pause of this machine would fill it, and the point is the cost.
@@ -168,21 +164,9 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mistral-serve-bench-"))
-    port = free_port()
-    fake = start(
-        [sys.executable, str(Path(__file__).with_name("fake_engine.py")), str(port)],
-        dict(os.environ),
-        work / "fake-engine.log",
-    )
-    engine = f"http://127.0.0.1:{port}"
-    name, url = asyncio.run(make_database())
-    try:
-        wait_ok(engine + "/health", 30)
+    with fake_engine_and_database(work) as (engine, url):
         cpu_per_request(args, work, engine)
         store_under_load(args, work, engine, url)
-    finally:
-        stop_all([fake])
-        asyncio.run(drop_database(name))
 
 
 if __name__ == "__main__":

@@ -43,10 +43,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
-from harness import cpu_time, start, start_gateway, stop_all, wait_ok
-from load import closed_loop, drop_database, make_database, open_loop
-
-from mistral_serve.engines.supervisor import free_port
+from harness import cpu_time, fake_engine_and_database, start_gateway, stop_all, wait_ok
+from load import closed_loop, open_loop
 
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 STATIC_KEY = "bench-static-key-0123456789"
@@ -225,22 +223,10 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mistral-serve-bench-"))
-    port = free_port()
-    fake = start(
-        [sys.executable, str(Path(__file__).with_name("fake_engine.py")), str(port)],
-        dict(os.environ),
-        work / "fake-engine.log",
-    )
-    engine = f"http://127.0.0.1:{port}"
-    name, url = asyncio.run(make_database())
-    try:
-        wait_ok(engine + "/health", 30)
+    with fake_engine_and_database(work) as (engine, url):
         store = {"DATABASE_URL": url, "REDIS_URL": REDIS, "MISTRAL_SERVE_DATA_DIR": str(work)}
         cost(args, work, engine, store)
         ledger(args, work, engine, store)
-    finally:
-        stop_all([fake])
-        asyncio.run(drop_database(name))
 
 
 if __name__ == "__main__":

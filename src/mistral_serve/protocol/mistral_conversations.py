@@ -30,7 +30,9 @@ class CompletionArgs(_Open):
     tool_choice: StrictStr | dict[str, Any] | None = None
 
 
-class _Turn(_Open):
+class Turn(_Open):
+    """What every turn of a conversation (start, append, restart) may say."""
+
     inputs: StrictStr | list[dict[str, Any]] | None = None
     stream: StrictBool | None = False
     store: StrictBool | None = True
@@ -39,7 +41,7 @@ class _Turn(_Open):
     completion_args: CompletionArgs | None = None
 
 
-class StartConversation(_Turn):
+class StartConversation(Turn):
     inputs: StrictStr | list[dict[str, Any]]
     model: StrictStr | None = None
     agent_id: StrictStr | None = None
@@ -52,11 +54,11 @@ class StartConversation(_Turn):
     metadata: dict[str, Any] | None = None
 
 
-class AppendConversation(_Turn):
+class AppendConversation(Turn):
     tool_confirmations: Any = None
 
 
-class RestartConversation(_Turn):
+class RestartConversation(Turn):
     from_entry_id: StrictStr
     metadata: dict[str, Any] | None = None
     agent_version: Any = None

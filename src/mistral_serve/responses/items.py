@@ -57,9 +57,9 @@ def _item(item: dict[str, Any], where: str) -> Item:
         return {
             "type": "function_call",
             "id": _optional_str(item, "id", where) or new_id("fc"),
-            "call_id": _str(item, "call_id", where),
-            "name": _str(item, "name", where),
-            "arguments": _str(item, "arguments", where),
+            "call_id": required_str(item, "call_id", where),
+            "name": required_str(item, "name", where),
+            "arguments": required_str(item, "arguments", where),
             "status": "completed",
         }
     if kind == "function_call_output":
@@ -69,7 +69,7 @@ def _item(item: dict[str, Any], where: str) -> Item:
         return {
             "type": "function_call_output",
             "id": _optional_str(item, "id", where) or new_id("fco"),
-            "call_id": _str(item, "call_id", where),
+            "call_id": required_str(item, "call_id", where),
             "output": output,
             "status": "completed",
         }
@@ -125,14 +125,15 @@ def _parts(content: Any, where: str, role: str) -> list[dict[str, Any]]:
                     param=f"{at}.image_url",
                 )
         elif part["type"] == "refusal":
-            _str(part, "refusal", at)
+            required_str(part, "refusal", at)
         else:
-            _str(part, "text", at)
+            required_str(part, "text", at)
         parts.append(part)
     return parts
 
 
-def _str(item: dict[str, Any], field: str, where: str) -> str:
+def required_str(item: dict[str, Any], field: str, where: str) -> str:
+    """``item[field]`` as a string; otherwise a 400 naming ``where.field``."""
     value = item.get(field)
     if not isinstance(value, str):
         raise InvalidRequestError(
@@ -142,7 +143,7 @@ def _str(item: dict[str, Any], field: str, where: str) -> str:
 
 
 def _optional_str(item: dict[str, Any], field: str, where: str) -> str | None:
-    return _str(item, field, where) if item.get(field) is not None else None
+    return required_str(item, field, where) if item.get(field) is not None else None
 
 
 def _text_of(parts: Iterable[dict[str, Any]]) -> str:

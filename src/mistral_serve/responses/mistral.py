@@ -26,12 +26,19 @@ from mistral_serve.protocol.mistral_conversations import (
     CompletionArgs,
     RestartConversation,
     StartConversation,
+    Turn,
 )
 from mistral_serve.protocol.openai import with_usage_requested
 from mistral_serve.protocol.openai_responses import ResponseRequest
 from mistral_serve.responses.conversations import MISTRAL, Conversations, owner
 from mistral_serve.responses.events import Event, ResponseEvents
-from mistral_serve.responses.items import Item, chat_messages, message_item, new_id
+from mistral_serve.responses.items import (
+    Item,
+    chat_messages,
+    message_item,
+    new_id,
+    required_str,
+)
 from mistral_serve.responses.output import Frame, output_of
 from mistral_serve.responses.stream import ChatEvents, ResponseStream
 from mistral_serve.store import WallClock, utc_now
@@ -76,8 +83,8 @@ def _item_of_entry(entry: dict[str, Any], where: str) -> Item:
         return {
             "type": "function_call",
             "id": entry.get("id") or new_id("fc"),
-            "call_id": _required(entry, "tool_call_id", where),
-            "name": _required(entry, "name", where),
+            "call_id": required_str(entry, "tool_call_id", where),
+            "name": required_str(entry, "name", where),
             "arguments": arguments if isinstance(arguments, str) else "{}",
             "status": "completed",
         }
@@ -85,8 +92,8 @@ def _item_of_entry(entry: dict[str, Any], where: str) -> Item:
         return {
             "type": "function_call_output",
             "id": entry.get("id") or new_id("fco"),
-            "call_id": _required(entry, "tool_call_id", where),
-            "output": _required(entry, "result", where),
+            "call_id": required_str(entry, "tool_call_id", where),
+            "output": required_str(entry, "result", where),
             "status": "completed",
         }
     raise InvalidRequestError(
@@ -105,15 +112,6 @@ def _text(content: Any, where: str) -> str:
     ):
         return "".join(str(chunk.get("text", "")) for chunk in content)
     raise InvalidRequestError(f"{where}: a text, or text chunks.", param=where)
-
-
-def _required(entry: dict[str, Any], field: str, where: str) -> str:
-    value = entry.get(field)
-    if not isinstance(value, str):
-        raise InvalidRequestError(
-            f"{where}.{field}: a string is required.", param=f"{where}.{field}"
-        )
-    return value
 
 
 def entry_of(item: Item, model: str | None = None) -> dict[str, Any] | None:
@@ -279,24 +277,8 @@ class MistralConversations:
         conversation_id = new_id("conv")
         chat = chat_of(settings, new, None)  # checked before anything is stored
         if request.store is not False:
-            await self._records().create(
-                conversation_id,
-                owner(caller),
-                MISTRAL,
-                metadata=request.metadata or {},
-                settings=settings,
-                items=[],
-                expires_at=self._clock() + self._ttl,
-            )
-        return await self._turn(
-            conversation_id,
-            chat,
-            new,
-            caller,
-            request_id,
-            stream=bool(request.stream),
-            store=request.store is not False,
-        )
+            await self._create(conversation_id, caller, request.metadata or {}, settings, [])
+        return await self._turn(conversation_id, chat, new, caller, request_id, request)
 
     async def append(
         self, conversation_id: str, document: dict[str, Any], caller: Caller, request_id: str
@@ -307,15 +289,7 @@ class MistralConversations:
         earlier = await self._conversations.items_of(conversation_id)
         new = items_of_inputs(request.inputs)
         chat = chat_of(record.settings, [*earlier, *new], request.completion_args)
-        return await self._turn(
-            conversation_id,
-            chat,
-            new,
-            caller,
-            request_id,
-            stream=bool(request.stream),
-            store=request.store is not False,
-        )
+        return await self._turn(conversation_id, chat, new, caller, request_id, request)
 
     async def restart(
         self, conversation_id: str, document: dict[str, Any], caller: Caller, request_id: str
@@ -335,23 +309,26 @@ class MistralConversations:
         chat = chat_of(record.settings, [*kept, *new], request.completion_args)
         restarted = new_id("conv")
         if request.store is not False:
-            await self._records().create(
-                restarted,
-                owner(caller),
-                MISTRAL,
-                metadata=request.metadata if request.metadata is not None else record.metadata,
-                settings=record.settings,
-                items=kept,
-                expires_at=self._clock() + self._ttl,
-            )
-        return await self._turn(
-            restarted,
-            chat,
-            new,
-            caller,
-            request_id,
-            stream=bool(request.stream),
-            store=request.store is not False,
+            metadata = request.metadata if request.metadata is not None else record.metadata
+            await self._create(restarted, caller, metadata, record.settings, kept)
+        return await self._turn(restarted, chat, new, caller, request_id, request)
+
+    async def _create(
+        self,
+        conversation_id: str,
+        caller: Caller,
+        metadata: dict[str, Any],
+        settings: dict[str, Any],
+        items: list[Item],
+    ) -> None:
+        await self._records().create(
+            conversation_id,
+            owner(caller),
+            MISTRAL,
+            metadata=metadata,
+            settings=settings,
+            items=items,
+            expires_at=self._clock() + self._ttl,
         )
 
     async def _turn(
@@ -361,11 +338,13 @@ class MistralConversations:
         new: list[Item],
         caller: Caller,
         request_id: str,
-        *,
-        stream: bool,
-        store: bool,
+        turn: Turn,
     ) -> GatewayResponse:
-        if stream:
+        """One turn: the chat request through the pipeline, answered in Mistral's shape (or
+        its events), its input and output added to the conversation (unless ``store`` is
+        false)."""
+        store = turn.store is not False
+        if turn.stream:
             chat = with_usage_requested({**chat, "stream": True})
         answer = await self._gateway.generate_chat(
             caller,

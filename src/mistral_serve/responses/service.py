@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import orjson
@@ -32,7 +33,7 @@ from mistral_serve.protocol.openai_responses import (
     InputTokensRequest,
     ResponseRequest,
 )
-from mistral_serve.responses.background import BackgroundRuns, stored_events
+from mistral_serve.responses.background import BackgroundRuns, ChatStarter, stored_events
 from mistral_serve.responses.conversations import Conversations, owner
 from mistral_serve.responses.events import ResponseEvents
 from mistral_serve.responses.items import Item, chat_messages, input_items, new_id
@@ -136,18 +137,23 @@ class Responses:
                 document, context_length, count, keep_first=bool(request.instructions)
             )
         root_id = context.root_id or frame.id
+
+        def chat(streamed: bool) -> Coroutine[Any, Any, GatewayResponse]:
+            """The chat request through the pipeline, the chain's first response (or the
+            conversation, or the client's prompt_cache_key) its routing session."""
+            sent = with_usage_requested({**document, "stream": True}) if streamed else document
+            return self._gateway.generate_chat(
+                caller,
+                sent,
+                request_id,
+                session=request.prompt_cache_key or root_id,
+                answer_id=frame.id,
+                conversation_id=context.conversation_id or root_id,
+            )
+
         if request.background:
-            return await self._background(request, caller, frame, context, document, request_id)
-        if request.stream:
-            document = with_usage_requested({**document, "stream": True})
-        answer = await self._gateway.generate_chat(
-            caller,
-            document,
-            request_id,
-            session=request.prompt_cache_key or root_id,
-            answer_id=frame.id,
-            conversation_id=context.conversation_id or root_id,
-        )
+            return await self._background(request, caller, frame, context, partial(chat, True))
+        answer = await chat(bool(request.stream))
         if answer.status != 200:
             return answer  # the engine's own 4xx (or a limit's), as chat's would be
         stored = None
@@ -163,29 +169,17 @@ class Responses:
         caller: Caller,
         frame: Frame,
         context: _Context,
-        document: dict[str, Any],
-        request_id: str,
+        start: ChatStarter,
     ) -> GatewayResponse:
-        """Store the response as queued and run it in a task (responses/background.py): the
-        answer is the queued response, or a stream that follows the run."""
+        """Store the response as queued and run it in a task (responses/background.py), its
+        chat streamed (``start``): the answer is the queued response, or a stream that follows
+        the run."""
         assert self._runs is not None  # _check_storage: background responses are stored
         root_id = context.root_id or frame.id
         events = ResponseEvents(frame, status="queued")
         storing = _Storing(self, caller, frame, context.new, root_id, keep=True)
         await storing.put(events.snapshot())
         opening = [events.created(), events.queued()]
-        chat = with_usage_requested({**document, "stream": True})
-
-        def start() -> Coroutine[Any, Any, GatewayResponse]:
-            return self._gateway.generate_chat(
-                caller,
-                chat,
-                request_id,
-                session=request.prompt_cache_key or root_id,
-                answer_id=frame.id,
-                conversation_id=context.conversation_id or root_id,
-            )
-
         run = self._runs.start(events, opening, start, ended=storing.extend_conversation)
         if not request.stream:
             return GatewayResponse(200, JSON, body=orjson.dumps(opening[0]["response"]))
