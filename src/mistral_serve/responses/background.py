@@ -42,8 +42,6 @@ FLUSH_S = 0.5
 #: How often a stream following another gateway's run reads the store.
 POLL_S = 0.2
 
-TERMINAL = ("completed", "incomplete", "failed", "cancelled")
-
 #: Starts the run's chat stream (the pipeline's answer): awaited inside the run's task.
 ChatStarter = Callable[[], Coroutine[Any, Any, GatewayResponse]]
 #: Told the response as it ended (adds it to its conversation).
