@@ -1,7 +1,7 @@
 """What the Responses API costs the gateway, and what storing responses costs.
 
     .venv/bin/python bench/responses_cost.py [--requests 2000] [--concurrency 16]
-        [--rounds 6] [--rate 200] [--seconds 20]
+        [--rounds 6] [--rate 200] [--seconds 20] [--paced-rate 300] [--window 5]
 
 Both parts run over a FAKE engine (bench/fake_engine.py: a fixed chat answer at once), because
 no CPU engine reaches these rates and the point is the gateway's own cost.
@@ -37,6 +37,73 @@ from load import BODY, closed_loop, open_loop
 RESPONSE = {"model": "demo", "input": "Hello there.", "max_output_tokens": 8}
 #: No admission line: a pause of this machine would fill it, and the point is the cost.
 UNLIMITED = {"ENGINE_MAX_INFLIGHT": "100000", "AUTH": "off"}
+
+
+def paced_cpu_per_request(args: argparse.Namespace, work: Path, engine: str) -> None:
+    """The same comparison at the same pace: ``--paced-rate`` requests a second to each of the
+    two gateways at once, open loop, in windows of ``--window`` s. A closed loop lets the two
+    sides run at different rates, and a gateway's CPU per request depends on its rate (fewer
+    requests per wake-up when it is slower); here both get the same."""
+    gateways = [
+        start_gateway(
+            work, [engine], f"paced-{n}", MISTRAL_SERVE_DATA_DIR=str(work / f"p{n}"), **UNLIMITED
+        )
+        for n in range(2)
+    ]
+    sent = int(args.paced_rate * args.window)
+    try:
+        for url, _ in gateways:
+            wait_ok(url + "/ready", 60)
+        print(
+            f"\npaced: {args.paced_rate:.0f} requests/s to each of the pair, {args.rounds} "
+            f"windows of {args.window:.0f} s, gateways swapped each window\n"
+        )
+        print(
+            "| responses.create | chat CPU per request | responses CPU per request | "
+            "ratio (median) | range |"
+        )
+        print("|---|---|---|---|---|")
+        for store in (False, True):
+            body = {**RESPONSE, "store": store}
+            chat_cpu, responses_cpu = [], []
+            for round_ in range(args.rounds):
+                chat_gateway, responses_gateway = gateways[round_ % 2], gateways[1 - round_ % 2]
+                pids = [chat_gateway[1].pid, responses_gateway[1].pid]
+                before = [cpu_time(pid) for pid in pids]
+
+                async def both(
+                    chat_url: str = chat_gateway[0],
+                    responses_url: str = responses_gateway[0],
+                    body: dict = body,
+                ) -> None:
+                    answers = await asyncio.gather(
+                        open_loop([chat_url], [None], args.paced_rate, args.window, body=BODY),
+                        open_loop(
+                            [responses_url],
+                            [None],
+                            args.paced_rate,
+                            args.window,
+                            path="/v1/responses",
+                            body=body,
+                        ),
+                    )
+                    assert all(set(statuses) == {200} for statuses, _ in answers), answers
+
+                asyncio.run(both())
+                used = [
+                    (cpu_time(pid) - b) / sent * 1e6 for pid, b in zip(pids, before, strict=True)
+                ]
+                chat_cpu.append(used[0])
+                responses_cpu.append(used[1])
+            ratios = [r / c for r, c in zip(responses_cpu, chat_cpu, strict=True)]
+            print(
+                f"| store: {str(store).lower()} | {statistics.median(chat_cpu):.0f} µs | "
+                f"{statistics.median(responses_cpu):.0f} µs | {statistics.median(ratios):.3f} | "
+                f"{min(ratios):.2f}–{max(ratios):.2f} |",
+                flush=True,
+            )
+    finally:
+        stop_all(process for _, process in gateways)
 
 
 def cpu_per_request(args: argparse.Namespace, work: Path, engine: str) -> None:
@@ -161,11 +228,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--paced-rate", type=float, default=300)
+    parser.add_argument("--window", type=float, default=5)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mistral-serve-bench-"))
     with fake_engine_and_database(work) as (engine, url):
         cpu_per_request(args, work, engine)
+        paced_cpu_per_request(args, work, engine)
         store_under_load(args, work, engine, url)
 
 
