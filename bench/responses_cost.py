@@ -28,7 +28,9 @@ import argparse
 import asyncio
 import statistics
 import tempfile
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from harness import cpu_time, fake_engine_and_database, start_gateway, stop_all, wait_ok
@@ -39,25 +41,29 @@ RESPONSE = {"model": "demo", "input": "Hello there.", "max_output_tokens": 8}
 UNLIMITED = {"ENGINE_MAX_INFLIGHT": "100000", "AUTH": "off"}
 
 
-def paced_cpu_per_request(args: argparse.Namespace, work: Path, engine: str) -> None:
-    """The same comparison at the same pace: ``--paced-rate`` requests a second to each of the
-    two gateways at once, open loop, in windows of ``--window`` s. A closed loop lets the two
-    sides run at different rates, and a gateway's CPU per request depends on its rate (fewer
-    requests per wake-up when it is slower); here both get the same."""
+#: One round's load on the pair: (chat gateway's URL, responses gateway's URL, the response
+#: body) → its coroutine; the requests it sends to each.
+Load = Callable[[str, str, dict[str, Any]], Coroutine[Any, Any, None]]
+
+
+def beside(
+    args: argparse.Namespace, work: Path, engine: str, title: str, load: Load, count: int
+) -> None:
+    """Two identical gateways, one given chat and the other responses.create with ``load`` at
+    the same moments, swapped each round; each round's CPU per request (``count`` each) side
+    by side, with ``store`` false then true."""
     gateways = [
         start_gateway(
-            work, [engine], f"paced-{n}", MISTRAL_SERVE_DATA_DIR=str(work / f"p{n}"), **UNLIMITED
+            work, [engine], f"cost-{n}", MISTRAL_SERVE_DATA_DIR=str(work / f"d{n}"), **UNLIMITED
         )
         for n in range(2)
     ]
-    sent = int(args.paced_rate * args.window)
     try:
         for url, _ in gateways:
             wait_ok(url + "/ready", 60)
-        print(
-            f"\npaced: {args.paced_rate:.0f} requests/s to each of the pair, {args.rounds} "
-            f"windows of {args.window:.0f} s, gateways swapped each window\n"
-        )
+            asyncio.run(closed_loop(url, None, 300, 8))  # warm up both paths
+            asyncio.run(closed_loop(url, None, 300, 8, path="/v1/responses", body=RESPONSE))
+        print(f"\n{title}\n")
         print(
             "| responses.create | chat CPU per request | responses CPU per request | "
             "ratio (median) | range |"
@@ -70,28 +76,9 @@ def paced_cpu_per_request(args: argparse.Namespace, work: Path, engine: str) -> 
                 chat_gateway, responses_gateway = gateways[round_ % 2], gateways[1 - round_ % 2]
                 pids = [chat_gateway[1].pid, responses_gateway[1].pid]
                 before = [cpu_time(pid) for pid in pids]
-
-                async def both(
-                    chat_url: str = chat_gateway[0],
-                    responses_url: str = responses_gateway[0],
-                    body: dict = body,
-                ) -> None:
-                    answers = await asyncio.gather(
-                        open_loop([chat_url], [None], args.paced_rate, args.window, body=BODY),
-                        open_loop(
-                            [responses_url],
-                            [None],
-                            args.paced_rate,
-                            args.window,
-                            path="/v1/responses",
-                            body=body,
-                        ),
-                    )
-                    assert all(set(statuses) == {200} for statuses, _ in answers), answers
-
-                asyncio.run(both())
+                asyncio.run(load(chat_gateway[0], responses_gateway[0], body))
                 used = [
-                    (cpu_time(pid) - b) / sent * 1e6 for pid, b in zip(pids, before, strict=True)
+                    (cpu_time(pid) - b) / count * 1e6 for pid, b in zip(pids, before, strict=True)
                 ]
                 chat_cpu.append(used[0])
                 responses_cpu.append(used[1])
@@ -107,67 +94,53 @@ def paced_cpu_per_request(args: argparse.Namespace, work: Path, engine: str) -> 
 
 
 def cpu_per_request(args: argparse.Namespace, work: Path, engine: str) -> None:
-    gateways = [
-        start_gateway(
-            work, [engine], f"cost-{n}", MISTRAL_SERVE_DATA_DIR=str(work / f"d{n}"), **UNLIMITED
-        )
-        for n in range(2)
-    ]
-    try:
-        for url, _ in gateways:
-            wait_ok(url + "/ready", 60)
-            asyncio.run(closed_loop(url, None, 300, 8))  # warm up both paths
-            asyncio.run(closed_loop(url, None, 300, 8, path="/v1/responses", body=RESPONSE))
-        print(
-            f"\n{args.rounds} rounds of {args.requests} requests at concurrency "
-            f"{args.concurrency}, chat beside responses, gateways swapped each round\n"
-        )
-        print(
-            "| responses.create | chat CPU per request | responses CPU per request | "
-            "ratio (median) | range |"
-        )
-        print("|---|---|---|---|---|")
-        for store in (False, True):
-            body = {**RESPONSE, "store": store}
-            chat_cpu, responses_cpu = [], []
-            for round_ in range(args.rounds):
-                chat_gateway, responses_gateway = gateways[round_ % 2], gateways[1 - round_ % 2]
-                pids = [chat_gateway[1].pid, responses_gateway[1].pid]
-                before = [cpu_time(pid) for pid in pids]
+    """Closed loop: ``--requests`` to each side, ``--concurrency`` at a time."""
 
-                async def both(
-                    chat_url: str = chat_gateway[0],
-                    responses_url: str = responses_gateway[0],
-                    body: dict = body,
-                ) -> None:
-                    await asyncio.gather(
-                        closed_loop(chat_url, None, args.requests, args.concurrency, body=BODY),
-                        closed_loop(
-                            responses_url,
-                            None,
-                            args.requests,
-                            args.concurrency,
-                            path="/v1/responses",
-                            body=body,
-                        ),
-                    )
+    async def load(chat_url: str, responses_url: str, body: dict[str, Any]) -> None:
+        await asyncio.gather(
+            closed_loop(chat_url, None, args.requests, args.concurrency, body=BODY),
+            closed_loop(
+                responses_url,
+                None,
+                args.requests,
+                args.concurrency,
+                path="/v1/responses",
+                body=body,
+            ),
+        )
 
-                asyncio.run(both())
-                used = [
-                    (cpu_time(pid) - b) / args.requests * 1e6
-                    for pid, b in zip(pids, before, strict=True)
-                ]
-                chat_cpu.append(used[0])
-                responses_cpu.append(used[1])
-            ratios = [r / c for r, c in zip(responses_cpu, chat_cpu, strict=True)]
-            print(
-                f"| store: {str(store).lower()} | {statistics.median(chat_cpu):.0f} µs | "
-                f"{statistics.median(responses_cpu):.0f} µs | {statistics.median(ratios):.3f} | "
-                f"{min(ratios):.2f}–{max(ratios):.2f} |",
-                flush=True,
-            )
-    finally:
-        stop_all(process for _, process in gateways)
+    title = (
+        f"{args.rounds} rounds of {args.requests} requests at concurrency "
+        f"{args.concurrency}, chat beside responses, gateways swapped each round"
+    )
+    beside(args, work, engine, title, load, args.requests)
+
+
+def paced_cpu_per_request(args: argparse.Namespace, work: Path, engine: str) -> None:
+    """The same comparison at the same pace: ``--paced-rate`` requests a second to each of the
+    two gateways at once, open loop, in windows of ``--window`` s. A closed loop lets the two
+    sides run at different rates, and a gateway's CPU per request depends on its rate (fewer
+    requests per wake-up when it is slower); here both get the same."""
+
+    async def load(chat_url: str, responses_url: str, body: dict[str, Any]) -> None:
+        answers = await asyncio.gather(
+            open_loop([chat_url], [None], args.paced_rate, args.window, body=BODY),
+            open_loop(
+                [responses_url],
+                [None],
+                args.paced_rate,
+                args.window,
+                path="/v1/responses",
+                body=body,
+            ),
+        )
+        assert all(set(statuses) == {200} for statuses, _ in answers), answers
+
+    title = (
+        f"paced: {args.paced_rate:.0f} requests/s to each of the pair, {args.rounds} "
+        f"windows of {args.window:.0f} s, gateways swapped each window"
+    )
+    beside(args, work, engine, title, load, int(args.paced_rate * args.window))
 
 
 async def stored_count(url: str) -> int:
