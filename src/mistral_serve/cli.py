@@ -335,6 +335,10 @@ def _key_settings(args: argparse.Namespace, now: datetime) -> dict[str, object]:
         given["models"] = manage.parse_models(args.models)
     if getattr(args, "priority", None) is not None:
         given["priority"] = args.priority
+    if getattr(args, "weight", None) is not None:
+        if not 0 < args.weight <= 1000:
+            raise ValueError("--weight must be above 0 and at most 1000")
+        given["weight"] = args.weight
     if getattr(args, "expires", None) is not None:
         given["expires_at"] = manage.parse_expiry(args.expires, now)
     if getattr(args, "rename", None) is not None:
@@ -389,6 +393,9 @@ def _add_keys_parser(commands: argparse._SubParsersAction) -> None:
     def settable(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--models", help="models it may use: a,b (default all)")
         parser.add_argument("--priority", type=int, help="admission order, lower first (0)")
+        parser.add_argument(
+            "--weight", type=float, help="share of turns within its priority, relative (1)"
+        )
         parser.add_argument("--expires", help="30d, 12h, an ISO date, or never (default)")
         for flag, what in (
             ("--rpm", "requests per minute"),

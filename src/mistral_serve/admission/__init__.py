@@ -1,5 +1,7 @@
-"""Admission: a bounded, prioritised line per model in front of the engines; 429 past it."""
+"""Admission: a bounded, prioritised line per model in front of the engines, fair between
+tenants; 429 past it."""
 
+from mistral_serve.admission.fairness import TenantShare, Ticket
 from mistral_serve.admission.queue import Admission, AdmissionLimits, DrainRate, ModelQueue
 
-__all__ = ["Admission", "AdmissionLimits", "DrainRate", "ModelQueue"]
+__all__ = ["Admission", "AdmissionLimits", "DrainRate", "ModelQueue", "TenantShare", "Ticket"]

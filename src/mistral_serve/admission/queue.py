@@ -3,13 +3,15 @@
 vLLM's own queue is unbounded, so without this an overloaded server makes clients wait minutes.
 Here a request starts at once when an engine serving its model is below its concurrency target
 (ENGINE_MAX_INFLIGHT); otherwise it waits, highest priority first (vLLM's ``priority`` field:
-lower values first), then in arrival order. The engine is chosen when a slot frees, not when
-the request arrives, so routing sees the load of that moment.
+lower values first), then by fair shares of its tenants (:mod:`mistral_serve.admission.fairness`:
+keys in turn, weighted, by the tokens they reserve), then in arrival order. The engine is
+chosen when a slot frees, not when the request arrives, so routing sees the load of that moment.
 
-Past either bound the answer is immediate: a full line (ADMISSION_QUEUE_MAX) or a wait as long
-as ADMISSION_QUEUE_TIMEOUT_S is a 429 whose Retry-After comes from the line's length and the
-rate requests have been completing. A client that leaves while waiting leaves the line at once;
-when the gateway drains, everyone still waiting is answered 503.
+Past either bound the answer is immediate: a full line (ADMISSION_QUEUE_MAX) refuses the
+tenant holding the largest share of it (the newcomer, or that tenant's last request), and a
+wait as long as ADMISSION_QUEUE_TIMEOUT_S ends too; both are a 429 whose Retry-After comes from
+the line's length and the rate requests have been completing. A client that leaves while
+waiting leaves the line at once; when the gateway drains, everyone still waiting is answered 503.
 
 No I/O here: the gateway passes in how to start a request (``try_start``), and tells the line
 when a slot may have freed (:meth:`ModelQueue.wake`).
@@ -26,9 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from mistral_serve.admission.fairness import FairShares, TenantShare, Ticket
 from mistral_serve.errors import DrainingError, ServerOverloadedError
 
 T = TypeVar("T")
+
+#: The ticket of a request nobody named a tenant for (one tenant: arrival order).
+ANONYMOUS = Ticket()
 
 #: Completions counted for the drain rate: those of the last RATE_WINDOW_S seconds.
 RATE_WINDOW_S = 30.0
@@ -44,9 +50,12 @@ class AdmissionLimits:
 @dataclass(order=True)
 class _Waiter(Generic[T]):
     priority: int
+    start: float  # its fair-share start tag within its priority
     arrival: int
     try_start: Callable[[], T | None] = field(compare=False)
     started: asyncio.Future[T] = field(compare=False)
+    ticket: Ticket = field(compare=False)
+    end: float = field(compare=False)  # its tenant's end with it (fairness.FairShares.left)
 
 
 class DrainRate:
@@ -88,6 +97,7 @@ class ModelQueue(Generic[T]):
         self._waiting = 0
         self._arrivals = itertools.count()
         self._closed: DrainingError | None = None
+        self._fair = FairShares()
         self.rate = DrainRate(clock)
 
     @property
@@ -95,10 +105,17 @@ class ModelQueue(Generic[T]):
         """Requests waiting now."""
         return self._waiting
 
-    async def admit(self, try_start: Callable[[], T | None], priority: int = 0) -> T:
+    def shares(self) -> list[TenantShare]:
+        """Who waits here, in counts: each tenant's requests, tokens and share."""
+        return self._fair.shares()
+
+    async def admit(
+        self, try_start: Callable[[], T | None], priority: int = 0, ticket: Ticket = ANONYMOUS
+    ) -> T:
         """Start now if nobody is waiting and ``try_start`` succeeds; otherwise wait in line.
-        Raises ServerOverloadedError past either bound, DrainingError when draining, and
-        whatever ``try_start`` raises (no engine left for the model)."""
+        Raises ServerOverloadedError past either bound (or when a request of a tenant with a
+        smaller share took its place), DrainingError when draining, and whatever
+        ``try_start`` raises (no engine left for the model)."""
         if self._closed is not None:
             raise self._closed
         if not self._waiting:
@@ -106,9 +123,16 @@ class ModelQueue(Generic[T]):
             if started is not None:
                 return started
         if self._waiting >= self._limits.max_waiting:
-            raise self._overloaded("full", f"{self._waiting} requests are already waiting")
+            self._make_room(ticket, priority)
+        start, end = self._fair.enter(ticket, priority)
         waiter: _Waiter[T] = _Waiter(
-            priority, next(self._arrivals), try_start, asyncio.get_running_loop().create_future()
+            priority,
+            start,
+            next(self._arrivals),
+            try_start,
+            asyncio.get_running_loop().create_future(),
+            ticket,
+            end,
         )
         heapq.heappush(self._heap, waiter)
         self._waiting += 1
@@ -124,6 +148,34 @@ class ModelQueue(Generic[T]):
             )
         return waiter.started.result()
 
+    def _make_room(self, ticket: Ticket, priority: int) -> None:
+        """The line is full: the tenant holding the largest share of it, among requests no
+        more urgent than the newcomer, gives up its last request; when that is the newcomer's
+        own tenant (or nothing less urgent waits), the newcomer is refused."""
+        full = f"{self._waiting} requests are already waiting"
+        largest = self._fair.largest(priority)
+        if largest is None or largest == ticket.tenant:
+            raise self._overloaded("full", full)
+        mine = self._fair.held(ticket.tenant, priority) + ticket.weighted
+        if mine >= self._fair.held(largest, priority):
+            raise self._overloaded("full", full)
+        last = max(
+            (
+                waiter
+                for waiter in self._heap
+                if not waiter.started.done()
+                and waiter.ticket.tenant == largest
+                and waiter.priority >= priority
+            ),
+            default=None,
+        )
+        if last is None:  # cannot happen while its tenant has requests waiting
+            raise self._overloaded("full", full)
+        self._give_up(last)
+        last.started.set_exception(
+            self._overloaded("full", f"{full}, and its key holds the largest share of them")
+        )
+
     def wake(self) -> None:
         """A slot may have freed (or engines changed): start waiters from the head while they
         can start. The head cannot start means nobody behind it can (same model)."""
@@ -135,12 +187,15 @@ class ModelQueue(Generic[T]):
             try:
                 started = head.try_start()
             except Exception as error:
-                self._pop_head()
+                heapq.heappop(self._heap)
+                self._give_up(head)
                 head.started.set_exception(error)
                 continue
             if started is None:
                 return
-            self._pop_head()
+            heapq.heappop(self._heap)
+            self._waiting -= 1
+            self._fair.started(head.ticket, head.priority, head.start)
             head.started.set_result(started)
 
     def close(self, error: DrainingError) -> None:
@@ -151,6 +206,7 @@ class ModelQueue(Generic[T]):
             if not waiter.started.done():
                 waiter.started.set_exception(error)
         self._waiting = 0
+        self._fair = FairShares()
 
     def retry_after_s(self) -> float:
         """When a request turned away now should come back: the time the line ahead of it
@@ -167,9 +223,10 @@ class ModelQueue(Generic[T]):
             retry_after_s=self.retry_after_s(),
         )
 
-    def _pop_head(self) -> None:
-        heapq.heappop(self._heap)
+    def _give_up(self, waiter: _Waiter[T]) -> None:
+        """``waiter`` leaves the line without starting (the caller settles its future)."""
         self._waiting -= 1
+        self._fair.left(waiter.ticket, waiter.priority, waiter.start, waiter.end)
 
     def _leave(self, waiter: _Waiter[T]) -> None:
         """A waiter gives up its place (the waiter stays in the heap, marked done, until it
@@ -178,8 +235,8 @@ class ModelQueue(Generic[T]):
             if not waiter.started.cancelled() and waiter.started.exception() is None:
                 self._release(waiter.started.result())
             return
+        self._give_up(waiter)
         waiter.started.cancel()
-        self._waiting -= 1
 
 
 class Admission(Generic[T]):
@@ -231,3 +288,8 @@ class Admission(Generic[T]):
 
     def depths(self) -> dict[str, int]:
         return {model: queue.depth for model, queue in self._queues.items()}
+
+    def shares(self) -> dict[str, list[TenantShare]]:
+        """Each model's waiting tenants (models with nobody waiting left out)."""
+        shown = {model: queue.shares() for model, queue in self._queues.items()}
+        return {model: shares for model, shares in shown.items() if shares}

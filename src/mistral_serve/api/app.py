@@ -327,6 +327,7 @@ def create_app(
             adapters=adapters,
         )
         observer.watch_queue_depths(gateway.admission.depths)
+        observer.watch_queue_shares(gateway.queued_tenants)
         admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
         await adapters.start()
         ttl = timedelta(days=settings.responses_ttl_days)

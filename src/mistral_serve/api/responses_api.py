@@ -33,7 +33,10 @@ async def create_response(request: Request) -> Response:
     """OpenAI's Responses API, answered by a chat completion (docs/responses.md)."""
     body = await request.body()
     work = _responses(request).create(
-        body, request.state.request_id, authorization=_authorization(request)
+        body,
+        request.state.request_id,
+        authorization=_authorization(request),
+        client=request.client.host if request.client else None,
     )
     return await answered(request, work)
 

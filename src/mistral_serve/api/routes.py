@@ -131,6 +131,7 @@ async def _generate(request: Request, endpoint: Endpoint) -> Response:
         request.state.request_id,
         session=request.headers.get("x-session-id"),
         authorization=request.headers.get("authorization"),
+        client=request.client.host if request.client else None,
     )
     return await answered(request, work)
 

@@ -76,10 +76,14 @@ class Accounting:
         limits = self.limits
         if limits is None or caller.limits is None:  # a key without limits reserves nothing
             return None
-        tokens = reservation(
+        return await limits.reserve(caller, request_id, self.reserved_tokens(request, prompt_bytes))
+
+    def reserved_tokens(self, request: GenerationRequest, prompt_bytes: int) -> int:
+        """What the request may use: its prompt estimate plus its output limit (or
+        LIMITS_RESERVE_OUTPUT_TOKENS) per choice; also its weight in admission's fair queue."""
+        return reservation(
             prompt_bytes, request.output_limit, request.n or 1, self.reserve_output_tokens
         )
-        return await limits.reserve(caller, request_id, tokens)
 
     def ended(
         self,

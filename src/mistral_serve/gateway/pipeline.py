@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from mistral_serve.admission import Admission, AdmissionLimits
+from mistral_serve.admission import Admission, AdmissionLimits, Ticket
 from mistral_serve.engines.client import EngineClient, EngineConnectError
 from mistral_serve.engines.registry import Engine, EngineRegistry, Lease
 from mistral_serve.errors import (
@@ -73,7 +73,7 @@ from mistral_serve.protocol.openai import (
 )
 from mistral_serve.routing import RouteKey, RoutingPolicy, route_key
 from mistral_serve.routing.adapters import ADAPTER_LOAD, AdapterRoute, route_adapter
-from mistral_serve.telemetry.genai import GenAIObserver, Generation
+from mistral_serve.telemetry.genai import GenAIObserver, Generation, QueuedTenant
 from mistral_serve.telemetry.setup import disabled_telemetry
 from mistral_serve.tenancy.auth import ANYONE, Authenticator, Caller
 from mistral_serve.tenancy.limiter import Reservation
@@ -157,6 +157,7 @@ class _Call:
     strip_usage: bool
     key: RouteKey
     priority: int  # the admission queue's order: the key's, else the request's
+    ticket: Ticket  # its tenant's turn within that priority
     #: Its hold on its key's limits, if the key has any.
     reservation: Reservation | None = None
     #: How the engine's answer becomes the one the client's API promises (Mistral's dialect).
@@ -223,9 +224,11 @@ class Gateway:
         *,
         session: str | None = None,
         authorization: str | None = None,
+        client: str | None = None,
     ) -> GatewayResponse:
         """Answer one request. ``session``: the client's x-session-id header, if any;
-        ``authorization``: its Authorization header."""
+        ``authorization``: its Authorization header; ``client``: its address (anonymous
+        traffic takes its turns in the line by it)."""
         generation = self._observer.start(endpoint.operation, request_id, endpoint.route)
 
         async def work() -> GatewayResponse:
@@ -233,7 +236,7 @@ class Gateway:
             generation.caller(caller.key_id)
             document = decode_body(body)
             return await self._generate(
-                endpoint, document, body, request_id, generation, session, caller
+                endpoint, document, body, request_id, generation, session, caller, client
             )
 
         return await self._observed(generation, work())
@@ -248,6 +251,7 @@ class Gateway:
         answer_id: str,
         conversation_id: str | None = None,
         endpoint: Endpoint = Endpoint.RESPONSES,
+        client: str | None = None,
     ) -> GatewayResponse:
         """A chat completion made by the gateway itself for an API built on chat (the
         Responses API): ``document`` is the chat request, ``caller`` already known. It runs
@@ -258,7 +262,9 @@ class Gateway:
         generation.caller(caller.key_id)
         generation.answered_as(answer_id, conversation_id)
         body = orjson.dumps(document)
-        work = self._generate(endpoint, document, body, request_id, generation, session, caller)
+        work = self._generate(
+            endpoint, document, body, request_id, generation, session, caller, client
+        )
         return await self._observed(generation, work)
 
     @staticmethod
@@ -287,6 +293,7 @@ class Gateway:
         generation: Generation,
         session: str | None,
         caller: Caller,
+        client: str | None,
     ) -> GatewayResponse:
         request = validate_request(endpoint, document)
         generation.request(request)
@@ -310,9 +317,16 @@ class Gateway:
         session = session or request.prompt_cache_key or request.user
         key = route_key(request.model, document, session=session)
         priority = caller.priority if caller.priority is not None else request.priority or 0
-        call = _Call(endpoint, request, body, request_id, generation, strip_usage, key, priority)
-        call.reshape = reshape
         accounting = self._accounting
+        ticket = Ticket(
+            caller.tenant(request.user, client),
+            caller.weight,
+            accounting.reserved_tokens(request, key.size),
+        )
+        call = _Call(
+            endpoint, request, body, request_id, generation, strip_usage, key, priority, ticket
+        )
+        call.reshape = reshape
         if accounting.active:
             generation.on_end(  # settles the reservation, writes the ledger row
                 lambda ended: accounting.ended(ended, caller, request, key.size, call.reservation)
@@ -461,7 +475,9 @@ class Gateway:
         started = time.perf_counter()
         outcome = "rejected"
         try:
-            lease = await queue.admit(lambda: self._start(call, within_target=True), call.priority)
+            lease = await queue.admit(
+                lambda: self._start(call, within_target=True), call.priority, call.ticket
+            )
             outcome = "admitted"
             return lease
         except asyncio.CancelledError:
@@ -667,11 +683,24 @@ class Gateway:
             "routing_policy": self._policy.name,
             "engines": engines,
             "waiting": self.admission.depths(),
+            # Who waits, in the order their priorities are served: counts, never secrets.
+            "queues": {
+                model: [share._asdict() for share in shares]
+                for model, shares in self.admission.shares().items()
+            },
         }
         index, count = self._workers
         if count > 1:  # engines' outstanding counts are every worker's; waiting is this one's
             detail["workers"] = {"count": count, "this": index}
         return ready, detail
+
+    def queued_tenants(self) -> list[QueuedTenant]:
+        """Every tenant waiting in a line, for the metrics."""
+        return [
+            QueuedTenant(model, share.tenant, share.priority, share.waiting, share.share)
+            for model, shares in self.admission.shares().items()
+            for share in shares
+        ]
 
     @property
     def retry_after_s(self) -> int:

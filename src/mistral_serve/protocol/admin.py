@@ -15,6 +15,8 @@ class KeySettings(BaseModel):
     name: StrictStr | None = Field(default=None, min_length=1, max_length=200)
     models: list[StrictStr] | None = None
     priority: StrictInt | None = None
+    #: Its share of turns within its priority, relative to other keys (default 1).
+    weight: float | None = Field(default=None, gt=0, le=1000)
     expires: StrictStr | None = None
     #: Limits: a positive number, or null for none.
     rpm: StrictInt | None = Field(default=None, ge=1)

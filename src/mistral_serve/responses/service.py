@@ -108,8 +108,9 @@ class Responses:
 
     # -- create --------------------------------------------------------------------------------
     async def create(
-        self, body: bytes, request_id: str, *, authorization: str | None
+        self, body: bytes, request_id: str, *, authorization: str | None, client: str | None = None
     ) -> GatewayResponse:
+        """``client``: the caller's address (anonymous traffic's turn in admission)."""
         request: ResponseRequest = validated(ResponseRequest, decode_body(body))
         caller = await self._gateway.authenticate(authorization)
         self._check_storage(request)
@@ -149,6 +150,7 @@ class Responses:
                 session=request.prompt_cache_key or root_id,
                 answer_id=frame.id,
                 conversation_id=context.conversation_id or root_id,
+                client=client,
             )
 
         if request.background:

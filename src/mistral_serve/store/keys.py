@@ -23,6 +23,7 @@ SETTABLE = frozenset(
         "tokens_per_month",
         "models",
         "priority",
+        "weight",
     }
 )
 
@@ -45,6 +46,8 @@ class KeyRecord:
     tokens_per_month: int | None = None
     models: tuple[str, ...] | None = None
     priority: int = 0
+    #: Its share of its priority's turns relative to other keys (admission's fair queuing).
+    weight: float = 1.0
 
     def usable(self, now: datetime) -> bool:
         """Not revoked and not expired at ``now``."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -53,6 +53,8 @@ class ApiKey(Base):
     models: Mapped[list[str] | None] = mapped_column(JSON)
     #: The admission queue's order for its requests (lower first, as vLLM's priority).
     priority: Mapped[int] = mapped_column(Integer, default=0)
+    #: Its share of turns within its priority, relative to other keys (admission/fairness.py).
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
 
 
 class UsageEntry(Base):

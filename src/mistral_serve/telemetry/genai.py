@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import orjson
@@ -118,6 +118,16 @@ class Timings:
         return (self.finished - self.first_chunk) / (self.output_tokens - 1)
 
 
+class QueuedTenant(NamedTuple):
+    """One tenant waiting in one model's line, as the metrics show it (counts only)."""
+
+    model: str
+    tenant: str
+    priority: int
+    waiting: int
+    share: float
+
+
 class GenAIObserver:
     """Makes a :class:`Generation` per request; holds the tracer, instruments and options."""
 
@@ -143,6 +153,37 @@ class GenAIObserver:
             _each(semconv.REQUEST_MODEL, depths),
             unit="{request}",
             description="Requests waiting in the gateway for a free engine, per model.",
+        )
+
+    def watch_queue_shares(self, shares: Callable[[], Iterable[QueuedTenant]]) -> None:
+        """Observe each waiting tenant's requests and share of its model's line."""
+
+        def observe(value: Callable[[QueuedTenant], float]) -> list[Callable[[Any], Any]]:
+            return [
+                lambda options: [
+                    Observation(
+                        value(queued),
+                        {
+                            semconv.REQUEST_MODEL: queued.model,
+                            semconv.TENANT: queued.tenant,
+                            semconv.PRIORITY: queued.priority,
+                        },
+                    )
+                    for queued in shares()
+                ]
+            ]
+
+        self._meter.create_observable_gauge(
+            semconv.QUEUE_TENANT_WAITING,
+            observe(lambda queued: queued.waiting),
+            unit="{request}",
+            description="Requests of each tenant waiting for a free engine, per model.",
+        )
+        self._meter.create_observable_gauge(
+            semconv.QUEUE_TENANT_SHARE,
+            observe(lambda queued: queued.share),
+            unit="1",
+            description="Each waiting tenant's weighted share of its priority's queued tokens.",
         )
 
     def watch_tenancy(

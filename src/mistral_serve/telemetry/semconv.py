@@ -98,6 +98,12 @@ ADAPTER_EVICTIONS: Final = "mistral_serve.adapters.evictions"
 ADAPTER_RESIDENCY: Final = "mistral_serve.adapters.resident"
 QUEUE_DURATION: Final = "mistral_serve.admission.queue.duration"
 QUEUE_DEPTH: Final = "mistral_serve.admission.queue.depth"
+#: Each tenant waiting in a model's line (a key's id, or ``client:``/``user:`` and a hash):
+#: its requests there, and its weighted share of its priority's queued tokens (0..1).
+QUEUE_TENANT_WAITING: Final = "mistral_serve.admission.queue.tenant.waiting"
+QUEUE_TENANT_SHARE: Final = "mistral_serve.admission.queue.tenant.share"
+TENANT: Final = "mistral_serve.tenant"
+PRIORITY: Final = "mistral_serve.priority"
 #: Tenancy: failed reads of the key store, failed checks of the limit counters (Redis), and
 #: ledger rows written to the database or spooled to a file while it was down.
 KEY_STORE_ERRORS: Final = "mistral_serve.keys.store_errors"

@@ -18,6 +18,7 @@ request at once, not at the next refresh."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Literal
@@ -56,6 +57,20 @@ class Caller:
     @property
     def priority(self) -> int | None:
         return self.record.priority if self.record is not None else None
+
+    @property
+    def weight(self) -> float:
+        return self.record.weight if self.record is not None else 1.0
+
+    def tenant(self, user: str | None, client: str | None) -> str:
+        """Whose turn a request takes in admission's fair queue: a stored key's id; without
+        one (AUTH=off, or the one static key everyone shares), the request's ``user`` field,
+        else the client's address, hashed (the queue's counts are shown in ``/ready``)."""
+        if self.record is not None:
+            return self.record.id
+        if user:
+            return "user:" + _short_hash(user)
+        return "client:" + _short_hash(client or "")
 
     def may_use(self, model: str) -> bool:
         models = self.record.models if self.record is not None else None
@@ -181,3 +196,7 @@ def check_admin(authorization: str | None, admin_key: str) -> None:
     token = _bearer(authorization)
     if token is None or not hmac.compare_digest(token.encode(), admin_key.encode()):
         raise InvalidApiKeyError("The admin API needs `Authorization: Bearer <ADMIN_API_KEY>`.")
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()

@@ -83,6 +83,7 @@ def describe(record: KeyRecord, now: datetime) -> dict[str, Any]:
         "state": state(record, now),
         "models": list(record.models) if record.models is not None else None,
         "priority": record.priority,
+        "weight": record.weight,
         **{name: getattr(record, name) for name in LIMITS},
         "created_at": record.created_at.isoformat(),
         "expires_at": record.expires_at.isoformat() if record.expires_at else None,
@@ -92,7 +93,7 @@ def describe(record: KeyRecord, now: datetime) -> dict[str, Any]:
 
 def table(records: Sequence[KeyRecord], now: datetime) -> str:
     """Keys as a fixed-width table for people (their states at ``now``)."""
-    rows = [("ID", "NAME", "STATE", "MODELS", "PRIORITY", "LIMITS", "CREATED", "EXPIRES")]
+    rows = [("ID", "NAME", "STATE", "MODELS", "PRIORITY", "WEIGHT", "LIMITS", "CREATED", "EXPIRES")]
     for record in records:
         limits = [f"{name}={getattr(record, name)}" for name in LIMITS if getattr(record, name)]
         rows.append(
@@ -102,6 +103,7 @@ def table(records: Sequence[KeyRecord], now: datetime) -> str:
                 state(record, now),
                 ",".join(record.models) if record.models is not None else "all",
                 str(record.priority),
+                f"{record.weight:g}",
                 " ".join(limits) or "none",
                 record.created_at.strftime("%Y-%m-%d %H:%M"),
                 record.expires_at.strftime("%Y-%m-%d %H:%M") if record.expires_at else "never",

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from mistral_serve.admission import Admission, AdmissionLimits, DrainRate, ModelQueue
+from mistral_serve.admission import Admission, AdmissionLimits, DrainRate, ModelQueue, Ticket
 from mistral_serve.errors import DrainingError, NoReadyEngineError, ServerOverloadedError
 
 
@@ -195,3 +195,62 @@ async def test_completions_wake_the_models_lines():
     await settle()
     assert task.result() == "a"
     assert admission.depths() == {"demo": 0}
+
+
+async def test_within_a_priority_tenants_take_turns():
+    slots = Slots(0)
+    queue = line(slots)
+    loud = Ticket("loud", tokens=100)
+    quiet = Ticket("quiet", tokens=100)
+    names = [f"loud{i}" for i in range(5)]
+    tasks = [asyncio.create_task(queue.admit(slots.starter(n), 0, loud)) for n in names]
+    await settle()
+    tasks.append(asyncio.create_task(queue.admit(slots.starter("quiet"), 0, quiet)))
+    await settle()
+    for _ in range(3):
+        slots.free += 1
+        queue.wake()
+        await settle()
+    assert slots.started == ["loud0", "quiet", "loud1"]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_full_line_refuses_the_largest_share_first():
+    slots = Slots(0)
+    queue = line(slots, max_waiting=4)
+    loud = Ticket("loud", tokens=100)
+    louds = [asyncio.create_task(queue.admit(slots.starter(f"l{i}"), 0, loud)) for i in range(4)]
+    await settle()
+    # The quiet key's request takes the loud key's last place, and the loud key's next is refused.
+    quiet = asyncio.create_task(queue.admit(slots.starter("quiet"), 0, Ticket("quiet", tokens=100)))
+    await settle()
+    assert queue.depth == 4
+    assert louds[3].done() and isinstance(louds[3].exception(), ServerOverloadedError)
+    assert louds[3].exception().label == "queue_full"
+    with pytest.raises(ServerOverloadedError):
+        await queue.admit(slots.starter("l4"), 0, loud)
+    assert [share.tenant for share in queue.shares()] == ["loud", "quiet"]
+    slots.free = 2
+    queue.wake()
+    await settle()
+    assert slots.started == ["l0", "quiet"]
+    for task in [*louds[:3], quiet]:
+        task.cancel()
+    await asyncio.gather(*louds, quiet, return_exceptions=True)
+    assert queue.depth == 0 and queue.shares() == []
+
+
+async def test_a_full_line_never_refuses_a_more_urgent_request_for_a_less_urgent_one():
+    slots = Slots(0)
+    queue = line(slots, max_waiting=2)
+    urgent = Ticket("urgent", tokens=1000)
+    tasks = [asyncio.create_task(queue.admit(slots.starter(f"u{i}"), -1, urgent)) for i in range(2)]
+    await settle()
+    with pytest.raises(ServerOverloadedError):
+        await queue.admit(slots.starter("low"), 5, Ticket("low", tokens=1))
+    assert not any(task.done() for task in tasks)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
