@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # Engine state (docs/architecture.md, "Engine state"): requests in flight and no progress
     # for this long is a stall; an engine that neither answers nor progresses for it is down.
     engine_stall_timeout_s: float = Field(default=30.0, gt=0)
+    # A stream whose engine fails after it began goes on from another engine of its model this
+    # many times at most (gateway/migration.py); 0 ends it with an error event, as before.
+    engine_migration_limit: int = Field(default=1, ge=0, le=10)
     # An idle engine proves it still generates with a one-token canary this often.
     engine_canary_interval_s: float = Field(default=30.0, gt=0)
     # How often each engine's /metrics is read (progress counters, load statistics).

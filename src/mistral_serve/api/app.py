@@ -325,6 +325,7 @@ def create_app(
             fim=FimEncoder(settings.hub_cache),
             workers=(0, 1) if worker is None else (worker.index, worker.count),
             adapters=adapters,
+            migration_limit=settings.engine_migration_limit,
         )
         observer.watch_queue_depths(gateway.admission.depths)
         observer.watch_queue_shares(gateway.queued_tenants)

@@ -32,8 +32,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import partial
 from typing import Any, TypeVar
 
 import orjson
@@ -56,6 +57,7 @@ from mistral_serve.gateway.answers import engine_message, report_answer
 from mistral_serve.gateway.cards import CardMaker
 from mistral_serve.gateway.dialect import Translation, translate
 from mistral_serve.gateway.fim import FimEncoder
+from mistral_serve.gateway.migration import Continuation, Moved, TokenTrail, why_not, with_token_ids
 from mistral_serve.gateway.reshape import MistralAnswer, reshaped
 from mistral_serve.gateway.responses import GatewayResponse
 from mistral_serve.gateway.streaming import ProxyStream
@@ -164,6 +166,12 @@ class _Call:
     reshape: MistralAnswer | None = None
     #: Its engine said it has no such adapter once, and loaded it again (at most once).
     adapter_reloaded: bool = False
+    #: The request as the engine reads it (a continuation copies its sampling settings).
+    document: dict[str, Any] = field(default_factory=dict)
+    #: A stream that can go on from another engine if its own fails (gateway/migration.py).
+    movable: bool = False
+    #: Times its stream went on from another engine.
+    migrations: int = 0
 
     @property
     def limit_headers(self) -> RawHeaders:
@@ -197,6 +205,7 @@ class Gateway:
         fim: FimEncoder | None = None,
         workers: tuple[int, int] = (0, 1),
         adapters: AdapterKeeper | None = None,
+        migration_limit: int = 1,
     ) -> None:
         self._registry = registry
         self._workers = workers  # (this worker's index, how many serve the port)
@@ -206,6 +215,8 @@ class Gateway:
         self._policy = policy
         self._observer = observer or GenAIObserver(disabled_telemetry())
         self._retry = retry
+        #: How many times one stream may go on from another engine (ENGINE_MIGRATION_LIMIT).
+        self._migration_limit = migration_limit
         self._cards = CardMaker()
         self._fim = fim or FimEncoder()
         #: Loads LoRA adapters where requests need them (None: only engines holding one serve it).
@@ -323,10 +334,15 @@ class Gateway:
             caller.weight,
             accounting.reserved_tokens(request, key.size),
         )
+        movable = (
+            request.is_stream and self._migration_limit > 0 and why_not(request, document) is None
+        )
+        if movable:  # its engine's token ids are what a continuation carries
+            body = with_token_ids(body)
         call = _Call(
             endpoint, request, body, request_id, generation, strip_usage, key, priority, ticket
         )
-        call.reshape = reshape
+        call.reshape, call.document, call.movable = reshape, document, movable
         if accounting.active:
             generation.on_end(  # settles the reservation, writes the ledger row
                 lambda ended: accounting.ended(ended, caller, request, key.size, call.reservation)
@@ -391,8 +407,11 @@ class Gateway:
                         "request %s: moved off %s: %s", request_id, lease.engine.name, error.message
                     )
                     moved = moved or not refused
+                    left = lease.engine.name
                     # A move is not a new admission: it was admitted once, and waits for nobody.
                     lease = self._start(call, exclude=tried, within_target=False)
+                    if not refused:  # it reached an engine: sent again whole, nothing was sent
+                        generation.migrated(left, lease.engine.name, 0, "restarted")
                     continue
                 raise
             except BaseException:
@@ -425,6 +444,9 @@ class Gateway:
             refusal.raw_headers = call.limit_headers
             return refusal
         if call.request.is_stream and upstream.content_type.startswith(sse.MEDIA_TYPE):
+            trail = None
+            if call.movable:
+                trail = TokenTrail(shown=call.document.get("return_token_ids") is True)
             stream = ProxyStream(
                 upstream,
                 generation,
@@ -432,6 +454,8 @@ class Gateway:
                 lease=lease,
                 request_id=call.request_id,
                 reshape=call.reshape,
+                trail=trail,
+                mover=partial(self._migrate, call, trail) if trail is not None else None,
             )
             await stream.start()
             headers = {**sse.STREAM_HEADERS, **timing_headers(generation.timings, streamed=True)}
@@ -448,6 +472,59 @@ class Gateway:
         return GatewayResponse(
             200, upstream.content_type, headers, body=payload, raw_headers=call.limit_headers
         )
+
+    async def _migrate(
+        self, call: _Call, trail: TokenTrail, failed: Lease, error: MistralServeError
+    ) -> Moved | None:
+        """A stream's engine failed after it began: go on from another ready engine of its
+        model with the prompt and exactly the tokens sent (gateway/migration.py); None when it
+        cannot (no other engine, no move left, nothing known yet to continue from)."""
+        generation = call.generation
+        generation.upstream_failed(error)
+        if call.migrations >= self._migration_limit or not trail.ready:
+            generation.migrated(failed.engine.name, None, 0, "impossible")
+            return None
+        cards = failed.engine.model_cards
+        lengths = [c.get("max_model_len") for c in cards if c.get("id") == call.request.model]
+        continuation = Continuation(
+            call.request, call.document, trail, lengths[0] if lengths else None
+        )
+        if continuation.remaining <= 0:
+            generation.migrated(failed.engine.name, None, len(continuation.carried), "impossible")
+            return None
+        try:
+            lease = self._start(call, exclude={failed.engine}, within_target=False)
+        except MistralServeError:  # no other engine serves the model now
+            generation.migrated(failed.engine.name, None, len(continuation.carried), "impossible")
+            return None
+        assert lease is not None  # not held to the target: there is always a lease
+        call.migrations += 1
+        url = lease.engine.url + Endpoint.COMPLETIONS.path
+        headers = {
+            "content-type": JSON,
+            "x-request-id": call.request_id,
+            **generation.upstream_started(lease.engine.name, url),
+        }
+        try:
+            upstream = await lease.send(self._client, url, continuation.body(), headers)
+            generation.upstream_answered(upstream.status)
+            if upstream.status != 200:
+                answer = await upstream.read()
+                raise EngineError(
+                    f"The engine failed ({upstream.status}): {engine_message(answer)}"
+                )
+        except EngineError as second:
+            lease.finish(second)
+            generation.upstream_failed(second)
+            generation.migrated(failed.engine.name, None, len(continuation.carried), "impossible")
+            return None
+        except BaseException:
+            lease.release()
+            raise
+        generation.migrated(
+            failed.engine.name, lease.engine.name, len(continuation.carried), "continued"
+        )
+        return Moved(upstream, lease, continuation)
 
     def _adapter_lost(self, call: _Call, lease: Lease, status: int, body: bytes) -> bool:
         """Whether the engine answered that it has no such model for an adapter this gateway

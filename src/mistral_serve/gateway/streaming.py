@@ -16,6 +16,7 @@ went away) closes the upstream connection, which makes vLLM abort the generation
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import orjson
 
@@ -23,11 +24,16 @@ from mistral_serve.engines.client import UpstreamResponse
 from mistral_serve.engines.registry import Lease
 from mistral_serve.errors import MistralServeError
 from mistral_serve.gateway.answers import report_choices, report_usage
+from mistral_serve.gateway.migration import Continuation, Moved, TokenTrail
 from mistral_serve.gateway.reshape import MistralAnswer
 from mistral_serve.protocol import sse
 from mistral_serve.telemetry.genai import Generation
 
 log = logging.getLogger(__name__)
+
+#: Moves a stream whose engine failed (its lease, and why) to another engine: where it goes
+#: on, or None when it cannot.
+Mover = Callable[[Lease, MistralServeError], Awaitable[Moved | None]]
 
 _EVENT_END = b"\n\n"
 _DATA = b"data: "
@@ -45,11 +51,17 @@ class SSETap:
     """Reads facts off an SSE stream as it passes; returns the bytes to forward."""
 
     def __init__(
-        self, generation: Generation, *, strip_usage: bool, reshape: MistralAnswer | None = None
+        self,
+        generation: Generation,
+        *,
+        strip_usage: bool,
+        reshape: MistralAnswer | None = None,
+        trail: TokenTrail | None = None,
     ) -> None:
         self._generation = generation
         self._strip_usage = strip_usage
         self._reshape = reshape
+        self._trail = trail  # reads the token ids a stream's move would carry
         # Content capture reads every delta; a reshaped stream rewrites every event.
         self._every_event = generation.wants_output_text or reshape is not None
         self._pending = b""
@@ -64,6 +76,8 @@ class SSETap:
             return b""
         end += len(_EVENT_END)
         ready, self._pending = (data, b"") if end == len(data) else (data[:end], data[end:])
+        if self._trail is not None:
+            ready = self._trail.read(ready)
         self._generation.timings.events += ready.count(_EVENT_END)
         if not self._seen_first:
             self._seen_first = True
@@ -72,6 +86,11 @@ class SSETap:
         if self._worth_parsing(ready):
             return self._inspect(ready, first=False)
         return ready
+
+    def drop_partial(self) -> None:
+        """The engine failed mid-event: the half event it sent is nobody's (its stream goes on
+        from another engine, from the last whole event)."""
+        self._pending = b""
 
     def flush(self) -> bytes:
         """Whatever is left when the stream ends (normally nothing)."""
@@ -146,14 +165,19 @@ class ProxyStream:
         lease: Lease,
         request_id: str,
         reshape: MistralAnswer | None = None,
+        trail: TokenTrail | None = None,
+        mover: Mover | None = None,
     ) -> None:
         self._upstream = upstream
         self._generation = generation
-        self._tap = SSETap(generation, strip_usage=strip_usage, reshape=reshape)
+        self._tap = SSETap(generation, strip_usage=strip_usage, reshape=reshape, trail=trail)
         self._lease = lease
         self._request_id = request_id
         self._head = b""
         self._finished = False
+        #: Moves the stream to another engine when this one fails (None: it cannot move).
+        self._mover = mover
+        self._continuation: Continuation | None = None  # the stream goes on from another engine
 
     async def start(self) -> None:
         """Wait for the first event. On failure the upstream is closed and the error
@@ -181,28 +205,65 @@ class ProxyStream:
             raise StopAsyncIteration
         try:
             while True:
-                chunk = await self._upstream.read_any()
+                try:
+                    chunk = await self._upstream.read_any()
+                except MistralServeError as error:
+                    if await self._moved(error):
+                        continue
+                    return self._broke(error)
                 if not chunk:
                     return self._end()
                 self._lease.progressed()
+                if self._continuation is not None:
+                    chunk = self._continuation.feed(chunk)
                 ready = self._tap.feed(chunk)
                 if ready:
                     return ready
-        except MistralServeError as error:
-            log.warning("request %s: stream broke off: %s", self._request_id, error.message)
-            self._lease.finish(error)
-            self._generation.failed(error)
-            self._close()
-            # Events are forwarded whole, so the error event never splices into another one.
-            return self._tap.held_back() + stream_error_event(error)
         except BaseException:
             await self.aclose()
             raise
 
+    async def _moved(self, error: MistralServeError) -> bool:
+        """Go on from another engine, if the stream can (gateway/migration.py)."""
+        if self._mover is None:
+            return False
+        failed = self._lease
+        failed.finish(error)
+        self._upstream.close()
+        moved = await self._mover(failed, error)
+        if moved is None:
+            return False
+        self._upstream, self._lease, self._continuation = (
+            moved.upstream,
+            moved.lease,
+            moved.continuation,
+        )
+        self._tap.drop_partial()
+        log.info(
+            "request %s: stream moved off %s to %s after %d tokens: %s",
+            self._request_id,
+            failed.engine.name,
+            moved.lease.engine.name,
+            len(moved.continuation.carried),
+            error.message,
+        )
+        return True
+
+    def _broke(self, error: MistralServeError) -> bytes:
+        log.warning("request %s: stream broke off: %s", self._request_id, error.message)
+        self._lease.finish(error)
+        self._generation.failed(error)
+        self._close()
+        # Events are forwarded whole, so the error event never splices into another one.
+        return self._tap.held_back() + stream_error_event(error)
+
     def _end(self) -> bytes:
         """The engine's body ended: the request succeeded. Whatever the tap still holds (a
         last event without its blank line, forwarded as the engine sent it)."""
-        rest = self._tap.flush()
+        rest = b""
+        if self._continuation is not None:  # its last event, if it had no blank line
+            rest = self._tap.feed(self._continuation.flush())
+        rest += self._tap.flush()
         self._lease.finish()
         self._generation.succeeded()
         self._close()

@@ -81,6 +81,11 @@ class GatewayMetrics:
             unit="{error}",
             description="Failed engine calls, by error.type.",
         )
+        self.migrations = meter.create_counter(
+            semconv.MIGRATIONS,
+            unit="{request}",
+            description="Requests that left a failed engine for another, by kind.",
+        )
         self.queue_duration = meter.create_histogram(
             semconv.QUEUE_DURATION,
             unit="s",
@@ -410,6 +415,23 @@ class Generation:
             1, {**self._metric_attributes, semconv.ERROR_TYPE: error.label}
         )
         self._end_upstream()
+
+    def migrated(self, left: str, to: str | None, carried: int, kind: str) -> None:
+        """The request left engine ``left`` (failed) for ``to`` (None: it could not go on),
+        carrying ``carried`` tokens already sent; ``kind``: continued, restarted, impossible."""
+        self._observer.metrics.migrations.add(
+            1, {**self._metric_attributes, semconv.MIGRATION_KIND: kind}
+        )
+        if not self._recording:
+            return
+        attributes: dict[str, str | int] = {
+            semconv.MIGRATION_KIND: kind,
+            semconv.MIGRATION_ENGINE_LEFT: left,
+            semconv.MIGRATION_TOKENS_CARRIED: carried,
+        }
+        if to is not None:
+            attributes[semconv.ENGINE_NAME] = to
+        self.span.add_event(semconv.MIGRATION_EVENT, attributes)
 
     # -- the answer ----------------------------------------------------------------------------
     def answered_as(self, response_id: str, conversation_id: str | None) -> None:

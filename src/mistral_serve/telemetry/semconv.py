@@ -96,6 +96,14 @@ ADAPTER_LOADS: Final = "mistral_serve.adapters.loads"
 ADAPTER_LOAD_DURATION: Final = "mistral_serve.adapters.load.duration"
 ADAPTER_EVICTIONS: Final = "mistral_serve.adapters.evictions"
 ADAPTER_RESIDENCY: Final = "mistral_serve.adapters.resident"
+#: A request that left a failed engine for another: the span event, the counter (by kind:
+#: ``continued`` mid-stream, ``restarted`` before anything reached the client, ``impossible``
+#: when it could not go on), and the event's attributes.
+MIGRATION_EVENT: Final = "mistral_serve.migration"
+MIGRATIONS: Final = "mistral_serve.engines.migrations"
+MIGRATION_KIND: Final = "mistral_serve.migration.kind"
+MIGRATION_ENGINE_LEFT: Final = "mistral_serve.migration.engine_left"
+MIGRATION_TOKENS_CARRIED: Final = "mistral_serve.migration.tokens_carried"
 QUEUE_DURATION: Final = "mistral_serve.admission.queue.duration"
 QUEUE_DEPTH: Final = "mistral_serve.admission.queue.depth"
 #: Each tenant waiting in a model's line (a key's id, or ``client:``/``user:`` and a hash):
@@ -171,8 +179,11 @@ METRICS: Final = frozenset(
         ADAPTER_LOAD_DURATION,
         ADAPTER_EVICTIONS,
         ADAPTER_RESIDENCY,
+        MIGRATIONS,
         QUEUE_DURATION,
         QUEUE_DEPTH,
+        QUEUE_TENANT_WAITING,
+        QUEUE_TENANT_SHARE,
         KEY_STORE_ERRORS,
         LIMITS_STORE_ERRORS,
         LEDGER_ROWS,

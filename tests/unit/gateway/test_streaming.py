@@ -13,6 +13,7 @@ from aiohttp import web
 from mistral_serve.engines.client import EngineClient
 from mistral_serve.engines.health import HealthPolicy
 from mistral_serve.errors import EngineUnreachableError
+from mistral_serve.gateway.migration import with_token_ids
 from mistral_serve.gateway.pipeline import Endpoint, Gateway
 from mistral_serve.gateway.streaming import stream_error_event
 from mistral_serve.routing import LeastOutstanding
@@ -67,9 +68,10 @@ async def test_stream_is_forwarded_unchanged(fake_engine, gateway):
     assert result.media_type == "text/event-stream"
     assert b"".join(await collect(result.stream)) == CHUNK_1 + CHUNK_2 + b"data: [DONE]\n\n"
     assert registry.engines[0].outstanding == 0
-    # the client's own bytes and its request id reached the engine
+    # the client's own bytes (asking for token ids, which a move would carry) and its request
+    # id reached the engine
     _, body, headers = fake_engine.requests[0]
-    assert body == BODY
+    assert body == with_token_ids(BODY)
     assert headers["x-request-id"] == "rid-1"
 
 
@@ -79,7 +81,7 @@ async def test_usage_the_client_did_not_ask_for_is_asked_for_then_removed(fake_e
     result = await gw.generate(Endpoint.CHAT, BODY_WITHOUT_USAGE, "rid")
     assert b"".join(await collect(result.stream)) == CHUNK_1 + CHUNK_2 + b"data: [DONE]\n\n"
     sent = orjson.loads(fake_engine.requests[0][1])
-    assert sent == {**CHAT, "stream_options": {"include_usage": True}}
+    assert sent == {**CHAT, "stream_options": {"include_usage": True}, "return_token_ids": True}
 
 
 async def test_usage_the_client_asked_for_stays(fake_engine, gateway):

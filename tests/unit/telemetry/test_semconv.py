@@ -40,6 +40,7 @@ def test_metrics_is_every_instrument_created_and_each_once():
     observer = GenAIObserver(Telemetry(tracer=NoOpTracer(), meter=meter))  # type: ignore[arg-type]
     observer.watch_ready_engines(lambda: 0)
     observer.watch_queue_depths(dict)
+    observer.watch_queue_shares(list)
     observer.watch_tenancy(lambda: 0, lambda: 0, dict, lambda: 0)
     engines = EngineTelemetry(meter)  # type: ignore[arg-type]
     engines.watch_states([], list)
