@@ -28,6 +28,7 @@ set -- \
     --enable-prefix-caching \
     --max-num-seqs "${ENGINE_MAX_INFLIGHT:-256}" \
     --scheduling-policy priority \
+    --enable-prompt-tokens-details \
     --disable-uvicorn-access-log
 if [ -n "${MAX_MODEL_LEN:-}" ]; then
     set -- "$@" --max-model-len "$MAX_MODEL_LEN"

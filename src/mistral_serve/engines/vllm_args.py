@@ -69,6 +69,10 @@ def build_vllm_args(
         # too; with vLLM's default (fcfs) a request that sets it is refused.
         "--scheduling-policy",
         "priority",
+        # Answers say how much of the prompt the prefix cache served
+        # (usage.prompt_tokens_details.cached_tokens): clients see it, and the gateway puts it
+        # beside its routing's guess on the span.
+        "--enable-prompt-tokens-details",
         "--disable-uvicorn-access-log",  # the gateway logs requests; engines log the engine
     ]
     if settings.max_model_len is not None:

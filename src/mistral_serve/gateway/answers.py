@@ -48,7 +48,9 @@ def report_choices(generation: Generation, choices: Any, *, delta: bool) -> None
 
 
 def report_usage(generation: Generation, usage: dict[str, Any]) -> None:
-    generation.usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    generation.usage(usage.get("prompt_tokens"), usage.get("completion_tokens"), cached)
 
 
 def _choice_text(choice: dict[str, Any], key: str) -> str | None:

@@ -150,14 +150,24 @@ def entries_of(items: list[Item], model: str | None = None) -> list[dict[str, An
     return [entry for item in items if (entry := entry_of(item, model)) is not None]
 
 
-def _usage(chat_usage: Any) -> dict[str, int]:
+def _usage(chat_usage: Any) -> dict[str, Any]:
     usage = chat_usage if isinstance(chat_usage, dict) else {}
     prompt, completion = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
-    return {
+    details = usage.get("prompt_tokens_details") or {}
+    return _mistral_usage(prompt, completion, details.get("cached_tokens"))
+
+
+def _mistral_usage(prompt: int, completion: int, cached: int | None) -> dict[str, Any]:
+    """Mistral's usage; the prompt tokens the engine's cache served as its own API reports
+    them (``prompt_tokens_details.cached_tokens``)."""
+    usage: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+    if cached is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    return usage
 
 
 def _iso(moment: datetime) -> str:
@@ -464,13 +474,10 @@ def _mistral_event(event: Event, events: ResponseEvents, model: str) -> dict[str
     if kind in ("response.completed", "response.incomplete"):
         usage = event["response"].get("usage") or {}
         prompt, completion = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+        cached = (usage.get("input_tokens_details") or {}).get("cached_tokens")
         return {
             "type": "conversation.response.done",
-            "usage": {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-            },
+            "usage": _mistral_usage(prompt, completion, cached),
         }
     if kind == "response.failed":
         error = event["response"].get("error") or {}

@@ -81,6 +81,12 @@ class GatewayMetrics:
             unit="{error}",
             description="Failed engine calls, by error.type.",
         )
+        self.share_error = meter.create_histogram(
+            semconv.ROUTING_SHARE_ERROR,
+            unit="1",
+            description="The routing's predicted prefix share minus the share the engine's "
+            "cache served, per request.",
+        )
         self.migrations = meter.create_counter(
             semconv.MIGRATIONS,
             unit="{request}",
@@ -267,6 +273,8 @@ class Generation:
         self._upstream: Span | None = None
         self._metric_attributes: dict[str, Any] = self._base_attributes()
         self._finish_reasons: dict[int, str] = {}
+        self._prefix_share: float | None = None  # the routing's prediction
+        self._cached_tokens: int | None = None  # what the engine's cache served
         self._output_text: dict[int, list[str]] = {}
         self._key_id: str | None = None
         self._ended = False
@@ -348,6 +356,7 @@ class Generation:
 
     def routed(self, policy: str, engine: str, reason: str, prefix_share: float | None) -> None:
         """The routing decision on the span: which policy chose which engine, and why."""
+        self._prefix_share = prefix_share
         if not self._recording:
             return
         attributes: dict[str, str | float] = {
@@ -459,11 +468,15 @@ class Generation:
     def finish_reason(self, index: int, reason: str) -> None:
         self._finish_reasons[index] = reason
 
-    def usage(self, input_tokens: object, output_tokens: object) -> None:
+    def usage(
+        self, input_tokens: object, output_tokens: object, cached_tokens: object = None
+    ) -> None:
         if isinstance(input_tokens, int):
             self.timings.input_tokens = input_tokens
         if isinstance(output_tokens, int):
             self.timings.output_tokens = output_tokens
+        if isinstance(cached_tokens, int):
+            self._cached_tokens = cached_tokens
 
     @property
     def wants_output_text(self) -> bool:
@@ -544,8 +557,21 @@ class Generation:
                 if self._key_id is not None:
                     usage[semconv.KEY_ID] = self._key_id  # token usage by key
                 metrics.token_usage.record(count, usage)
+        cached_share = self._cached_share()
+        if cached_share is not None and self._prefix_share is not None:
+            metrics.share_error.record(
+                round(self._prefix_share - cached_share, 4),
+                {semconv.REQUEST_MODEL: attributes.get(semconv.REQUEST_MODEL, "")},
+            )
         if self._recording:
             self._annotate_span(error_type, message)
+            if cached_share is not None:
+                self.span.set_attributes(
+                    {
+                        semconv.USAGE_CACHE_READ_TOKENS: self._cached_tokens or 0,
+                        semconv.ROUTING_CACHED_SHARE: round(cached_share, 3),
+                    }
+                )
         # One line per request (with its trace and span ids in JSON logs and over OTLP).
         log.info(
             "request %s: %s %s %s in %.0f ms, tokens in/out %s/%s",
@@ -565,6 +591,13 @@ class Generation:
                 listener(self)
             except Exception:  # accounting must never break an answer
                 log.exception("request %s: end listener failed", self.request_id)
+
+    def _cached_share(self) -> float | None:
+        """The share of the prompt the engine's prefix cache served, when it said."""
+        prompt = self.timings.input_tokens
+        if self._cached_tokens is None or not prompt:
+            return None
+        return min(1.0, self._cached_tokens / prompt)
 
     def _annotate_span(self, error_type: str | None, message: str | None) -> None:
         span, timings = self.span, self.timings

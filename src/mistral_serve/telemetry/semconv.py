@@ -30,6 +30,8 @@ RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
 RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"
 USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
 USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+#: Prompt tokens the engine's prefix cache served (usage.prompt_tokens_details.cached_tokens).
+USAGE_CACHE_READ_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
 TOKEN_TYPE: Final = "gen_ai.token.type"
 INPUT_MESSAGES: Final = "gen_ai.input.messages"
 OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
@@ -64,6 +66,11 @@ KEY_ID: Final = "mistral_serve.key.id"  # an API key's public id ("static" for A
 ROUTING_POLICY: Final = "mistral_serve.routing.policy"
 ROUTING_REASON: Final = "mistral_serve.routing.reason"  # prefix, session, load, only-choice
 ROUTING_PREFIX_SHARE: Final = "mistral_serve.routing.prefix_share"
+#: The share of the prompt the chosen engine's cache actually served, beside the routing's
+#: prediction above; the metric is the prediction minus it, per request (0: routing guessed
+#: right; above 0: it believed the engine held more than it did).
+ROUTING_CACHED_SHARE: Final = "mistral_serve.routing.cached_share"
+ROUTING_SHARE_ERROR: Final = "mistral_serve.routing.prefix_share.error"
 ADMISSION_OUTCOME: Final = "mistral_serve.admission.outcome"  # admitted, rejected, abandoned
 #: A LoRA adapter's request: the adapter, whether its engine held it when chosen, and how long
 #: the request waited for it to load (a span attribute); on the adapter metrics, why a load was
@@ -132,6 +139,9 @@ TIME_PER_OUTPUT_TOKEN_BUCKETS: Final = (
 QUEUE_DURATION_BUCKETS: Final = (
     0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
 )  # fmt: skip
+SHARE_ERROR_BUCKETS: Final = (
+    -0.75, -0.5, -0.25, -0.1, -0.05, -0.01, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75,
+)  # fmt: skip
 TOKEN_USAGE_BUCKETS: Final = (
     1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
 )  # fmt: skip
@@ -143,6 +153,7 @@ HISTOGRAM_BUCKETS: Final = {
     TIME_PER_OUTPUT_TOKEN: TIME_PER_OUTPUT_TOKEN_BUCKETS,
     TOKEN_USAGE: TOKEN_USAGE_BUCKETS,
     QUEUE_DURATION: QUEUE_DURATION_BUCKETS,
+    ROUTING_SHARE_ERROR: SHARE_ERROR_BUCKETS,
     ADAPTER_LOAD_DURATION: QUEUE_DURATION_BUCKETS,  # milliseconds to seconds, as waits are
 }
 
@@ -180,6 +191,7 @@ METRICS: Final = frozenset(
         ADAPTER_EVICTIONS,
         ADAPTER_RESIDENCY,
         MIGRATIONS,
+        ROUTING_SHARE_ERROR,
         QUEUE_DURATION,
         QUEUE_DEPTH,
         QUEUE_TENANT_WAITING,

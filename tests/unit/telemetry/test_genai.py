@@ -365,3 +365,17 @@ def test_tenancy_health_is_observed(captured) -> None:
     }
     assert rows == {"written": 40, "spooled": 5}
     assert metrics["mistral_serve.ledger.pending"].data.data_points[0].value == 7
+
+
+def test_the_cache_share_is_beside_the_routings_guess(captured):
+    with captured.telemetry.tracer.start_as_current_span("POST", kind=SpanKind.SERVER):
+        generation = GenAIObserver(captured.telemetry).start("chat", "rid")
+        generation.routed("prefix-load", "engine a", "prefix", prefix_share=0.9)
+        generation.usage(100, 5, cached_tokens=60)
+        generation.succeeded()
+    [span] = [s for s in captured.finished_spans() if s.kind == SpanKind.SERVER]
+    assert span.attributes[semconv.ROUTING_PREFIX_SHARE] == 0.9
+    assert span.attributes[semconv.ROUTING_CACHED_SHARE] == 0.6
+    assert span.attributes[semconv.USAGE_CACHE_READ_TOKENS] == 60
+    [error] = captured.metrics()[semconv.ROUTING_SHARE_ERROR].data.data_points
+    assert error.sum == pytest.approx(0.3) and error.count == 1
