@@ -164,7 +164,7 @@ class PrefixLoad:
         home = rendezvous(key.home, candidates)
         affinity: dict[Engine, float] = {}
         for engine in candidates:
-            affinity[engine] = matched[engine] / blocks if blocks else 0.0
+            affinity[engine] = key.share(matched[engine])
         affinity[home] += self.HOME_BONUS + (1.0 if key.session else 0.0)
         loads = {engine: self._load(engine, now) for engine in candidates}
         scores = {
@@ -182,8 +182,7 @@ class PrefixLoad:
         else:
             reason = SESSION if key.session and chosen is home else PREFIX
         self.index.learn(chosen, key.blocks, self._capacity_tokens(chosen), key.home)
-        share = matched[chosen] / blocks if blocks else 0.0
-        return Decision(chosen, reason, share)
+        return Decision(chosen, reason, key.share(matched[chosen]))
 
     def _least_loaded(self, candidates: Sequence[Engine], now: float) -> Decision:
         loads = {engine: self._load(engine, now) for engine in candidates}

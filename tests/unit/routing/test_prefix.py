@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 from mistral_serve.routing.prefix import (
     BLOCK_BYTES,
+    BLOCK_ENDS,
     TOKENS_PER_BYTE,
     PrefixIndex,
     chain_hashes,
+    covered,
     rendezvous,
     route_key,
 )
@@ -125,3 +127,37 @@ def test_a_block_sent_for_two_conversations_counts_as_held_everywhere():
     assert index.matched(b, two.blocks) == 0
     index.learn(a, two.blocks, 1e6, two.home)  # a second conversation with the same start
     assert index.matched(b, two.blocks) == len(TEXT.encode()) // BLOCK_BYTES
+
+
+def test_blocks_grow_with_their_offset_so_a_long_prompt_is_a_hundred_hashes():
+    assert BLOCK_ENDS[:3] == (BLOCK_BYTES, 2 * BLOCK_BYTES, 3 * BLOCK_BYTES)
+    sizes = [end - start for start, end in zip((0, *BLOCK_ENDS), BLOCK_ENDS, strict=False)]
+    assert sizes == sorted(sizes) and all(size % BLOCK_BYTES == 0 for size in sizes)
+    for start, size in zip((0, *BLOCK_ENDS), sizes, strict=False):
+        assert size <= max(BLOCK_BYTES, start / 16)  # about 6 % of where it starts, at most
+    long = route_key("demo", {"prompt": "x" * 220 * 1024})
+    assert 90 <= len(long.blocks) <= 110
+
+
+def test_the_share_counts_bytes_not_blocks():
+    key = route_key("demo", {"prompt": "x" * 64 * 1024})
+    half = max(n for n in range(len(key.blocks) + 1) if covered(n) <= 32 * 1024)
+    assert key.share(half) == covered(half) / covered(len(key.blocks))
+    assert 0.45 < key.share(half) <= 0.5 < half / len(key.blocks)
+
+
+def test_a_long_first_message_gives_the_same_home_on_every_turn_and_differs_from_another():
+    opening = "y" * 50_000
+    first = route_key("demo", chat(user(opening)))
+    later = route_key("demo", chat(user(opening), {"role": "assistant", "content": "a"}, user("b")))
+    other = route_key("demo", chat(user(opening[:-1] + "z")))  # differs in its last byte
+    assert first.home == later.home != other.home
+
+
+def test_the_index_holds_as_many_bytes_as_the_kv_cache_whatever_the_block_sizes():
+    index, engine = PrefixIndex(), FakeEngine("http://e0")
+    capacity_bytes = 100 * 1024
+    key = route_key("demo", {"prompt": "z" * 200 * 1024})
+    index.learn(engine, key.blocks, capacity_bytes * TOKENS_PER_BYTE, key.home)
+    assert 0 < index.size(engine) < len(key.blocks)
+    assert index.matched(engine, key.blocks) == 0  # the oldest (first) blocks went
