@@ -3,7 +3,9 @@ chat completion (usage included), or, for a streamed request, ``max_tokens`` chu
 vLLM's, one token each, PACE seconds apart (its usage chunk when asked for). Only for
 benchmarks of the gateway's own cost; everything a real engine can do is measured against one.
 
-    .venv/bin/python bench/fake_engine.py PORT [MODEL] [PACE]
+    .venv/bin/python bench/fake_engine.py PORT [MODEL] [PACE] [FIRST]
+
+FIRST: seconds before a stream's first chunk (an engine's prefill; 0 by default).
 """
 
 from __future__ import annotations
@@ -31,10 +33,14 @@ def chunk(model: str, content: str | None, finish: str | None = None) -> bytes:
     return b"data: " + orjson.dumps(document) + b"\n\n"
 
 
-async def stream(request: web.Request, body: dict, model: str, pace_s: float) -> web.StreamResponse:
+async def stream(
+    request: web.Request, body: dict, model: str, pace_s: float, first_s: float = 0.0
+) -> web.StreamResponse:
     """As vLLM streams: a role chunk, one chunk per token, the usage chunk if asked, [DONE]."""
     response = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8"})
     await response.prepare(request)
+    if first_s:
+        await asyncio.sleep(first_s)
     tokens = body.get("max_tokens") or 16
     await response.write(chunk(model, ""))
     for index in range(tokens):
@@ -50,7 +56,7 @@ async def stream(request: web.Request, body: dict, model: str, pace_s: float) ->
     return response
 
 
-def app(model: str, pace_s: float = 0.01) -> web.Application:
+def app(model: str, pace_s: float = 0.01, first_s: float = 0.0) -> web.Application:
     answer = orjson.dumps(
         {
             "id": "chatcmpl-fake",
@@ -78,7 +84,7 @@ def app(model: str, pace_s: float = 0.01) -> web.Application:
     async def generate(request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
         if body.get("stream"):
-            return await stream(request, body, model, pace_s)
+            return await stream(request, body, model, pace_s, first_s)
         return web.Response(body=answer, content_type="application/json")
 
     application = web.Application()
@@ -94,6 +100,7 @@ if __name__ == "__main__":
         app(
             sys.argv[2] if len(sys.argv) > 2 else "demo",
             float(sys.argv[3]) if len(sys.argv) > 3 else 0.01,
+            float(sys.argv[4]) if len(sys.argv) > 4 else 0.0,
         ),
         host="127.0.0.1",
         port=int(sys.argv[1]),

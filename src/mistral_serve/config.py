@@ -23,6 +23,14 @@ DNS_SCHEME = "dns"
 DEFAULT_ENGINE_MAX_INFLIGHT = 256
 
 
+def fair_headroom(target: int) -> int:
+    """Requests an engine takes beyond the gateway's concurrency target, for a tenant below its
+    fair share while another holds more than its own (admission/queue.py): an eighth of the
+    target, at least one. Engines `up` starts take target + this (``--max-num-seqs``), so a
+    quiet key's request starts at once even when a loud key fills every slot."""
+    return max(1, target // 8)
+
+
 @dataclass(frozen=True)
 class DnsName:
     """A ``dns://name:port`` entry of ENGINE_URLS: every address ``name`` resolves to is an
@@ -307,6 +315,12 @@ class Settings(BaseSettings):
     @property
     def engine_extra_argv(self) -> list[str]:
         return shlex.split(self.engine_extra_args)
+
+    @property
+    def engine_max_num_seqs(self) -> int:
+        """The engines' batch (``--max-num-seqs``): the target plus its fair headroom."""
+        target = self.engine_concurrency_target
+        return target + fair_headroom(target)
 
     @property
     def engine_concurrency_target(self) -> int:

@@ -5,7 +5,8 @@
 # step). docker-compose.yml and the Kubernetes base both run it as the engine's entrypoint.
 #
 # Reads: MODEL_ID SERVED_MODEL_NAME TENSOR_PARALLEL_SIZE GPU_MEMORY_UTILIZATION MAX_MODEL_LEN
-#        DTYPE ENGINE_MAX_INFLIGHT (→ --max-num-seqs, default 256)
+#        DTYPE ENGINE_MAX_INFLIGHT (→ --max-num-seqs: it plus an eighth, the headroom a quiet
+#        key may use while a loud one fills the rest; default 256)
 #        ENGINE_EXTRA_ARGS (shell words, last: they override the rest)
 #        ENGINE_PATCHES (on, default | off: the project's vLLM plugin, in the engine image)
 #        HUGGING_FACE_HUB_TOKEN (→ HF_TOKEN)  ENGINE_HOST/ENGINE_PORT (default 0.0.0.0:8000)
@@ -16,6 +17,9 @@ set -eu
 model="${MODEL_ID:-mistralai/Mistral-7B-Instruct-v0.1}"
 dtype="${DTYPE:-auto}"
 [ "$dtype" = auto ] && dtype=bfloat16  # engines here run on GPUs
+target="${ENGINE_MAX_INFLIGHT:-256}"
+headroom=$((target / 8))  # config.fair_headroom: an eighth of the target, at least one
+[ "$headroom" -ge 1 ] || headroom=1
 
 set -- \
     --model "$model" \
@@ -26,7 +30,7 @@ set -- \
     --dtype "$dtype" \
     --gpu-memory-utilization "${GPU_MEMORY_UTILIZATION:-0.9}" \
     --enable-prefix-caching \
-    --max-num-seqs "${ENGINE_MAX_INFLIGHT:-256}" \
+    --max-num-seqs "$((target + headroom))" \
     --scheduling-policy priority \
     --enable-prompt-tokens-details \
     --disable-uvicorn-access-log

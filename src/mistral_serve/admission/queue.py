@@ -7,14 +7,22 @@ lower values first), then by fair shares of its tenants (:mod:`mistral_serve.adm
 keys in turn, weighted, by the tokens they reserve), then in arrival order. The engine is
 chosen when a slot frees, not when the request arrives, so routing sees the load of that moment.
 
+A tenant's turn comes when a slot frees; a quiet tenant could still wait for that behind a
+loud one that fills every slot. So a request whose tenant runs fewer requests than its fair
+share of the model's running ones, while another tenant runs more than its own, may start in
+the engines' *headroom* (a few slots past the target the engines are started with, see
+``config.fair_headroom``): it starts at once, and the loud tenant's next requests wait until
+the total is back under the target. A tenant alone never uses the headroom.
+
 Past either bound the answer is immediate: a full line (ADMISSION_QUEUE_MAX) refuses the
 tenant holding the largest share of it (the newcomer, or that tenant's last request), and a
 wait as long as ADMISSION_QUEUE_TIMEOUT_S ends too; both are a 429 whose Retry-After comes from
 the line's length and the rate requests have been completing. A client that leaves while
 waiting leaves the line at once; when the gateway drains, everyone still waiting is answered 503.
 
-No I/O here: the gateway passes in how to start a request (``try_start``), and tells the line
-when a slot may have freed (:meth:`ModelQueue.wake`).
+No I/O here: the gateway passes in how to start a request (``try_start``, told whether it may
+use the headroom), tells the line when a slot may have freed (:meth:`ModelQueue.wake`) and
+when a request it started has ended (:meth:`ModelQueue.ended`).
 """
 
 from __future__ import annotations
@@ -23,12 +31,12 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from mistral_serve.admission.fairness import FairShares, TenantShare, Ticket
+from mistral_serve.admission.fairness import MIN_WEIGHT, FairShares, TenantShare, Ticket
 from mistral_serve.errors import DrainingError, ServerOverloadedError
 
 T = TypeVar("T")
@@ -47,12 +55,17 @@ class AdmissionLimits:
     timeout_s: float = 30.0  # ADMISSION_QUEUE_TIMEOUT_S
 
 
+#: Starts a request on an engine below its target, or past it into the fair headroom when
+#: told True; None when no engine has room.
+TryStart = Callable[[bool], T | None]
+
+
 @dataclass(order=True)
 class _Waiter(Generic[T]):
     priority: int
     start: float  # its fair-share start tag within its priority
     arrival: int
-    try_start: Callable[[], T | None] = field(compare=False)
+    try_start: TryStart[T] = field(compare=False)
     started: asyncio.Future[T] = field(compare=False)
     ticket: Ticket = field(compare=False)
     end: float = field(compare=False)  # its tenant's end with it (fairness.FairShares.left)
@@ -98,6 +111,9 @@ class ModelQueue(Generic[T]):
         self._arrivals = itertools.count()
         self._closed: DrainingError | None = None
         self._fair = FairShares()
+        #: Requests started here and not yet ended, per tenant, and each tenant's weight.
+        self._running: Counter[str] = Counter()
+        self._weights: dict[str, float] = {}
         self.rate = DrainRate(clock)
 
     @property
@@ -110,7 +126,7 @@ class ModelQueue(Generic[T]):
         return self._fair.shares()
 
     async def admit(
-        self, try_start: Callable[[], T | None], priority: int = 0, ticket: Ticket = ANONYMOUS
+        self, try_start: TryStart[T], priority: int = 0, ticket: Ticket = ANONYMOUS
     ) -> T:
         """Start now if nobody is waiting and ``try_start`` succeeds; otherwise wait in line.
         Raises ServerOverloadedError past either bound (or when a request of a tenant with a
@@ -118,8 +134,8 @@ class ModelQueue(Generic[T]):
         ``try_start`` raises (no engine left for the model)."""
         if self._closed is not None:
             raise self._closed
-        if not self._waiting:
-            started = try_start()
+        if not self._waiting or self._under_share(ticket):
+            started = self._try(try_start, ticket, in_line=bool(self._waiting))
             if started is not None:
                 return started
         if self._waiting >= self._limits.max_waiting:
@@ -147,6 +163,42 @@ class ModelQueue(Generic[T]):
                 "timeout", f"it waited {self._limits.timeout_s:g} s for a free engine"
             )
         return waiter.started.result()
+
+    def ended(self, ticket: Ticket) -> None:
+        """A request this line started has ended (its tenant runs one fewer)."""
+        running = self._running
+        running[ticket.tenant] -= 1
+        if running[ticket.tenant] <= 0:
+            del running[ticket.tenant]
+            self._weights.pop(ticket.tenant, None)
+
+    def _try(self, try_start: TryStart[T], ticket: Ticket, *, in_line: bool) -> T | None:
+        """Start below the target (unless others wait: then only into the headroom, which
+        is the under-share tenant's), else in the headroom when the tenant is under its share."""
+        started = None if in_line else try_start(False)
+        if started is None and self._under_share(ticket):
+            started = try_start(True)
+        if started is not None:
+            self._running[ticket.tenant] += 1
+            self._weights[ticket.tenant] = ticket.weight
+        return started
+
+    def _under_share(self, ticket: Ticket) -> bool:
+        """Whether ``ticket``'s tenant runs fewer than its weighted share of this model's
+        running requests (counting this one) while another tenant runs more than its own."""
+        running = self._running
+        if not running or (len(running) == 1 and ticket.tenant in running):
+            return False  # alone: nobody to be fair to
+        weights = {**self._weights, ticket.tenant: ticket.weight}
+        total_weight = sum(max(weight, MIN_WEIGHT) for weight in weights.values())
+        total = sum(running.values()) + 1
+
+        def share(tenant: str) -> float:
+            return total * max(weights[tenant], MIN_WEIGHT) / total_weight
+
+        if running[ticket.tenant] + 1 > share(ticket.tenant):
+            return False
+        return any(count > share(tenant) for tenant, count in running.items())
 
     def _make_room(self, ticket: Ticket, priority: int) -> None:
         """The line is full: the tenant holding the largest share of it, among requests no
@@ -185,7 +237,7 @@ class ModelQueue(Generic[T]):
                 heapq.heappop(self._heap)
                 continue
             try:
-                started = head.try_start()
+                started = self._try(head.try_start, head.ticket, in_line=False)
             except Exception as error:
                 heapq.heappop(self._heap)
                 self._give_up(head)

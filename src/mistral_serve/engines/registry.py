@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from mistral_serve.config import DEFAULT_ENGINE_MAX_INFLIGHT
+from mistral_serve.config import DEFAULT_ENGINE_MAX_INFLIGHT, fair_headroom
 from mistral_serve.engines.client import EngineClient, EngineConnectError, UpstreamResponse
 from mistral_serve.engines.health import Change, EngineHealth, HealthPolicy, State
 from mistral_serve.engines.shared_load import SharedLoad, slot_of
@@ -328,9 +328,13 @@ class EngineRegistry:
                 if now - lease.last_read >= limit:
                     lease.abort(EngineTimeoutError(f"{engine.name} sent nothing for {limit:.0f} s"))
 
-    def has_room(self, engine: Engine, now: float) -> bool:
-        """Whether ``engine`` is below its concurrency target, counting every gateway's load."""
-        return engine.load(now, self.stats_max_age_s) < engine.max_inflight
+    def has_room(self, engine: Engine, now: float, *, headroom: bool = False) -> bool:
+        """Whether ``engine`` is below its concurrency target, counting every gateway's load;
+        with ``headroom``, below the target plus its fair headroom (config.fair_headroom)."""
+        limit = engine.max_inflight
+        if headroom:
+            limit += fair_headroom(limit)
+        return engine.load(now, self.stats_max_age_s) < limit
 
     def on_capacity(self, listener: CapacityListener) -> None:
         """Call ``listener`` whenever an engine may take more work (admission waits on it)."""

@@ -61,10 +61,11 @@ def build_vllm_args(
         "--gpu-memory-utilization",
         str(_memory_utilization(settings, on_gpu)),
         "--enable-prefix-caching",
-        # The gateway's concurrency target is the engine's batch, so an admitted request runs
-        # at once; waiting happens in the gateway's queue, in priority order.
+        # The gateway's concurrency target (plus the headroom a quiet tenant may use while a
+        # loud one fills the rest) is the engine's batch, so an admitted request runs at
+        # once; waiting happens in the gateway's queue, in priority and fair order.
         "--max-num-seqs",
-        str(settings.engine_concurrency_target),
+        str(settings.engine_max_num_seqs),
         # Requests' `priority` field (the admission queue's order) is honoured by the engine
         # too; with vLLM's default (fcfs) a request that sets it is refused.
         "--scheduling-policy",

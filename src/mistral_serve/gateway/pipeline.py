@@ -553,9 +553,12 @@ class Gateway:
         outcome = "rejected"
         try:
             lease = await queue.admit(
-                lambda: self._start(call, within_target=True), call.priority, call.ticket
+                lambda headroom: self._start(call, within_target=True, headroom=headroom),
+                call.priority,
+                call.ticket,
             )
             outcome = "admitted"
+            call.generation.on_end(lambda ended: queue.ended(call.ticket))
             return lease
         except asyncio.CancelledError:
             outcome = "abandoned"  # the client left while waiting
@@ -564,11 +567,17 @@ class Gateway:
             call.generation.queued(time.perf_counter() - started, outcome)
 
     def _start(
-        self, call: _Call, *, exclude: set[Engine] | None = None, within_target: bool
+        self,
+        call: _Call,
+        *,
+        exclude: set[Engine] | None = None,
+        within_target: bool,
+        headroom: bool = False,
     ) -> Lease | None:
         """A lease on the engine the policy chooses among the ready ones serving the model
-        (below their concurrency target, ``within_target``); None when all are at it. Raises
-        when no engine can serve the model at all."""
+        (below their concurrency target, ``within_target``, or past it into the fair
+        headroom, ``headroom``); None when all are at it. Raises when no engine can serve the
+        model at all."""
         model, registry = call.request.model, self._registry
         candidates = registry.candidates(model)
         adapter = model if model in registry.adapter_catalog else None
@@ -581,7 +590,9 @@ class Gateway:
         with registry.choosing():  # the load read and the lease: one worker at a time
             now = time.monotonic()
             if within_target:
-                candidates = [e for e in candidates if registry.has_room(e, now)]
+                candidates = [
+                    e for e in candidates if registry.has_room(e, now, headroom=headroom)
+                ]
                 if not candidates:
                     self._watch_siblings()
                     return None

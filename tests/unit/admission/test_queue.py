@@ -13,16 +13,20 @@ from mistral_serve.errors import DrainingError, NoReadyEngineError, ServerOverlo
 class Slots:
     """try_start for tests: hands out numbered tickets while slots are free."""
 
-    def __init__(self, free: int) -> None:
+    def __init__(self, free: int, headroom: int = 0) -> None:
         self.free = free
+        self.headroom = headroom  # past the target: only for a tenant under its share
         self.started: list[str] = []
         self.released: list[str] = []
 
     def starter(self, name: str):
-        def try_start() -> str | None:
-            if self.free <= 0:
+        def try_start(headroom: bool) -> str | None:
+            if self.free > 0:
+                self.free -= 1
+            elif headroom and self.headroom > 0:
+                self.headroom -= 1
+            else:
                 return None
-            self.free -= 1
             self.started.append(name)
             return name
 
@@ -133,7 +137,7 @@ async def test_when_no_engine_is_left_waiters_hear_it():
     queue = ModelQueue[str]("demo", AdmissionLimits(), release=lambda _: None)
     state = {"gone": False}
 
-    def try_start() -> str | None:
+    def try_start(headroom: bool) -> str | None:
         if state["gone"]:
             raise NoReadyEngineError("no engine")
         return None
@@ -254,3 +258,43 @@ async def test_a_full_line_never_refuses_a_more_urgent_request_for_a_less_urgent
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_tenant_under_its_share_starts_at_once_in_the_headroom():
+    slots = Slots(2, headroom=1)
+    queue = line(slots)
+    loud, quiet = Ticket("loud", tokens=10), Ticket("quiet", tokens=10)
+    for i in range(2):
+        await queue.admit(slots.starter(f"l{i}"), 0, loud)
+    waiting = [
+        asyncio.create_task(queue.admit(slots.starter(f"l{i}"), 0, loud)) for i in range(2, 5)
+    ]
+    await settle()
+    assert queue.depth == 3  # the loud key alone never uses the headroom
+    assert await queue.admit(slots.starter("quiet"), 0, quiet) == "quiet"  # past its line
+    # A second quiet request would be over its share now that the headroom is used: it waits,
+    # but goes before the loud key's later requests.
+    second = asyncio.create_task(queue.admit(slots.starter("quiet2"), 0, quiet))
+    await settle()
+    assert queue.depth == 4 and not second.done()
+    for _ in range(2):  # two loud requests end
+        queue.ended(loud)
+        slots.free += 1
+        queue.wake()
+        await settle()
+    assert slots.started == ["l0", "l1", "quiet", "l2", "quiet2"]
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+
+
+async def test_a_tenant_alone_stays_within_the_target():
+    slots = Slots(1, headroom=5)
+    queue = line(slots)
+    ticket = Ticket("only", tokens=10)
+    await queue.admit(slots.starter("a"), 0, ticket)
+    task = asyncio.create_task(queue.admit(slots.starter("b"), 0, ticket))
+    await settle()
+    assert not task.done() and slots.headroom == 5
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
