@@ -25,9 +25,13 @@ from mistral_serve.launch.engines import engine_specs
 from mistral_serve.models.profiles import resolve_model
 
 
-def demo_engine_spec(work: Path, model_id: str = "demo") -> EngineSpec:
-    """The engine `up` would start for ``model_id`` on this machine, its demo built in ``work``."""
-    settings = Settings(_env_file=None, model_id=model_id, MISTRAL_SERVE_CACHE_DIR=work / "cache")
+def demo_engine_spec(work: Path, model_id: str = "demo", port: int | None = None) -> EngineSpec:
+    """The engine `up` would start for ``model_id`` on this machine, its demo built in ``work``
+    (on ``port``, else up's first)."""
+    ports = {"engine_base_port": port} if port is not None else {}
+    settings = Settings(
+        _env_file=None, model_id=model_id, MISTRAL_SERVE_CACHE_DIR=work / "cache", **ports
+    )
     [spec] = engine_specs(settings, resolve_model(settings, has_gpu=False), None, 1, os.environ)
     return spec
 

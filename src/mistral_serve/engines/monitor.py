@@ -60,7 +60,9 @@ class EngineMonitor:
         self._listed_at: dict[Engine, float] = {}  # when each engine's model list was read
         self._probed_at: dict[Engine, float] = {}  # when each engine's last probe began
         policy = registry.policy
-        self._tick_s = min(0.5, policy.stall_timeout_s / 4, policy.canary_interval_s / 4)
+        # How often silence is judged: a stalled engine's streams move to another engine at
+        # most a tick after the stall timeout (a tick costs a loop over the engines).
+        self._tick_s = min(0.25, policy.stall_timeout_s / 4, policy.canary_interval_s / 4)
         self._watchers: dict[Engine, list[asyncio.Task[None]]] = {}
         self._canaries: dict[Engine, asyncio.Task[None]] = {}
         self._clock: asyncio.Task[None] | None = None
