@@ -142,6 +142,9 @@ class Readiness(_Open):
     routing_policy: str
     engines: list[dict[str, Any]]
     waiting: dict[str, int]
+    #: Who waits in each model's line: tenant (a key's id, or a hash), priority, waiting,
+    #: tokens, weight, share.
+    queues: dict[str, list[dict[str, Any]]] = {}
 
 
 # -- the Responses API and conversations -------------------------------------------------------
