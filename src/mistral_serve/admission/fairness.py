@@ -155,12 +155,15 @@ class FairShares:
         )
 
     def shares(self) -> list[TenantShare]:
-        """Every waiting tenant's counts, most urgent priority first, then largest share."""
+        """Every waiting tenant's counts in the order the line serves them: most urgent
+        priority first, then the tenant whose next request's turn comes first (its end less
+        what it has waiting), then the largest share."""
         shown: list[TenantShare] = []
         for priority in sorted(self._levels):
             tenants = [(n, t) for n, t in self._levels[priority].tenants.items() if t.waiting]
             total = sum(tenant.held for _, tenant in tenants)
-            rows = [
+            ordered = sorted(tenants, key=lambda item: (item[1].end - item[1].held, -item[1].held))
+            shown.extend(
                 TenantShare(
                     tenant=name,
                     priority=priority,
@@ -169,7 +172,6 @@ class FairShares:
                     weight=tenant.weight,
                     share=round(tenant.held / total, 4) if total > 0 else 0.0,
                 )
-                for name, tenant in tenants
-            ]
-            shown.extend(sorted(rows, key=lambda row: -row.share))
+                for name, tenant in ordered
+            )
         return shown

@@ -590,9 +590,7 @@ class Gateway:
         with registry.choosing():  # the load read and the lease: one worker at a time
             now = time.monotonic()
             if within_target:
-                candidates = [
-                    e for e in candidates if registry.has_room(e, now, headroom=headroom)
-                ]
+                candidates = [e for e in candidates if registry.has_room(e, now, headroom=headroom)]
                 if not candidates:
                     self._watch_siblings()
                     return None

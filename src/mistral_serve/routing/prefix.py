@@ -51,7 +51,6 @@ DEFAULT_CAPACITY_TOKENS = 200_000
 MAX_ROUTED_BYTES = 256 * 1024
 
 
-
 def _block_ends(limit: int) -> tuple[int, ...]:
     """Where each block ends: BLOCK_BYTES each up to 2 KiB, then a sixteenth of the offset."""
     ends, offset = [], 0

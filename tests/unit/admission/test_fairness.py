@@ -67,6 +67,17 @@ def test_the_largest_share_is_weighted_and_ignores_more_urgent_requests():
     assert fair.held("many", 0) == 400
 
 
+def test_shares_are_shown_in_the_order_the_line_serves_them():
+    fair = FairShares()
+    loud, quiet = Ticket("loud", tokens=100), Ticket("quiet", tokens=100)
+    for _ in range(4):
+        fair.enter(loud, 0)  # start tags 0, 100, 200, 300
+    fair.started(loud, 0, 0.0)
+    fair.started(loud, 0, 100.0)  # the line's time is 100: two loud ones left to serve
+    fair.enter(quiet, 0)  # starts at 100, before the loud key's next (200)
+    assert [row.tenant for row in fair.shares()] == ["quiet", "loud"]
+
+
 def test_shares_show_counts_only_most_urgent_first():
     fair = FairShares()
     fair.enter(Ticket("a", tokens=300), 0)
