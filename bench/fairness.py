@@ -35,7 +35,7 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
-from harness import start_fake_engines, start_gateway, stop_all, wait_ok
+from harness import start_fake_engines, start_gateway, stop_all, variants, wait_ok
 
 FIRST_S = 0.08
 PACE_S = 0.1
@@ -145,9 +145,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--baseline-src", type=Path, help="src/ of the code to compare against")
     args = parser.parse_args()
-    variants: dict[str, Path | None] = {"now": None}
-    if args.baseline_src:
-        variants["baseline"] = args.baseline_src
+    compared = variants(args.baseline_src)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -155,7 +153,7 @@ def main() -> None:
         try:
             for engine in engines:
                 wait_ok(engine + "/health", 30)
-            for name, source in variants.items():
+            for name, source in compared.items():
                 (work / name).mkdir()
                 quiet, loud = create_key(work / name, source), create_key(work / name, source)
                 settings = {

@@ -36,6 +36,12 @@ def demo_engine_spec(work: Path, model_id: str = "demo", port: int | None = None
     return spec
 
 
+def variants(baseline_src: Path | None) -> dict[str, Path | None]:
+    """The gateways a comparison runs: this code ("now"), and with ``--baseline-src`` the
+    code in that src/ folder ("baseline"), each name with the src/ it runs (None: this one)."""
+    return {"now": None} | ({"baseline": baseline_src} if baseline_src else {})
+
+
 def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """``command`` in its own process group, output to ``log``."""
     return subprocess.Popen(

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from harness import cpu_time, start_fake_engines, start_gateway, stop_all, wait_ok
+from harness import cpu_time, start_fake_engines, start_gateway, stop_all, variants, wait_ok
 
 CONCURRENCY = 16
 SIZES = {"1 KB": 1024, "50 KB": 50 * 1024, "220 KB": 220 * 1024}
@@ -73,9 +73,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="*", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--first", type=float, default=0.05, help="the engine's TTFT, seconds")
     args = parser.parse_args()
-    variants: dict[str, Path | None] = {"now": None}
-    if args.baseline_src:
-        variants["baseline"] = args.baseline_src
+    compared = variants(args.baseline_src)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -83,7 +81,7 @@ def main() -> None:
         try:
             wait_ok(engine + "/health", 30)
             gateways = {}
-            for name, source in variants.items():
+            for name, source in compared.items():
                 settings = {"PYTHONPATH": str(source)} if source is not None else {}
                 (work / name).mkdir()
                 url, gateway = start_gateway(work / name, [engine], "gateway", **settings)
