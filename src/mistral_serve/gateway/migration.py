@@ -29,6 +29,8 @@ from typing import Any
 
 import orjson
 
+from mistral_serve.engines.client import UpstreamResponse
+from mistral_serve.engines.registry import Lease
 from mistral_serve.protocol import sse
 from mistral_serve.protocol.openai import ChatCompletionRequest, GenerationRequest
 
@@ -265,6 +267,6 @@ class Continuation:
 class Moved:
     """Where a stream goes on: the new engine's answer, its lease, and the reshaping."""
 
-    upstream: Any  # engines.client.UpstreamResponse
-    lease: Any  # engines.registry.Lease
+    upstream: UpstreamResponse
+    lease: Lease
     continuation: Continuation
