@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from mistral_serve.api.responses import json_response
-from mistral_serve.api.routes import answered
+from mistral_serve.api.routes import answered, client_address
 from mistral_serve.errors import InvalidRequestError
 from mistral_serve.gateway.pipeline import decode_body
 from mistral_serve.responses.conversations import MISTRAL, Conversations, openai_conversation
@@ -41,7 +41,9 @@ async def create_conversation(request: Request) -> Response:
     document = decode_body(await request.body())
     caller = await _caller(request)
     if is_mistral(document):
-        work = _mistral(request).start(document, caller, request.state.request_id)
+        work = _mistral(request).start(
+            document, caller, request.state.request_id, client=client_address(request)
+        )
         return await answered(request, work)
     return json_response(await _openai(request).create(document, caller))
 
@@ -72,7 +74,13 @@ async def continue_conversation(request: Request, conversation_id: str) -> Respo
     document = decode_body(await request.body())
     caller = await _caller(request)
     if is_mistral(document):
-        work = _mistral(request).append(conversation_id, document, caller, request.state.request_id)
+        work = _mistral(request).append(
+            conversation_id,
+            document,
+            caller,
+            request.state.request_id,
+            client=client_address(request),
+        )
         return await answered(request, work)
     return json_response(await _openai(request).update(conversation_id, document, caller))
 
@@ -92,7 +100,11 @@ async def delete_conversation(request: Request, conversation_id: str) -> Respons
 async def restart_conversation(request: Request, conversation_id: str) -> Response:
     document = decode_body(await request.body())
     work = _mistral(request).restart(
-        conversation_id, document, await _caller(request), request.state.request_id
+        conversation_id,
+        document,
+        await _caller(request),
+        request.state.request_id,
+        client=client_address(request),
     )
     return await answered(request, work)
 

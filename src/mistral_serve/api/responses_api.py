@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from mistral_serve.api.responses import json_response
-from mistral_serve.api.routes import answered, direct_app
+from mistral_serve.api.routes import answered, client_address, direct_app
 from mistral_serve.errors import InvalidRequestError
 from mistral_serve.responses.pages import Page
 from mistral_serve.responses.service import Responses
@@ -36,7 +36,7 @@ async def create_response(request: Request) -> Response:
         body,
         request.state.request_id,
         authorization=_authorization(request),
-        client=request.client.host if request.client else None,
+        client=client_address(request),
     )
     return await answered(request, work)
 

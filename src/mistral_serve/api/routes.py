@@ -131,9 +131,14 @@ async def _generate(request: Request, endpoint: Endpoint) -> Response:
         request.state.request_id,
         session=request.headers.get("x-session-id"),
         authorization=request.headers.get("authorization"),
-        client=request.client.host if request.client else None,
+        client=client_address(request),
     )
     return await answered(request, work)
+
+
+def client_address(request: Request) -> str | None:
+    """The client's address, as uvicorn reports it (anonymous traffic's tenant in admission)."""
+    return request.client.host if request.client else None
 
 
 async def answered(request: Request, work: Awaitable[GatewayResponse]) -> Response:

@@ -259,7 +259,12 @@ class MistralConversations:
 
     # -- turns -----------------------------------------------------------------------------------
     async def start(
-        self, document: dict[str, Any], caller: Caller, request_id: str
+        self,
+        document: dict[str, Any],
+        caller: Caller,
+        request_id: str,
+        *,
+        client: str | None = None,
     ) -> GatewayResponse:
         request: StartConversation = validated(StartConversation, document)
         if request.agent_id is not None:
@@ -288,10 +293,16 @@ class MistralConversations:
         chat = chat_of(settings, new, None)  # checked before anything is stored
         if request.store is not False:
             await self._create(conversation_id, caller, request.metadata or {}, settings, [])
-        return await self._turn(conversation_id, chat, new, caller, request_id, request)
+        return await self._turn(conversation_id, chat, new, caller, request_id, request, client)
 
     async def append(
-        self, conversation_id: str, document: dict[str, Any], caller: Caller, request_id: str
+        self,
+        conversation_id: str,
+        document: dict[str, Any],
+        caller: Caller,
+        request_id: str,
+        *,
+        client: str | None = None,
     ) -> GatewayResponse:
         request: AppendConversation = validated(AppendConversation, document)
         record = await self._conversations.owned(conversation_id, caller)
@@ -299,10 +310,16 @@ class MistralConversations:
         earlier = await self._conversations.items_of(conversation_id)
         new = items_of_inputs(request.inputs)
         chat = chat_of(record.settings, [*earlier, *new], request.completion_args)
-        return await self._turn(conversation_id, chat, new, caller, request_id, request)
+        return await self._turn(conversation_id, chat, new, caller, request_id, request, client)
 
     async def restart(
-        self, conversation_id: str, document: dict[str, Any], caller: Caller, request_id: str
+        self,
+        conversation_id: str,
+        document: dict[str, Any],
+        caller: Caller,
+        request_id: str,
+        *,
+        client: str | None = None,
     ) -> GatewayResponse:
         """A new conversation: this one's entries through ``from_entry_id``, then the new
         inputs."""
@@ -321,7 +338,7 @@ class MistralConversations:
         if request.store is not False:
             metadata = request.metadata if request.metadata is not None else record.metadata
             await self._create(restarted, caller, metadata, record.settings, kept)
-        return await self._turn(restarted, chat, new, caller, request_id, request)
+        return await self._turn(restarted, chat, new, caller, request_id, request, client)
 
     async def _create(
         self,
@@ -349,10 +366,11 @@ class MistralConversations:
         caller: Caller,
         request_id: str,
         turn: Turn,
+        client: str | None,
     ) -> GatewayResponse:
         """One turn: the chat request through the pipeline, answered in Mistral's shape (or
         its events), its input and output added to the conversation (unless ``store`` is
-        false)."""
+        false); ``client``: the caller's address (anonymous traffic's turn in admission)."""
         store = turn.store is not False
         if turn.stream:
             chat = with_usage_requested({**chat, "stream": True})
@@ -364,6 +382,7 @@ class MistralConversations:
             answer_id=conversation_id,
             conversation_id=conversation_id,
             endpoint=Endpoint.CONVERSATIONS,
+            client=client,
         )
         if answer.status != 200:
             return answer

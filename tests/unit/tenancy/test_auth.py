@@ -9,7 +9,7 @@ import pytest
 
 from mistral_serve.errors import InvalidApiKeyError, ModelNotAllowedError
 from mistral_serve.store import KeyRecord
-from mistral_serve.tenancy.auth import ANYONE, Authenticator
+from mistral_serve.tenancy.auth import ANYONE, STATIC_CALLER, Authenticator, Caller
 from mistral_serve.tenancy.keys import issue_key, parse_key
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
@@ -199,3 +199,15 @@ async def test_under_auto_the_first_key_turns_authentication_on_at_once():
         await auth.authenticate(None)
     off = authenticator("off", None, Cache())
     assert await off.authenticate(f"Bearer {first.text}") is ANYONE
+
+
+def test_a_request_takes_its_turn_as_its_key_or_else_its_user_or_address():
+    issued = issue_key()
+    keyed = Caller(issued.key_id, record(issued, weight=2.0))
+    assert keyed.tenant("someone", "10.0.0.7") == issued.key_id and keyed.weight == 2.0
+    for caller in (ANYONE, STATIC_CALLER):  # nobody's own key: each user, else each address
+        by_user, by_address = caller.tenant("alice", "10.0.0.7"), caller.tenant(None, "10.0.0.7")
+        assert by_user.startswith("user:") and by_address.startswith("client:")
+        assert "alice" not in by_user and "10.0.0.7" not in by_address  # shown hashed
+        assert by_address != caller.tenant(None, "10.0.0.8")
+        assert caller.weight == 1.0
