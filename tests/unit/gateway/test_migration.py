@@ -265,3 +265,31 @@ async def test_a_stream_that_cannot_move_ends_with_the_error_event(two_engines):
     received = b"".join(await collect((await gw.generate(Endpoint.CHAT, body, "rid")).stream))
     assert b'"code":"engine_unreachable"' in received
     assert not any(path == "/v1/completions" for e in engines for path, _, _ in e.requests)
+
+
+async def test_a_stream_in_mistrals_dialect_moves_and_keeps_its_shape(two_engines):
+    gw, _, engines = two_engines
+    for engine in engines:
+        engine.handlers["/v1/chat/completions"] = sse_handler(
+            FIRST, delta("Hel", [10, 11]), delta("lo", [12]), drop_after=True
+        )
+        engine.handlers["/v1/completions"] = completion_handler()
+    body = {k: v for k, v in CHAT.items() if k != "seed"} | {"random_seed": 3}  # Mistral's
+    received = b"".join(
+        await collect((await gw.generate(Endpoint.CHAT, orjson.dumps(body), "r")).stream)
+    )
+    assert b"error" not in received and b"token_ids" not in received
+    events = [orjson.loads(e[6:]) for e in received.split(b"\n\n")[:-2]]
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+    assert text == "Hello world"
+    # Mistral's stream: the usage rides on the finishing chunk, every token counted once.
+    [last] = [e for e in events if e.get("usage")]
+    assert last["choices"][0]["finish_reason"] == "length"
+    assert last["usage"]["completion_tokens"] == 5
+    [continued] = [
+        orjson.loads(sent)
+        for engine in engines
+        for path, sent, _ in engine.requests
+        if path == "/v1/completions"
+    ]
+    assert continued["seed"] == 3  # the engine's name for Mistral's random_seed
