@@ -286,6 +286,7 @@ class ModelQueue(Generic[T]):
         if waiter.started.done():
             if not waiter.started.cancelled() and waiter.started.exception() is None:
                 self._release(waiter.started.result())
+                self.ended(waiter.ticket)  # it never reached its caller, who would say so
             return
         self._give_up(waiter)
         waiter.started.cancel()

@@ -298,3 +298,24 @@ async def test_a_tenant_alone_stays_within_the_target():
     assert not task.done() and slots.headroom == 5
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_request_started_as_its_client_left_is_not_counted_as_running():
+    slots = Slots(1, headroom=1)
+    queue = line(slots)
+    loud, quiet = Ticket("loud", tokens=10), Ticket("quiet", tokens=10)
+    await queue.admit(slots.starter("l0"), 0, loud)
+    waiting = asyncio.create_task(queue.admit(slots.starter("l1"), 0, loud))
+    await settle()
+    queue.ended(loud)
+    slots.free += 1
+    queue.wake()  # started …
+    waiting.cancel()  # … and cancelled before it ran again: given back, and not running
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert slots.released == ["l1"]
+    # Nobody runs: the quiet key is alone and stays within the target (no headroom).
+    blocked = asyncio.create_task(queue.admit(slots.starter("q"), 0, quiet))
+    await settle()
+    assert not blocked.done() and slots.headroom == 1
+    blocked.cancel()
+    await asyncio.gather(blocked, return_exceptions=True)
