@@ -172,6 +172,11 @@ class Settings(BaseSettings):
     # -- the Responses API and conversations ---------------------------------------------------
     # Responses (and conversations) kept in the store (DATABASE_URL, else SQLite) so that any
     # gateway continues a chain; "off" makes `store: true` a 400 naming this setting.
+    # Uploaded files (`/v1/files`: batch input, and the batches' output and error files): the
+    # folder their bytes are kept in (unset: `files` in the data folder), and the largest one
+    # an upload may be (OpenAI's limit for a batch input file, 200 MB).
+    files_dir: Path | None = None
+    files_max_bytes: int = Field(default=200 * 1000 * 1000, ge=1024)
     responses_store: Literal["on", "off"] = "on"
     # Stored responses and conversations are deleted this many days after they were made.
     responses_ttl_days: float = Field(default=30.0, gt=0)
@@ -228,6 +233,7 @@ class Settings(BaseSettings):
         "otel_exporter_otlp_headers",
         "hf_hub_cache",
         "hf_home",
+        "files_dir",
         mode="before",
     )
     @classmethod
@@ -235,7 +241,7 @@ class Settings(BaseSettings):
         """`MODEL_ID=` in .env means "not set", as sample.env shows it."""
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("cache_dir", "data_dir", "hf_hub_cache", "hf_home")
+    @field_validator("cache_dir", "data_dir", "hf_hub_cache", "hf_home", "files_dir")
     @classmethod
     def _expand_home(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
@@ -315,6 +321,11 @@ class Settings(BaseSettings):
     @property
     def engine_extra_argv(self) -> list[str]:
         return shlex.split(self.engine_extra_args)
+
+    @property
+    def files_path(self) -> Path:
+        """FILES_DIR, else ``files`` in the data folder."""
+        return self.files_dir if self.files_dir is not None else self.data_dir / "files"
 
     @property
     def engine_max_num_seqs(self) -> int:

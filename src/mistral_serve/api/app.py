@@ -13,14 +13,16 @@ from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Scope
 
 from mistral_serve import __version__
 from mistral_serve.admission import AdmissionLimits
 from mistral_serve.api.admin import router as admin_router
 from mistral_serve.api.conversations_api import router as conversations_router
 from mistral_serve.api.errors import install_error_handlers
+from mistral_serve.api.files_api import router as files_router
 from mistral_serve.api.middleware import (
+    UPLOAD_FRAMING_BYTES,
     BodyLimitMiddleware,
     RequestIdMiddleware,
     TracingMiddleware,
@@ -33,6 +35,7 @@ from mistral_serve.api.responses_api import RESPONSES_APPS
 from mistral_serve.api.responses_api import router as responses_router
 from mistral_serve.api.routes import GENERATION_APPS, router
 from mistral_serve.api.workers import WorkerRole
+from mistral_serve.batch.files import FileLimits, Files
 from mistral_serve.config import Settings
 from mistral_serve.engines.client import EngineClient
 from mistral_serve.engines.discovery import EngineDirectory
@@ -58,6 +61,7 @@ from mistral_serve.store import (
 )
 from mistral_serve.store.conversations import ConversationRecords
 from mistral_serve.store.database import configured_url
+from mistral_serve.store.files import FileRecords
 from mistral_serve.store.responses import ResponseRecords
 from mistral_serve.telemetry.engines import EngineTelemetry
 from mistral_serve.telemetry.genai import GenAIObserver
@@ -95,6 +99,8 @@ class Services:
     #: The LoRA adapters: where they are loaded, and those added at run time (kept only
     #: when there is a store: not with AUTH=off).
     adapters: AdapterKeeper | None = None
+    #: Uploaded files (`/v1/files`): records in the store, bytes in FILES_DIR.
+    files: Files | None = None
 
 
 def routing_policy(settings: Settings, *, stats_max_age_s: float) -> RoutingPolicy:
@@ -126,12 +132,10 @@ def limiter_for(settings: Settings) -> Limiter:
 
 
 @asynccontextmanager
-async def opened_store(settings: Settings) -> AsyncIterator[Store | None]:
-    """The store (its migrations applied) when anything keeps records in it: keys, limits and
-    the ledger (unless AUTH=off), stored responses (unless RESPONSES_STORE=off)."""
-    if settings.auth == "off" and settings.responses_store == "off":
-        yield None
-        return
+async def opened_store(settings: Settings) -> AsyncIterator[Store]:
+    """The store (its migrations applied): keys, limits and the ledger (unless AUTH=off),
+    stored responses (unless RESPONSES_STORE=off), and uploaded files always keep records in
+    it."""
     store = await Store.open(configured_url(settings))
     try:
         yield store
@@ -279,7 +283,7 @@ def create_app(
                 yield
 
     @asynccontextmanager
-    async def _serving(app: FastAPI, tenants: Tenancy, store: Store | None) -> AsyncIterator[None]:
+    async def _serving(app: FastAPI, tenants: Tenancy, store: Store) -> AsyncIterator[None]:
         client = EngineClient()
         await client.start()
         registry = EngineRegistry(
@@ -365,6 +369,11 @@ def create_app(
             admin_key,
             clock,
             adapters,
+            Files(
+                FileRecords(store),
+                FileLimits(settings.files_path, settings.files_max_bytes),
+                clock,
+            ),
         )
         try:
             yield
@@ -389,10 +398,13 @@ def create_app(
     app.include_router(router)
     app.include_router(responses_router)
     app.include_router(conversations_router)
+    app.include_router(files_router)
     app.include_router(admin_router)
     install_error_handlers(app)
 
-    def request_body_limit() -> int:
+    def request_body_limit(scope: Scope) -> int:
+        if scope["path"] == "/v1/files" and scope["method"] == "POST":  # an upload
+            return settings.files_max_bytes + UPLOAD_FRAMING_BYTES
         services: Services | None = getattr(app.state, "services", None)
         longest = services.registry.longest_context if services is not None else 0
         return body_limit(settings.max_request_bytes, longest)

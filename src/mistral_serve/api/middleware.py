@@ -103,6 +103,8 @@ BODY_LIMIT_FLOOR = 8 * 1024 * 1024
 #: ... or this many bytes per token of the longest context an engine serves: a token is about
 #: four bytes of text, and JSON's escapes (\uXXXX is six bytes) and a chat's framing add more.
 BODY_BYTES_PER_TOKEN = 32
+#: An upload's body is its file (FILES_MAX_BYTES) plus the multipart framing and fields.
+UPLOAD_FRAMING_BYTES = 64 * 1024
 
 
 def body_limit(configured: int | None, longest_context: int) -> int:
@@ -113,12 +115,12 @@ def body_limit(configured: int | None, longest_context: int) -> int:
 
 
 class BodyLimitMiddleware:
-    """Refuses a request body larger than ``limit()`` bytes before reading it: a 413 from its
+    """Refuses a request body larger than ``limit(scope)`` bytes before reading it: a 413 from its
     ``Content-Length``, or, for a chunked body, as soon as what was read passes the bound (the
     app's read raises :class:`RequestTooLargeError`). Either answer closes the connection, so
     the rest of the body is never read."""
 
-    def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
+    def __init__(self, app: ASGIApp, limit: Callable[[Scope], int]) -> None:
         self.app = app
         self.limit = limit
 
@@ -126,7 +128,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit()
+        limit = self.limit(scope)
         length = _content_length(scope)
         if length is not None:  # the server holds the body to its Content-Length
             if length > limit:

@@ -327,6 +327,58 @@ _RESPONSES_API[("/v1/conversations", "get")]["responses"]["200"]["content"] = {
     "application/json": {"schema": {"type": "array", "items": _ref(responses.Conversation)}}
 }
 
+_FILE_ERRORS = {
+    "400": "not multipart, no `file` part, an empty file, a purpose other than `batch`, a bad "
+    "query",
+    "401": _GENERATION_ERRORS["401"],
+    "404": "no such file for this key (another key's is not found)",
+    "413": "larger than FILES_MAX_BYTES: refused before it is read, nothing kept",
+}
+_UPLOAD = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file", "purpose"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "purpose": {"type": "string", "enum": ["batch"]},
+                },
+            }
+        }
+    },
+}
+
+
+def _file_answer(summary: str, answer: type[BaseModel] | None, **extra: Any) -> dict[str, Any]:
+    content = (
+        {"application/json": {"schema": _ref(answer)}}
+        if answer is not None
+        else {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    )
+    return {
+        "summary": summary,
+        "responses": {"200": {"description": "OK", "content": content}, **_errors(_FILE_ERRORS)},
+        **extra,
+    }
+
+
+_FILES: dict[tuple[str, str], dict[str, Any]] = {
+    ("/v1/files", "post"): _file_answer(
+        "Upload a file (OpenAI's files.create, Mistral's files.upload)",
+        responses.FileObject,
+        requestBody=_UPLOAD,
+    ),
+    ("/v1/files", "get"): _file_answer(
+        "The key's files (`after`, `limit`, `order`; or `page`, `page_size`; `purpose`)",
+        responses.FileList,
+    ),
+    ("/v1/files/{file_id}", "get"): _file_answer("One file", responses.FileObject),
+    ("/v1/files/{file_id}", "delete"): _file_answer("Delete a file", responses.FileDeleted),
+    ("/v1/files/{file_id}/content", "get"): _file_answer("The file's bytes", None),
+}
+
 _ANSWERS: dict[tuple[str, str], tuple[type[BaseModel], dict[str, str]]] = {
     ("/v1/models", "get"): (responses.ModelList, {"401": _MODEL_ERRORS["401"]}),
     ("/v1/models/{model_id}", "get"): (responses.ModelCard, _MODEL_ERRORS),
@@ -368,6 +420,9 @@ _MODELS: tuple[type[BaseModel], ...] = (
     responses.MistralConversationResponse,
     responses.ConversationHistory,
     responses.ConversationMessages,
+    responses.FileObject,
+    responses.FileList,
+    responses.FileDeleted,
 )
 
 
@@ -414,6 +469,11 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                 operation["responses"].pop("422", None)  # validation failures are 400s here
                 operation["responses"].update(_errors(_ADMIN_ERRORS))
     for (path, method), operation in _RESPONSES_API.items():
+        paths.setdefault(path, {})[method] = {
+            **operation,
+            "parameters": paths.get(path, {}).get(method, {}).get("parameters", []),
+        }
+    for (path, method), operation in _FILES.items():
         paths.setdefault(path, {})[method] = {
             **operation,
             "parameters": paths.get(path, {}).get(method, {}).get("parameters", []),

@@ -220,3 +220,36 @@ class ConversationMessages(_Open):
     object: Literal["conversation.messages"]
     conversation_id: str
     messages: list[dict[str, Any]]
+
+
+# -- files -------------------------------------------------------------------------------------
+class FileObject(_Open):
+    """An uploaded file (``/v1/files``), as OpenAI's SDK and Mistral's read it."""
+
+    id: str
+    object: Literal["file"]
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: str
+    sample_type: str
+    source: str
+    num_lines: int
+
+
+class FileList(_Open):
+    """A page of the key's files: OpenAI's cursor fields and Mistral's total."""
+
+    object: Literal["list"]
+    data: list[FileObject]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool
+    total: int
+
+
+class FileDeleted(_Open):
+    id: str
+    object: Literal["file"]
+    deleted: bool

@@ -166,3 +166,18 @@ class ConversationItemRow(Base):
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     item_id: Mapped[str] = mapped_column(String(64))
     item: Mapped[dict] = mapped_column(JSON)
+
+
+class StoredFileRow(Base):
+    """An uploaded file (``/v1/files``): what is known of it; its bytes are in FILES_DIR under
+    its id."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), index=True)  # "" when no key is required
+    filename: Mapped[str] = mapped_column(String(255))
+    purpose: Mapped[str] = mapped_column(String(32))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    lines: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -123,14 +123,17 @@ def test_with_api_key_set_generation_and_models_need_it_and_probes_do_not():
         assert client.get("/ready").status_code == 503  # no engine, but not a 401
 
 
-def test_auth_off_ignores_keys_and_opens_no_store_when_responses_are_not_stored(
-    tmp_path, monkeypatch
-):
+def test_auth_off_ignores_keys_and_still_keeps_files(tmp_path, monkeypatch):
     monkeypatch.setenv("MISTRAL_SERVE_DATA_DIR", str(tmp_path / "data"))
     settings = Settings(_env_file=None, auth="off", api_key="s3cret", responses_store="off")
     with TestClient(create_app(settings)) as client:
         assert client.get("/v1/models").status_code == 200
-    assert not (tmp_path / "data").exists()
+        uploaded = client.post(
+            "/v1/files", files={"file": ("in.jsonl", b'{"a": 1}\n')}, data={"purpose": "batch"}
+        )
+        assert uploaded.status_code == 200, uploaded.text
+        assert uploaded.json()["num_lines"] == 1
+    assert (tmp_path / "data" / "files" / uploaded.json()["id"]).exists()
 
 
 def test_auth_off_still_opens_the_store_for_responses(tmp_path, monkeypatch):

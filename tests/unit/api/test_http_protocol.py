@@ -42,7 +42,7 @@ async def echo_app(scope, receive, send) -> None:
 async def port() -> AsyncIterator[int]:
     chosen = free_port()
     config = uvicorn.Config(
-        BodyLimitMiddleware(echo_app, lambda: MAX_BODY_BYTES),
+        BodyLimitMiddleware(echo_app, lambda scope: MAX_BODY_BYTES),
         host="127.0.0.1",
         port=chosen,
         loop="none",
