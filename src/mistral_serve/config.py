@@ -177,6 +177,12 @@ class Settings(BaseSettings):
     # an upload may be (OpenAI's limit for a batch input file, 200 MB).
     files_dir: Path | None = None
     files_max_bytes: int = Field(default=200 * 1000 * 1000, ge=1024)
+    # Batch jobs run on idle engine slots only, and hold at most this share of a model's slots
+    # (every gateway's batch requests counted), so interactive requests find the rest free.
+    batch_max_share: float = Field(default=0.8, gt=0, le=1)
+    # A gateway's claim on a batch request lasts this long and is renewed every third of it
+    # while the request runs; a gateway killed mid-job leaves its requests to another after it.
+    batch_lease_s: float = Field(default=30.0, ge=1)
     responses_store: Literal["on", "off"] = "on"
     # Stored responses and conversations are deleted this many days after they were made.
     responses_ttl_days: float = Field(default=30.0, gt=0)

@@ -2,6 +2,20 @@
 tenants; 429 past it."""
 
 from mistral_serve.admission.fairness import TenantShare, Ticket
-from mistral_serve.admission.queue import Admission, AdmissionLimits, DrainRate, ModelQueue
+from mistral_serve.admission.queue import (
+    BATCH_PRIORITY,
+    Admission,
+    AdmissionLimits,
+    DrainRate,
+    ModelQueue,
+)
 
-__all__ = ["Admission", "AdmissionLimits", "DrainRate", "ModelQueue", "TenantShare", "Ticket"]
+__all__ = [
+    "BATCH_PRIORITY",
+    "Admission",
+    "AdmissionLimits",
+    "DrainRate",
+    "ModelQueue",
+    "TenantShare",
+    "Ticket",
+]

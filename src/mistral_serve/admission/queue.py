@@ -43,6 +43,9 @@ T = TypeVar("T")
 
 #: The ticket of a request nobody named a tenant for (one tenant: arrival order).
 ANONYMOUS = Ticket()
+#: Batch jobs' priority: after every interactive request (vLLM's priority is an int64, lower
+#: first; keys and clients use small numbers). The engines' scheduler is given it too.
+BATCH_PRIORITY = 2**62
 
 #: Completions counted for the drain rate: those of the last RATE_WINDOW_S seconds.
 RATE_WINDOW_S = 30.0

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Scope
 from mistral_serve import __version__
 from mistral_serve.admission import AdmissionLimits
 from mistral_serve.api.admin import router as admin_router
+from mistral_serve.api.batches_api import router as batches_router
 from mistral_serve.api.conversations_api import router as conversations_router
 from mistral_serve.api.errors import install_error_handlers
 from mistral_serve.api.files_api import router as files_router
@@ -35,7 +36,10 @@ from mistral_serve.api.responses_api import RESPONSES_APPS
 from mistral_serve.api.responses_api import router as responses_router
 from mistral_serve.api.routes import GENERATION_APPS, router
 from mistral_serve.api.workers import WorkerRole
+from mistral_serve.batch.execute import executor
 from mistral_serve.batch.files import FileLimits, Files
+from mistral_serve.batch.runner import BatchRunner, RunnerOptions
+from mistral_serve.batch.service import Batches
 from mistral_serve.config import Settings
 from mistral_serve.engines.client import EngineClient
 from mistral_serve.engines.discovery import EngineDirectory
@@ -59,10 +63,12 @@ from mistral_serve.store import (
     WallClock,
     utc_now,
 )
+from mistral_serve.store.batches import BatchRecords
 from mistral_serve.store.conversations import ConversationRecords
 from mistral_serve.store.database import configured_url
 from mistral_serve.store.files import FileRecords
 from mistral_serve.store.responses import ResponseRecords
+from mistral_serve.telemetry.batch import BatchTelemetry
 from mistral_serve.telemetry.engines import EngineTelemetry
 from mistral_serve.telemetry.genai import GenAIObserver
 from mistral_serve.telemetry.setup import Telemetry, disabled_telemetry
@@ -75,7 +81,9 @@ from mistral_serve.tenancy.redis_limiter import RedisLimiter
 
 log = logging.getLogger(__name__)
 
-TRACED_ROUTES = frozenset({endpoint.route for endpoint in Endpoint} | {"/v1/models"})
+TRACED_ROUTES = frozenset(
+    {endpoint.route for endpoint in Endpoint} | {"/v1/models", "/v1/batches", "/v1/batch/jobs"}
+)
 
 
 @dataclass
@@ -101,6 +109,9 @@ class Services:
     adapters: AdapterKeeper | None = None
     #: Uploaded files (`/v1/files`): records in the store, bytes in FILES_DIR.
     files: Files | None = None
+    #: Batch jobs (`/v1/batches`, `/v1/batch/jobs`), run by this gateway's runner among others.
+    batches: Batches | None = None
+    batch_runner: BatchRunner | None = None
 
 
 def routing_policy(settings: Settings, *, stats_max_age_s: float) -> RoutingPolicy:
@@ -245,6 +256,8 @@ def begin_draining(app: FastAPI) -> None:
     services: Services | None = getattr(app.state, "services", None)
     if services is not None:
         services.gateway.drain()
+        if services.batch_runner is not None:
+            services.batch_runner.stop_claiming()
 
 
 def create_app(
@@ -357,6 +370,24 @@ def create_app(
         mistral_conversations = MistralConversations(gateway, conversations, ttl=ttl, clock=clock)
         responses.start()
         sweeping = asyncio.create_task(_sweep(responses, conversations), name="expiry")
+        files = Files(
+            FileRecords(store), FileLimits(settings.files_path, settings.files_max_bytes), clock
+        )
+        batch_records = BatchRecords(store)
+        batch_telemetry = BatchTelemetry(telemetry)
+        runner = BatchRunner(
+            batch_records,
+            files,
+            executor(gateway, responses),
+            tenants.authenticator.caller_of,
+            gateway.batch_capacity,
+            RunnerOptions(settings.batch_max_share, settings.batch_lease_s),
+            telemetry=batch_telemetry,
+            clock=clock,
+        )
+        batch_telemetry.watch(lambda: runner.job_states, lambda: runner.waiting)
+        gateway.on_capacity(runner.wake)
+        runner.start()
         app.state.services = Services(
             client,
             registry,
@@ -369,15 +400,21 @@ def create_app(
             admin_key,
             clock,
             adapters,
-            Files(
-                FileRecords(store),
-                FileLimits(settings.files_path, settings.files_max_bytes),
-                clock,
+            files,
+            Batches(
+                batch_records,
+                files,
+                gateway,
+                telemetry=batch_telemetry,
+                clock=clock,
+                made=runner.wake,
             ),
+            runner,
         )
         try:
             yield
         finally:
+            await runner.stop(settings.shutdown_timeout_s)
             await responses.stop(settings.shutdown_timeout_s)
             await _stopped(sweeping)
             await adapters.stop()
@@ -399,6 +436,7 @@ def create_app(
     app.include_router(responses_router)
     app.include_router(conversations_router)
     app.include_router(files_router)
+    app.include_router(batches_router)
     app.include_router(admin_router)
     install_error_handlers(app)
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from mistral_serve.protocol import responses
+from mistral_serve.protocol.batch import CreateBatch, CreateBatchJob
 from mistral_serve.protocol.embeddings import EmbeddingRequest
 from mistral_serve.protocol.fim import FIMCompletionRequest
 from mistral_serve.protocol.mistral_conversations import (
@@ -379,6 +380,64 @@ _FILES: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/files/{file_id}/content", "get"): _file_answer("The file's bytes", None),
 }
 
+_BATCH_ERRORS = {
+    "400": "a field of the wrong type, an endpoint not served, a bad line of the input (its "
+    "number and why), a model of the wrong kind",
+    "401": _GENERATION_ERRORS["401"],
+    "403": "the key may not use the batch's model",
+    "404": "no such batch (or input file) for this key; no engine serves the model",
+    "503": "no engine serving the model is ready",
+}
+
+
+def _batch_answer(
+    summary: str, answer: type[BaseModel], body: type[BaseModel] | None = None
+) -> dict[str, Any]:
+    operation = {
+        "summary": summary,
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {"schema": _ref(answer)}}},
+            **_errors(_BATCH_ERRORS),
+        },
+    }
+    if body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
+    return operation
+
+
+_BATCHES: dict[tuple[str, str], dict[str, Any]] = {
+    ("/v1/batches", "post"): _batch_answer(
+        "Create a batch from an uploaded file (OpenAI's batches.create)",
+        responses.Batch,
+        CreateBatch,
+    ),
+    ("/v1/batches", "get"): _batch_answer(
+        "The key's batches, newest first (`after`, `limit`)", responses.BatchList
+    ),
+    ("/v1/batches/{batch_id}", "get"): _batch_answer("One batch", responses.Batch),
+    ("/v1/batches/{batch_id}/cancel", "post"): _batch_answer(
+        "Cancel a batch (running requests finish)", responses.Batch
+    ),
+    ("/v1/batch/jobs", "post"): _batch_answer(
+        "Create a batch job from files or inline requests (Mistral's batch.jobs.create)",
+        responses.BatchJob,
+        CreateBatchJob,
+    ),
+    ("/v1/batch/jobs", "get"): _batch_answer(
+        "The key's batch jobs (`page`, `page_size`, `model`, `status`, `created_after`)",
+        responses.BatchJobList,
+    ),
+    ("/v1/batch/jobs/{job_id}", "get"): _batch_answer(
+        "One batch job (`inline=true`: with its output lines)", responses.BatchJob
+    ),
+    ("/v1/batch/jobs/{job_id}/cancel", "post"): _batch_answer(
+        "Cancel a batch job (running requests finish)", responses.BatchJob
+    ),
+}
+
 _ANSWERS: dict[tuple[str, str], tuple[type[BaseModel], dict[str, str]]] = {
     ("/v1/models", "get"): (responses.ModelList, {"401": _MODEL_ERRORS["401"]}),
     ("/v1/models/{model_id}", "get"): (responses.ModelCard, _MODEL_ERRORS),
@@ -423,6 +482,12 @@ _MODELS: tuple[type[BaseModel], ...] = (
     responses.FileObject,
     responses.FileList,
     responses.FileDeleted,
+    CreateBatch,
+    CreateBatchJob,
+    responses.Batch,
+    responses.BatchList,
+    responses.BatchJob,
+    responses.BatchJobList,
 )
 
 
@@ -473,7 +538,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             **operation,
             "parameters": paths.get(path, {}).get(method, {}).get("parameters", []),
         }
-    for (path, method), operation in _FILES.items():
+    for (path, method), operation in (*_FILES.items(), *_BATCHES.items()):
         paths.setdefault(path, {})[method] = {
             **operation,
             "parameters": paths.get(path, {}).get(method, {}).get("parameters", []),

@@ -23,6 +23,8 @@ from mistral_serve.store.models import WallClock, utc_now
 
 #: What an upload may be for: batch input (OpenAI's and Mistral's name alike).
 PURPOSES = ("batch",)
+#: The purpose of the files a batch writes (OpenAI's name).
+OUTPUT_PURPOSE = "batch_output"
 _COPY_CHUNK = 1024 * 1024
 
 
@@ -49,7 +51,7 @@ def file_object(record: FileRecord) -> dict[str, Any]:
         "status_details": None,
         "expires_at": None,
         # Mistral's
-        "sample_type": "batch_request",
+        "sample_type": "batch_result" if record.purpose == OUTPUT_PURPOSE else "batch_request",
         "source": "upload",
         "num_lines": record.lines,
         "mimetype": "application/jsonl",
@@ -106,6 +108,23 @@ class Files:
         await self.record(key_id, file_id)
         return self.path(file_id)
 
+    async def read(self, key_id: str, file_id: str) -> bytes:
+        """The key's file's bytes (a batch's input)."""
+        await self.record(key_id, file_id)
+        return await asyncio.to_thread(self.path(file_id).read_bytes)
+
+    async def keep(
+        self, key_id: str, file_id: str, filename: str, data: bytes, purpose: str
+    ) -> FileRecord:
+        """Keep ``data`` as the key's file ``file_id`` (a batch's output): written whole, then
+        recorded; writing the same file again changes nothing."""
+        await asyncio.to_thread(self._write_whole, file_id, data)
+        record = FileRecord(
+            file_id, key_id, filename, purpose, len(data), data.count(b"\n"), self._clock()
+        )
+        await self._records.put(record)
+        return record
+
     async def list(
         self,
         key_id: str,
@@ -144,6 +163,13 @@ class Files:
 
     def path(self, file_id: str) -> Path:
         return self._limits.folder / file_id
+
+    def _write_whole(self, file_id: str, data: bytes) -> None:
+        folder = self._limits.folder
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f".{file_id}.{secrets.token_hex(4)}.part"
+        partial.write_bytes(data)
+        os.replace(partial, folder / file_id)
 
     def _write(self, file_id: str, source: BinaryIO) -> tuple[int, int]:
         """Copy ``source`` into the folder under ``file_id``: its size and its lines (a last

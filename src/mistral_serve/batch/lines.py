@@ -18,6 +18,7 @@ import orjson
 
 from mistral_serve.errors import InvalidRequestError
 from mistral_serve.gateway.pipeline import Endpoint, validate_request
+from mistral_serve.routing import route_key
 
 #: The endpoints a batch may run, by the path its lines name.
 ENDPOINTS = {
@@ -25,12 +26,15 @@ ENDPOINTS = {
     for endpoint in (
         Endpoint.CHAT,
         Endpoint.COMPLETIONS,
+        Endpoint.FIM,
         Endpoint.EMBEDDINGS,
         Endpoint.RESPONSES,
     )
 }
 #: Most requests one batch holds (OpenAI's limit).
 MAX_LINES = 50_000
+#: Blocks of a prompt's routing key that order a job's requests, and hex digits kept of each.
+ORDER_BLOCKS, ORDER_DIGITS = 12, 8
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,21 @@ class BatchLine:
     number: int  # 1 for the file's first line
     custom_id: str
     body: dict[str, Any]
+
+
+def order_key(model: str, body: dict[str, Any], endpoint: Endpoint) -> str:
+    """Where the request goes in its job's order: its prompt's first block hashes (each one
+    chained over the blocks before it, routing/prefix.py), so sorting by it walks the
+    prompts' prefix tree and requests that share a prefix (a long system prompt) run one
+    after another, while the engines' prefix cache holds it."""
+    document = body
+    if endpoint is Endpoint.RESPONSES:  # its input read as a chat's messages would be
+        given = body.get("input")
+        messages = given if isinstance(given, list) else [{"role": "user", "content": given}]
+        system = {"role": "system", "content": body.get("instructions") or ""}
+        document = {"messages": [system, *messages]}
+    key = route_key(model, document)
+    return "".join(block.hex()[:ORDER_DIGITS] for block in key.blocks[:ORDER_BLOCKS])
 
 
 def endpoint_of(url: str, *, param: str = "endpoint") -> Endpoint:

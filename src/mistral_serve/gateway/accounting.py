@@ -130,4 +130,5 @@ def ledger_row(
         duration_ms=round((finished - timings.started) * 1000),
         ttft_ms=None if ttft is None else round(ttft * 1000),
         created_at=ended_at,
+        batch_id=generation.batch_id,
     )

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import partial
@@ -40,7 +41,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from mistral_serve.admission import Admission, AdmissionLimits, Ticket
+from mistral_serve.admission import BATCH_PRIORITY, Admission, AdmissionLimits, Ticket
 from mistral_serve.engines.client import EngineClient, EngineConnectError
 from mistral_serve.engines.registry import Engine, EngineRegistry, Lease
 from mistral_serve.errors import (
@@ -263,18 +264,61 @@ class Gateway:
         conversation_id: str | None = None,
         endpoint: Endpoint = Endpoint.RESPONSES,
         client: str | None = None,
+        batch_id: str | None = None,
     ) -> GatewayResponse:
         """A chat completion made by the gateway itself for an API built on chat (the
         Responses API): ``document`` is the chat request, ``caller`` already known. It runs
         exactly as a client's chat request does (limits, admission, routing by ``session``,
         ledger, span), under ``endpoint``'s path, the span naming ``answer_id`` and
-        ``conversation_id``."""
+        ``conversation_id``; ``batch_id``: as one request of that batch job (see
+        :meth:`generate_batch`)."""
         generation = self._observer.start(endpoint.operation, request_id, endpoint.route)
         generation.caller(caller.key_id)
         generation.answered_as(answer_id, conversation_id)
+        if batch_id is not None:
+            generation.batch(batch_id)
+            document = {**document, "priority": BATCH_PRIORITY}
         body = orjson.dumps(document)
         work = self._generate(
-            endpoint, document, body, request_id, generation, session, caller, client
+            endpoint,
+            document,
+            body,
+            request_id,
+            generation,
+            session,
+            caller,
+            client,
+            batch_id=batch_id,
+        )
+        return await self._observed(generation, work)
+
+    async def generate_batch(
+        self,
+        caller: Caller,
+        endpoint: Endpoint,
+        document: dict[str, Any],
+        request_id: str,
+        *,
+        batch_id: str,
+    ) -> GatewayResponse:
+        """One request of a batch job (:mod:`mistral_serve.batch`), run as a client's request
+        is (limits, routing, ledger, span) but after every interactive one: at
+        :data:`BATCH_PRIORITY` in the admission line and in the engine's own scheduler, as
+        the batch's tenant; its span and ledger row name the batch."""
+        generation = self._observer.start(endpoint.operation, request_id, endpoint.route)
+        generation.caller(caller.key_id)
+        generation.batch(batch_id)
+        document = {**document, "priority": BATCH_PRIORITY}
+        work = self._generate(
+            endpoint,
+            document,
+            orjson.dumps(document),
+            request_id,
+            generation,
+            None,
+            caller,
+            None,
+            batch_id=batch_id,
         )
         return await self._observed(generation, work)
 
@@ -305,6 +349,8 @@ class Gateway:
         session: str | None,
         caller: Caller,
         client: str | None,
+        *,
+        batch_id: str | None = None,
     ) -> GatewayResponse:
         request = validate_request(endpoint, document)
         generation.request(request)
@@ -328,12 +374,11 @@ class Gateway:
         session = session or request.prompt_cache_key or request.user
         key = route_key(request.model, document, session=session)
         priority = caller.priority if caller.priority is not None else request.priority or 0
+        tenant = caller.tenant(request.user, client)
+        if batch_id is not None:  # after everyone, as its own tenant (not its key's turns)
+            priority, tenant = BATCH_PRIORITY, f"batch:{batch_id}"
         accounting = self._accounting
-        ticket = Ticket(
-            caller.tenant(request.user, client),
-            caller.weight,
-            accounting.reserved_tokens(request, key.size),
-        )
+        ticket = Ticket(tenant, caller.weight, accounting.reserved_tokens(request, key.size))
         movable = (
             request.is_stream and self._migration_limit > 0 and why_not(request, document) is None
         )
@@ -680,7 +725,13 @@ class Gateway:
 
     # -- tokens ------------------------------------------------------------------------------
     async def tokens(
-        self, path: str, body: bytes, request_id: str, *, authorization: str | None = None
+        self,
+        path: str,
+        body: bytes,
+        request_id: str,
+        *,
+        authorization: str | None = None,
+        caller: Caller | None = None,
     ) -> GatewayResponse:
         """``/tokenize`` or ``/detokenize`` (``path``) by the model's own tokenizer: passed to
         the least loaded ready engine of the model (every worker's requests and other
@@ -690,7 +741,8 @@ class Gateway:
         schema = TokenizeRequest if path == "/tokenize" else DetokenizeRequest
         document = decode_body(body)
         request = validated(schema, document)
-        caller = await self.authenticate(authorization)
+        if caller is None:  # else known already (a request the gateway makes for a key)
+            caller = await self.authenticate(authorization)
         Authenticator.check_model(caller, request.model)
         registry = self._registry
         candidates = registry.candidates(request.model)
@@ -749,6 +801,30 @@ class Gateway:
         Authenticator.check_model(caller, model)
         if not self._registry.is_known(model):
             raise self._no_engine(model)
+
+    def check_batch(self, caller: Caller, endpoint: Endpoint, model: str) -> None:
+        """A batch of ``endpoint`` requests for ``model`` could run: the caller may use the
+        model, an engine serves it, and it is the right kind (raises the 4xx that each of its
+        requests would get)."""
+        self.check_model(caller, model)
+        self._check_kind(endpoint, model)
+
+    def batch_capacity(self, model: str) -> tuple[int, int, int]:
+        """The model's engine slots (their concurrency targets), how many are free now (every
+        gateway's requests counted), and how many requests wait in its line: what a batch
+        may take (batch/share.py)."""
+        registry, now = self._registry, time.monotonic()
+        engines = registry.candidates(model)
+        slots = sum(engine.max_inflight for engine in engines)
+        free = sum(
+            max(0, engine.max_inflight - math.ceil(engine.load(now, registry.stats_max_age_s)))
+            for engine in engines
+        )
+        return slots, free, self.admission.depths().get(model, 0)
+
+    def on_capacity(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever an engine may take more work."""
+        self._registry.on_capacity(lambda engine, ended: listener())
 
     def card(self, model: str) -> dict[str, Any] | None:
         """The model's card (capabilities, ``max_context_length``) if a ready engine serves it."""

@@ -253,3 +253,56 @@ class FileDeleted(_Open):
     id: str
     object: Literal["file"]
     deleted: bool
+
+
+# -- batch jobs ------------------------------------------------------------------------------
+class RequestCounts(_Open):
+    total: int
+    completed: int
+    failed: int
+
+
+class Batch(_Open):
+    """A batch (``/v1/batches``), as OpenAI's SDK reads it."""
+
+    id: str
+    object: Literal["batch"]
+    endpoint: str
+    input_file_id: str | None = None
+    completion_window: str
+    status: str
+    created_at: int
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    request_counts: RequestCounts
+
+
+class BatchList(_Open):
+    object: Literal["list"]
+    data: list[Batch]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool
+
+
+class BatchJob(_Open):
+    """A batch job (``/v1/batch/jobs``), as Mistral's SDK reads it."""
+
+    id: str
+    object: Literal["batch"]
+    input_files: list[str]
+    endpoint: str
+    status: str
+    created_at: int
+    total_requests: int
+    completed_requests: int
+    succeeded_requests: int
+    failed_requests: int
+    output_file: str | None = None
+    error_file: str | None = None
+
+
+class BatchJobList(_Open):
+    object: Literal["list"]
+    data: list[BatchJob]
+    total: int

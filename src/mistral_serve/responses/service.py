@@ -113,6 +113,24 @@ class Responses:
         """``client``: the caller's address (anonymous traffic's turn in admission)."""
         request: ResponseRequest = validated(ResponseRequest, decode_body(body))
         caller = await self._gateway.authenticate(authorization)
+        return await self.create_for(caller, request, request_id, client=client)
+
+    async def create_for(
+        self,
+        caller: Caller,
+        request: ResponseRequest,
+        request_id: str,
+        *,
+        client: str | None = None,
+        batch_id: str | None = None,
+    ) -> GatewayResponse:
+        """A response for a known caller (``batch_id``: one request of that batch job, run
+        after every interactive request; never in the background)."""
+        if batch_id is not None and request.background:
+            raise InvalidRequestError(
+                "background: a batch's responses are not run in the background.",
+                param="background",
+            )
         self._check_storage(request)
         self._gateway.check_model(caller, request.model)
         context = await self._context(request, caller)
@@ -132,7 +150,7 @@ class Responses:
         if request.truncation == "auto" and isinstance(context_length, int):
 
             async def count(candidate: dict[str, Any]) -> int:
-                return await count_tokens(self._gateway, candidate, authorization=authorization)
+                return await count_tokens(self._gateway, candidate, caller)
 
             document["messages"] = await fitted(
                 document, context_length, count, keep_first=bool(request.instructions)
@@ -151,6 +169,7 @@ class Responses:
                 answer_id=frame.id,
                 conversation_id=context.conversation_id or root_id,
                 client=client,
+                batch_id=batch_id,
             )
 
         if request.background:
@@ -371,7 +390,7 @@ class Responses:
         card = self._card(request) if request.reasoning else {}
         reasons = bool((card.get("capabilities") or {}).get("reasoning"))
         document = chat_document(request, messages, reasons=reasons)
-        count = await count_tokens(self._gateway, document, authorization=authorization)
+        count = await count_tokens(self._gateway, document, caller)
         return {"object": "response.input_tokens", "input_tokens": count}
 
     # -- expiry --------------------------------------------------------------------------------
@@ -387,16 +406,12 @@ class Responses:
                 return total
 
 
-async def count_tokens(
-    gateway: Gateway, document: dict[str, Any], *, authorization: str | None
-) -> int:
+async def count_tokens(gateway: Gateway, document: dict[str, Any], caller: Caller) -> int:
     """The prompt tokens of a chat request (vLLM's ``/tokenize`` of its messages and tools)."""
     body: dict[str, Any] = {"model": document["model"], "messages": document["messages"]}
     if document.get("tools"):
         body["tools"] = document["tools"]
-    answer = await gateway.tokens(
-        "/tokenize", orjson.dumps(body), new_id("tok"), authorization=authorization
-    )
+    answer = await gateway.tokens("/tokenize", orjson.dumps(body), new_id("tok"), caller=caller)
     counted = orjson.loads(answer.body)
     if answer.status != 200 or not isinstance(counted.get("count"), int):
         error = counted.get("error") if isinstance(counted, dict) else None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 
 from mistral_serve.store.database import Store
 from mistral_serve.store.models import StoredFileRow, utc
@@ -30,6 +31,16 @@ class FileRecords:
     async def add(self, record: FileRecord) -> None:
         async with self._sessions.begin() as session:
             session.add(StoredFileRow(**record.__dict__))
+
+    async def put(self, record: FileRecord) -> None:
+        """Add the record unless a file of that id exists (a batch's output file, written
+        again by a gateway that took over its finalization)."""
+        try:
+            async with self._sessions.begin() as session:
+                if await session.get(StoredFileRow, record.id) is None:
+                    session.add(StoredFileRow(**record.__dict__))
+        except IntegrityError:  # another gateway added it in between: the same file
+            pass
 
     async def get(self, file_id: str, key_id: str) -> FileRecord | None:
         async with self._sessions() as session:

@@ -80,6 +80,8 @@ class UsageEntry(Base):
     duration_ms: Mapped[int] = mapped_column(Integer)
     ttft_ms: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: The batch job it ran for, if any.
+    batch_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class UsageTotal(Base):
@@ -181,3 +183,64 @@ class StoredFileRow(Base):
     bytes: Mapped[int] = mapped_column(BigInteger)
     lines: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class BatchJobRow(Base):
+    """A batch job (OpenAI's ``/v1/batches`` or Mistral's ``/v1/batch/jobs``): what it runs,
+    its state and the moments it reached each, its output files once written. Its requests'
+    counts are read from its rows (:class:`BatchRequestRow`), never kept twice."""
+
+    __tablename__ = "batch_jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32))  # "" when no key is required
+    api: Mapped[str] = mapped_column(String(8))  # "openai" or "mistral": the object's shape
+    endpoint: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(200))
+    input_files: Mapped[list[str]] = mapped_column(JSON)
+    completion_window: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    metadata_: Mapped[dict | None] = mapped_column("metadata", JSON)
+    output_file_id: Mapped[str | None] = mapped_column(String(64))
+    error_file_id: Mapped[str | None] = mapped_column(String(64))
+    total: Mapped[int] = mapped_column(Integer)
+    #: Why it waits (its key's budget ran out, say), and until when it is not tried again.
+    paused: Mapped[str | None] = mapped_column(String(300))
+    paused_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The job span's W3C traceparent: every request's span is its child, on any gateway.
+    trace_parent: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    in_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finalizing_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelling_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class BatchRequestRow(Base):
+    """One request of a batch job, at its line of the input: its body, whose claim it is
+    under until when (a gateway running it), and its result once it has one."""
+
+    __tablename__ = "batch_requests"
+
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    custom_id: Mapped[str] = mapped_column(String(512))
+    body: Mapped[dict] = mapped_column(JSON)
+    #: Its prompt's routing key (hex): the job's requests run in this order, so those that
+    #: share a prefix reach the engines together.
+    route_key: Mapped[str] = mapped_column(String(96))
+    state: Mapped[str] = mapped_column(String(10))
+    claim: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    #: The output line's ``response`` body or ``error`` object.
+    result: Mapped[dict | None] = mapped_column(JSON)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

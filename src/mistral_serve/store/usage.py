@@ -57,6 +57,7 @@ class UsageRow:
     duration_ms: int
     ttft_ms: int | None
     created_at: datetime
+    batch_id: str | None = None  # the batch job it ran for
 
     def encode(self) -> EncodedRow:
         """The row as a JSON object (``created_at`` in ISO 8601)."""

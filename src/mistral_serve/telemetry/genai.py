@@ -284,6 +284,8 @@ class Generation:
         self.error_type: str | None = None
         #: The engine of the last attempt, if any.
         self.engine_name: str | None = None
+        #: The batch job it is one of, if any.
+        self.batch_id: str | None = None
         observer.metrics.active_requests.add(1, self._base_attributes())
         if self._recording:
             self.span.update_name(operation)
@@ -451,6 +453,12 @@ class Generation:
             self.span.set_attribute(semconv.RESPONSE_ID, response_id)
             if conversation_id is not None:
                 self.span.set_attribute(semconv.CONVERSATION_ID, conversation_id)
+
+    def batch(self, batch_id: str) -> None:
+        """The request is one of a batch job's (its ledger row and span name the job)."""
+        self.batch_id = batch_id
+        if self._recording:
+            self.span.set_attribute(semconv.BATCH_ID, batch_id)
 
     def first_chunk(self) -> None:
         if self.timings.first_chunk is None:

@@ -80,6 +80,11 @@ ADAPTER_RESIDENT: Final = "mistral_serve.adapter.resident"
 ADAPTER_LOAD_WAIT: Final = "mistral_serve.adapter.load_wait_s"
 ADAPTER_LOAD_REASON: Final = "mistral_serve.adapter.load.reason"
 ADAPTER_LOAD_OUTCOME: Final = "mistral_serve.adapter.load.outcome"
+#: A batch job's id: on its job span, on each of its requests' spans, and on the batch metrics
+#: as the request's state (succeeded, failed, released, cancelled, expired) and the job's.
+BATCH_ID: Final = "mistral_serve.batch.id"
+BATCH_REQUEST_STATE: Final = "mistral_serve.batch.request.state"
+BATCH_JOB_STATE: Final = "mistral_serve.batch.job.state"
 
 # -- metrics: (name, unit, description); histogram bucket boundaries are the conventions' ------
 REQUEST_DURATION: Final = "gen_ai.server.request.duration"
@@ -108,6 +113,11 @@ ADAPTER_RESIDENCY: Final = "mistral_serve.adapters.resident"
 #: when it could not go on), and the event's attributes.
 MIGRATION_EVENT: Final = "mistral_serve.migration"
 MIGRATIONS: Final = "mistral_serve.engines.migrations"
+#: Batch jobs: requests ended by state (a counter), jobs by state and requests waiting to run
+#: per model (observed from the store).
+BATCH_REQUESTS: Final = "mistral_serve.batch.requests"
+BATCH_JOBS: Final = "mistral_serve.batch.jobs"
+BATCH_QUEUE_DEPTH: Final = "mistral_serve.batch.queue.depth"
 MIGRATION_KIND: Final = "mistral_serve.migration.kind"
 MIGRATION_ENGINE_LEFT: Final = "mistral_serve.migration.engine_left"
 MIGRATION_TOKENS_CARRIED: Final = "mistral_serve.migration.tokens_carried"

@@ -176,6 +176,18 @@ class Authenticator:
             caller = self._callers[record.id] = Caller(record.id, record)
         return caller
 
+    async def caller_of(self, key_id: str) -> Caller:
+        """The Caller of the key with this id, for work it left to run later (a batch job);
+        raises InvalidApiKeyError when the key is gone, revoked or expired since."""
+        if not key_id:
+            return ANYONE  # made without a key (AUTH=off)
+        if key_id == STATIC_KEY_ID:
+            return STATIC_CALLER
+        record = await self._cache.find(key_id) if self._cache is not None else None
+        if record is None or not self._usable(record):
+            raise InvalidApiKeyError("The batch's API key was revoked, expired or deleted.")
+        return self._caller(record)
+
     @staticmethod
     def check_model(caller: Caller, model: str) -> None:
         if not caller.may_use(model):

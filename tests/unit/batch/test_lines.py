@@ -59,3 +59,29 @@ def test_an_endpoint_not_served_or_an_empty_file_is_refused():
         read_lines(line(), "/v1/audio/speech")
     with pytest.raises(InvalidRequestError, match="no requests"):
         read_lines(b"\n\n", CHAT)
+
+
+def test_requests_sharing_a_prefix_sort_together():
+    from mistral_serve.batch.lines import order_key
+    from mistral_serve.gateway.pipeline import Endpoint
+
+    systems = ["You are a careful classifier. " * 40, "You write haiku about the sea. " * 40]
+    bodies = [
+        {
+            "model": "demo",
+            "messages": [
+                {"role": "system", "content": systems[n % 2]},
+                {"role": "user", "content": f"item {n}"},
+            ],
+        }
+        for n in range(20)
+    ]
+    ordered = sorted(range(20), key=lambda n: order_key("demo", bodies[n], Endpoint.CHAT))
+    groups = [n % 2 for n in ordered]
+    assert groups in ([0] * 10 + [1] * 10, [1] * 10 + [0] * 10)  # one prefix, then the other
+    # Embeddings and completions are keyed by their text the same way.
+    texts = [
+        order_key("demo", {"input": "shared " * 100 + str(n)}, Endpoint.EMBEDDINGS)
+        for n in range(3)
+    ]
+    assert len({text[:64] for text in texts}) == 1
