@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import openai
+import orjson
 import pytest
 from mistralai.client import Mistral
 from mistralai.client.errors import MistralError
@@ -174,3 +175,52 @@ def test_an_embedding_request_is_traced_as_the_embeddings_operation(gateway, otl
     assert server.attributes[semconv.OPERATION_NAME] == "embeddings"
     assert server.attributes[semconv.HTTP_ROUTE] == "/v1/embeddings"
     assert server.attributes[semconv.USAGE_INPUT_TOKENS] == answer["usage"]["prompt_tokens"]
+
+
+def test_a_batch_job_embeds_a_corpus_with_both_sdks(gateway):
+    """OpenAI's batch of embeddings from a file; Mistral's job of them inline; a chat model
+    named for embeddings is refused at creation."""
+    openai_client = client(gateway)
+    lines = b"".join(
+        orjson.dumps(
+            {
+                "custom_id": f"doc-{n}",
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {"model": "demo-embed", "input": text},
+            }
+        )
+        + b"\n"
+        for n, text in enumerate(TEXTS)
+    )
+    upload = openai_client.files.create(file=("corpus.jsonl", lines), purpose="batch")
+    batch = openai_client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/embeddings", completion_window="24h"
+    )
+    wait_for(
+        lambda: openai_client.batches.retrieve(batch.id).status == "completed", 120, "the batch"
+    )
+    done = openai_client.batches.retrieve(batch.id)
+    output = [
+        orjson.loads(line)
+        for line in openai_client.files.content(done.output_file_id).read().splitlines()
+    ]
+    assert sorted(line["custom_id"] for line in output) == [f"doc-{n}" for n in range(3)]
+    for line in output:
+        [item] = line["response"]["body"]["data"]
+        assert len(item["embedding"]) == DIMENSION and abs(norm(item["embedding"]) - 1) < 1e-3
+    mistral = Mistral(api_key="unused", server_url=gateway)
+    job = mistral.batch.jobs.create(
+        endpoint="/v1/embeddings",
+        model="demo-embed",
+        requests=[{"custom_id": str(n), "body": {"input": text}} for n, text in enumerate(TEXTS)],
+    )
+    wait_for(
+        lambda: mistral.batch.jobs.get(job_id=job.id).status == "SUCCESS", 120, "the Mistral job"
+    )
+    assert mistral.batch.jobs.get(job_id=job.id).succeeded_requests == 3
+    with pytest.raises(MistralError) as refused:
+        mistral.batch.jobs.create(
+            endpoint="/v1/embeddings", model="demo", requests=[{"body": {"input": "x"}}]
+        )
+    assert refused.value.status_code == 400 and "embedding" in refused.value.message

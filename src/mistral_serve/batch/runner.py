@@ -145,6 +145,12 @@ class BatchRunner:
 
     # -- life ----------------------------------------------------------------------------------
     def start(self) -> None:
+        log.info(
+            "batch runner %s: claims last %g s; at most %g of a model's slots",
+            self.worker,
+            self._options.lease_s,
+            self._options.max_share,
+        )
         self._loop_task = asyncio.get_running_loop().create_task(self._loop(), name="batch")
 
     def wake(self) -> None:

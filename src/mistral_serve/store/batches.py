@@ -92,6 +92,7 @@ class EndedRequest:
     state: str
     status_code: int | None
     result: dict[str, Any] | None
+    attempts: int = 1  # claims it took (more than one: retried, or taken over)
 
 
 @dataclass(frozen=True)
@@ -453,6 +454,16 @@ class BatchRecords:
         async with self._sessions() as session:
             return {model: int(n) for model, n in (await session.execute(query)).all()}
 
+    async def holders(self, job_id: str) -> dict[str, int]:
+        """The job's running requests per gateway holding them (lapsed claims included)."""
+        query = (
+            select(BatchRequestRow.claim, func.count())
+            .where(BatchRequestRow.job_id == job_id, BatchRequestRow.state == RUNNING)
+            .group_by(BatchRequestRow.claim)
+        )
+        async with self._sessions() as session:
+            return {str(claim): int(n) for claim, n in (await session.execute(query)).all()}
+
     async def ended(self, job_id: str) -> list[EndedRequest]:
         """Every request of the job that has ended, in the input's order (its output)."""
         query = (
@@ -462,6 +473,7 @@ class BatchRecords:
                 BatchRequestRow.state,
                 BatchRequestRow.status_code,
                 BatchRequestRow.result,
+                BatchRequestRow.attempts,
             )
             .where(BatchRequestRow.job_id == job_id, BatchRequestRow.state.in_(ENDED))
             .order_by(BatchRequestRow.line)
