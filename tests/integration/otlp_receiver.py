@@ -29,6 +29,8 @@ class ReceivedSpan:
     parent_span_id: str
     kind: int
     attributes: dict[str, Any]
+    #: The spans it links to: (trace id, span id).
+    links: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -87,6 +89,9 @@ class OtlpReceiver:
                             parent_span_id=span.parent_span_id.hex(),
                             kind=span.kind,
                             attributes=_attributes(span.attributes),
+                            links=[
+                                (link.trace_id.hex(), link.span_id.hex()) for link in span.links
+                            ],
                         )
                     )
 

@@ -17,9 +17,11 @@ import orjson
 import pytest
 from mistralai.client import Mistral
 
+from mistral_serve.telemetry import semconv
 from tests.support import stop_process, wait_for
 
 from .conftest import Fleet, Stack, start_fleet
+from .test_telemetry import SERVER, traceparent
 
 pytestmark = pytest.mark.integration
 
@@ -139,6 +141,61 @@ def test_openai_chat_and_completions_batches_run_to_their_output(fleet: Fleet):
     rows = [row for row in fleet.rows() if row.batch_id == done.id]
     assert {row.key_id for row in rows} == {key_id}
     assert {row.request_id for row in rows} == {f"{done.id}-{n}" for n in range(1, 6)}
+
+
+def gateway_spans(otlp, trace_id: str) -> list:
+    return [
+        s
+        for s in otlp.spans
+        if s.trace_id == trace_id and s.kind == SERVER and s.service == "mistral-serve"
+    ]
+
+
+def test_a_jobs_requests_are_children_of_its_span_linked_from_its_creation(fleet: Fleet, otlp):
+    """The job's span links the request that created it; each batch request's span (the
+    generation's, with its engine call below) is the job span's child; metrics count them."""
+    _, key = fleet.create_key()
+    client = openai_client(fleet, key)
+    upload = client.files.create(file=("traced.jsonl", chat_lines(3)), purpose="batch")
+    header, trace_id, _ = traceparent()
+    made = client.batches.with_raw_response.create(
+        input_file_id=upload.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        extra_headers={"traceparent": header},
+    )
+    batch = made.parse()
+    finished(client, batch.id)
+    creating = otlp.wait_for(lambda: next(iter(gateway_spans(otlp, trace_id)), None))
+
+    def job_span():
+        named = [s for s in otlp.spans if s.name == f"batch_job {batch.id}"]
+        return named[0] if named else None
+
+    job = otlp.wait_for(job_span)
+    assert job.links == [(trace_id, creating.span_id)] and job.trace_id != trace_id
+    assert job.attributes[semconv.BATCH_ID] == batch.id
+
+    def children():
+        found = [s for s in otlp.spans if s.parent_span_id == job.span_id]
+        return found if len(found) >= 3 else None
+
+    requests = otlp.wait_for(children)
+    assert {s.attributes["mistral_serve.batch.custom_id"] for s in requests} == {"t0", "t1", "t2"}
+    assert all(s.attributes[semconv.BATCH_ID] == batch.id for s in requests)
+    assert all(s.trace_id == job.trace_id for s in requests)
+    engine_calls = [s for s in otlp.spans if s.parent_span_id in {r.span_id for r in requests}]
+    assert len(engine_calls) >= 3  # each request's call to its engine, below it
+
+    metric = otlp.wait_for(lambda: otlp.metrics.get(semconv.BATCH_REQUESTS))
+    states = {
+        attribute.value.string_value
+        for point in metric.sum.data_points
+        for attribute in point.attributes
+        if attribute.key == semconv.BATCH_REQUEST_STATE
+    }
+    assert "succeeded" in states
+    assert otlp.wait_for(lambda: otlp.metrics.get(semconv.BATCH_JOBS))
 
 
 def test_a_bad_line_is_refused_at_creation_naming_it(fleet: Fleet):

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.metrics import Observation
 from opentelemetry.trace import Link, Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -37,6 +38,7 @@ class BatchTelemetry:
         links = [Link(creating)] if creating.is_valid else []
         span = self._tracer.start_span(
             f"batch_job {job_id}",
+            context=Context(),  # a trace of its own: hours of requests, apart from the creator's
             kind=SpanKind.INTERNAL,
             links=links,
             attributes={semconv.BATCH_ID: job_id, semconv.REQUEST_MODEL: model},
