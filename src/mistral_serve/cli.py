@@ -45,19 +45,25 @@ from mistral_serve.api.workers import (
     restart_requester,
     worker_count,
 )
+from mistral_serve.batch.files import FileLimits, Files
+from mistral_serve.batch.jobs import openai_object
+from mistral_serve.batch.jobs import table as batch_table
+from mistral_serve.batch.service import Batches
 from mistral_serve.config import Settings, describe_validation_error
 from mistral_serve.engines.client import EngineClient
 from mistral_serve.engines.gpus import visible_gpus
 from mistral_serve.engines.registry import Restarter, engine_name
 from mistral_serve.engines.supervisor import EngineSpec, Supervisor
-from mistral_serve.errors import ConfigError, EngineStartError
+from mistral_serve.errors import ConfigError, EngineStartError, NotFoundError
 from mistral_serve.launch.engines import place_fleet, plan_engines
 from mistral_serve.models import placement, planner
 from mistral_serve.models.catalog import UnknownModelError, architecture_of
 from mistral_serve.models.demo import VARIANTS, ensure_demo_model
 from mistral_serve.models.fleet import load_fleet
 from mistral_serve.store import KeyRecords, Store, UsageRecords, utc_now
+from mistral_serve.store.batches import BatchRecords
 from mistral_serve.store.database import configured_url
+from mistral_serve.store.files import FileRecords
 from mistral_serve.telemetry.engines import EngineTelemetry
 from mistral_serve.telemetry.gpu import register_gpu_metrics
 from mistral_serve.telemetry.logs import export_logs, setup_logging
@@ -423,6 +429,59 @@ def _add_keys_parser(commands: argparse._SubParsersAction) -> None:
     revoke.add_argument("key_id", metavar="ID")
 
 
+# -- batch ---------------------------------------------------------------------------------------
+def cmd_batch(args: argparse.Namespace) -> int:
+    """Batch jobs in DATABASE_URL's store, every key's: list, show, cancel."""
+    return _run(_batch(args, _settings()))
+
+
+async def _batch(args: argparse.Namespace, settings: Settings) -> int:
+    store = await Store.open(configured_url(settings))
+    try:
+        files = Files(FileRecords(store), FileLimits(settings.files_path, settings.files_max_bytes))
+        batches = Batches(BatchRecords(store), files)
+        if args.action == "list":
+            statuses = args.status.split(",") if args.status else None
+            rows = await batches.listed(args.key, statuses=statuses, limit=args.limit)
+            if args.json:
+                now = utc_now()
+                print(
+                    json.dumps([openai_object(job, counts, now) for job, counts in rows], indent=2)
+                )
+            else:
+                print(batch_table(rows))
+            return 0
+        try:
+            if args.action == "cancel":
+                await batches.cancel(None, args.batch_id)
+            print(json.dumps(await batches.described(args.batch_id), indent=2))
+        except NotFoundError:
+            print(f"mistral-serve: no batch {args.batch_id}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        await store.close()
+
+
+def _add_batch_parser(commands: argparse._SubParsersAction) -> None:
+    batch = commands.add_parser(
+        "batch", help="batch jobs: list, show, cancel (DATABASE_URL's store, every key's)"
+    )
+    batch.set_defaults(handler=cmd_batch)
+    actions = batch.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="jobs, newest first, with their counts")
+    listing.add_argument("--key", metavar="ID", help="one key's jobs only")
+    listing.add_argument("--status", help="in_progress,cancelling,… (OpenAI's names)")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--json", action="store_true")
+    show = actions.add_parser("show", help="one job: counts, pause, files, gateways running it")
+    show.add_argument("batch_id", metavar="ID")
+    cancel = actions.add_parser(
+        "cancel", help="stop starting its requests; running ones finish, the rest are cancelled"
+    )
+    cancel.add_argument("batch_id", metavar="ID")
+
+
 # -- usage ---------------------------------------------------------------------------------------
 def cmd_usage(args: argparse.Namespace) -> int:
     """Token usage from the ledger in DATABASE_URL's store, by day, model or key."""
@@ -610,6 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo_model)
     _add_keys_parser(commands)
     _add_usage_parser(commands)
+    _add_batch_parser(commands)
     _add_plan_parser(commands)
     health = commands.add_parser(
         "healthcheck", help="exit 0 if the gateway on HOST:PORT is ready (for containers)"

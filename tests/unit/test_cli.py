@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,7 +22,9 @@ from mistral_serve.engines.supervisor import free_port
 from mistral_serve.launch.engines import engine_specs
 from mistral_serve.models.profiles import resolve_model
 from mistral_serve.store import Store, UsageRecords
+from mistral_serve.store.batches import BatchRecords, NewRequest
 from mistral_serve.store.database import configured_url
+from tests.unit.store.test_batches import job
 from tests.unit.store.test_usage import row as usage_row
 
 
@@ -279,3 +282,35 @@ def test_plan_places_a_fleet_from_a_models_file(capsys, tmp_path):
     assert "models[0] (chat): replicas: Input should be greater than" in capsys.readouterr().err
     assert main(["plan"]) == 2  # a model or a fleet
     assert main(["plan", "mistral-7b", "--fleet", str(example)]) == 2
+
+
+def test_batch_list_show_and_cancel_for_operators(capsys):
+    """On the store in MISTRAL_SERVE_DATA_DIR: every key's jobs, one job's detail, a cancel."""
+
+    async def made() -> None:
+        store = await Store.open(configured_url(Settings()))
+        try:
+            records = BatchRecords(store)
+            request = NewRequest(1, "r1", {"model": "demo"}, "")
+            await records.add(replace(job("batch_a", key="k1"), total=1), [request])
+            await records.add(replace(job("batch_b", key="k2", minutes=1), total=1), [request])
+        finally:
+            await store.close()
+
+    asyncio.run(made())
+    assert main(["batch", "list"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0].split()[:5] == ["ID", "KEY", "API", "MODEL", "STATUS"]
+    assert [line.split()[0] for line in listing[1:]] == ["batch_b", "batch_a"]
+    assert main(["batch", "list", "--key", "k1", "--json"]) == 0
+    assert [each["id"] for each in json.loads(capsys.readouterr().out)] == ["batch_a"]
+    assert main(["batch", "show", "batch_a"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["key_id"], shown["requests"]["pending"], shown["status"]) == (
+        "k1",
+        1,
+        "in_progress",
+    )
+    assert main(["batch", "cancel", "batch_a"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "cancelling"
+    assert main(["batch", "show", "batch_nope"]) == 1

@@ -195,3 +195,29 @@ def mistral_object(
         "outputs": outputs,
         **_extras(job, counts, now),
     }
+
+
+def table(rows: list[tuple[BatchJob, RequestCounts]]) -> str:
+    """Jobs for operators (`mistral-serve batch list`): one line each, newest first."""
+    header = ("ID", "KEY", "API", "MODEL", "STATUS", "DONE", "FAILED", "TOTAL", "CREATED", "PAUSED")
+    lines = [header]
+    for job, counts in rows:
+        lines.append(
+            (
+                job.id,
+                job.key_id or "-",
+                job.api,
+                job.model,
+                job.status,
+                str(counts.succeeded),
+                str(counts.unsuccessful),
+                str(job.total),
+                job.created_at.strftime("%Y-%m-%d %H:%M"),
+                job.paused or "",
+            )
+        )
+    widths = [max(len(line[n]) for line in lines) for n in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )

@@ -195,6 +195,31 @@ class Batches:
             raise not_found(job_id)
         return job, await self._records.counts(job.id)
 
+    async def listed(
+        self, key_id: str | None, *, statuses: list[str] | None = None, limit: int = 100
+    ) -> list[tuple[BatchJob, RequestCounts]]:
+        """Jobs with their counts, newest first (``key_id`` None: every key's, for operators)."""
+        jobs = await self._records.page(key_id, statuses=statuses, limit=limit)
+        return [(job, await self._records.counts(job.id)) for job in jobs]
+
+    async def described(self, job_id: str) -> dict[str, Any]:
+        """One job for operators: OpenAI's object, and which gateways run its requests now."""
+        job, counts = await self.job(None, job_id)
+        return {
+            **openai_object(job, counts, self._clock()),
+            "key_id": job.key_id,
+            "api": job.api,
+            "requests": {
+                "pending": counts.pending,
+                "running": counts.running,
+                "succeeded": counts.succeeded,
+                "failed": counts.failed,
+                "cancelled": counts.cancelled,
+                "expired": counts.expired,
+            },
+            "running_on": await self._records.holders(job.id),
+        }
+
     async def retrieve_openai(self, caller: Caller, job_id: str) -> dict[str, Any]:
         job, counts = await self.job(_owner(caller), job_id)
         return openai_object(job, counts, self._clock())
