@@ -3,9 +3,12 @@ chat completion (usage included), or, for a streamed request, ``max_tokens`` chu
 vLLM's, one token each, PACE seconds apart (its usage chunk when asked for). Only for
 benchmarks of the gateway's own cost; everything a real engine can do is measured against one.
 
-    .venv/bin/python bench/fake_engine.py PORT [MODEL] [PACE] [FIRST]
+    .venv/bin/python bench/fake_engine.py PORT [MODEL] [PACE] [FIRST] [paced]
 
-FIRST: seconds before a stream's first chunk (an engine's prefill; 0 by default).
+FIRST: seconds before a stream's first chunk (an engine's prefill; 0 by default). ``paced``:
+a request that is not streamed is answered after as long as its stream would take (FIRST plus
+``max_tokens`` × PACE), with that many completion tokens (batch requests, which a real engine
+does not answer at once); by default it is answered at once.
 """
 
 from __future__ import annotations
@@ -56,7 +59,9 @@ async def stream(
     return response
 
 
-def app(model: str, pace_s: float = 0.01, first_s: float = 0.0) -> web.Application:
+def app(
+    model: str, pace_s: float = 0.01, first_s: float = 0.0, paced: bool = False
+) -> web.Application:
     answer = orjson.dumps(
         {
             "id": "chatcmpl-fake",
@@ -85,7 +90,15 @@ def app(model: str, pace_s: float = 0.01, first_s: float = 0.0) -> web.Applicati
         body = orjson.loads(await request.read())
         if body.get("stream"):
             return await stream(request, body, model, pace_s, first_s)
-        return web.Response(body=answer, content_type="application/json")
+        if not paced:
+            return web.Response(body=answer, content_type="application/json")
+        tokens = body.get("max_tokens") or 16
+        await asyncio.sleep(first_s + tokens * pace_s)
+        usage = {"prompt_tokens": 12, "completion_tokens": tokens, "total_tokens": tokens + 12}
+        return web.Response(
+            body=orjson.dumps({**orjson.loads(answer), "usage": usage}),
+            content_type="application/json",
+        )
 
     application = web.Application()
     application.router.add_get("/health", health)
@@ -101,6 +114,7 @@ if __name__ == "__main__":
             sys.argv[2] if len(sys.argv) > 2 else "demo",
             float(sys.argv[3]) if len(sys.argv) > 3 else 0.01,
             float(sys.argv[4]) if len(sys.argv) > 4 else 0.0,
+            len(sys.argv) > 5 and sys.argv[5] == "paced",
         ),
         host="127.0.0.1",
         port=int(sys.argv[1]),

@@ -50,16 +50,19 @@ def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
 
 
 def start_fake_engines(
-    work: Path, count: int, pace_s: float, first_s: float = 0.0
+    work: Path, count: int, pace_s: float, first_s: float = 0.0, *, paced: bool = False
 ) -> tuple[list[subprocess.Popen], list[str]]:
     """``count`` fake streaming engines (bench/fake_engine.py) serving `demo`, one chunk every
-    ``pace_s`` (0: as fast as they are read) after ``first_s`` (a prefill): their processes
-    and URLs, not yet waited for."""
+    ``pace_s`` (0: as fast as they are read) after ``first_s`` (a prefill); ``paced``: answers
+    that are not streamed take as long as streams do. Their processes and URLs, not yet
+    waited for."""
     processes, urls = [], []
     for index in range(count):
         port = free_port()
         script = Path(__file__).with_name("fake_engine.py")
         command = [sys.executable, str(script), str(port), "demo", str(pace_s), str(first_s)]
+        if paced:
+            command.append("paced")
         processes.append(start(command, dict(os.environ), work / f"engine-{index}.log"))
         urls.append(f"http://127.0.0.1:{port}")
     return processes, urls

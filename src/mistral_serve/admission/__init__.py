@@ -1,7 +1,7 @@
 """Admission: a bounded, prioritised line per model in front of the engines, fair between
 tenants; 429 past it."""
 
-from mistral_serve.admission.fairness import TenantShare, Ticket
+from mistral_serve.admission.fairness import MIN_WEIGHT, TenantShare, Ticket
 from mistral_serve.admission.queue import (
     BATCH_PRIORITY,
     Admission,
@@ -12,6 +12,7 @@ from mistral_serve.admission.queue import (
 
 __all__ = [
     "BATCH_PRIORITY",
+    "MIN_WEIGHT",
     "Admission",
     "AdmissionLimits",
     "DrainRate",

@@ -39,6 +39,8 @@ from mistral_serve.tenancy.auth import Caller
 
 #: Jobs per page at most.
 MAX_PAGE = 100
+#: Jobs a metadata filter looks through (the key's newest).
+MAX_MATCHED = 10_000
 
 
 def not_found(job_id: str) -> NotFoundError:
@@ -266,16 +268,24 @@ class Batches:
             "created_after": created_after,
         }
         owner = _owner(caller)
-        jobs = await self._records.page(owner, limit=page_size, offset=page * page_size, **filters)
-        if metadata:  # few jobs per page: matched here rather than in SQL per database
-            jobs = [
-                j for j in jobs if all((j.metadata or {}).get(k) == v for k, v in metadata.items())
+        if metadata:  # matched here, not in SQL (JSON differs per database): a key's jobs
+            matching = [
+                job
+                for job in await self._records.page(owner, limit=MAX_MATCHED, **filters)
+                if all((job.metadata or {}).get(k) == v for k, v in metadata.items())
             ]
+            jobs = matching[page * page_size : (page + 1) * page_size]
+            total = len(matching)
+        else:
+            jobs = await self._records.page(
+                owner, limit=page_size, offset=page * page_size, **filters
+            )
+            total = await self._records.count(owner, **filters)
         now = self._clock()
         return {
             "object": "list",
             "data": [mistral_object(job, await self._records.counts(job.id), now) for job in jobs],
-            "total": await self._records.count(owner, **filters),
+            "total": total,
         }
 
     # -- cancel ----------------------------------------------------------------------------

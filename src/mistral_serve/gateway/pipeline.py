@@ -41,7 +41,13 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from mistral_serve.admission import BATCH_PRIORITY, Admission, AdmissionLimits, Ticket
+from mistral_serve.admission import (
+    BATCH_PRIORITY,
+    MIN_WEIGHT,
+    Admission,
+    AdmissionLimits,
+    Ticket,
+)
 from mistral_serve.engines.client import EngineClient, EngineConnectError
 from mistral_serve.engines.registry import Engine, EngineRegistry, Lease
 from mistral_serve.errors import (
@@ -374,11 +380,14 @@ class Gateway:
         session = session or request.prompt_cache_key or request.user
         key = route_key(request.model, document, session=session)
         priority = caller.priority if caller.priority is not None else request.priority or 0
-        tenant = caller.tenant(request.user, client)
-        if batch_id is not None:  # after everyone, as its own tenant (not its key's turns)
-            priority, tenant = BATCH_PRIORITY, f"batch:{batch_id}"
+        tenant, weight = caller.tenant(request.user, client), caller.weight
+        if batch_id is not None:
+            # After everyone, as a tenant of its own whose fair share is next to nothing: while
+            # it fills the engines, any interactive request is under its share and may start in
+            # their headroom (admission/queue.py) instead of waiting for a batch request to end.
+            priority, tenant, weight = BATCH_PRIORITY, f"batch:{batch_id}", MIN_WEIGHT
         accounting = self._accounting
-        ticket = Ticket(tenant, caller.weight, accounting.reserved_tokens(request, key.size))
+        ticket = Ticket(tenant, weight, accounting.reserved_tokens(request, key.size))
         movable = (
             request.is_stream and self._migration_limit > 0 and why_not(request, document) is None
         )
