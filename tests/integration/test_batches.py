@@ -243,6 +243,79 @@ def test_mistral_inline_requests_run_and_show_their_outputs(fleet: Fleet):
     assert mistral.batch.jobs.list(status=["RUNNING"]).total == 0
 
 
+def test_a_responses_batch_answers_response_objects(fleet: Fleet):
+    _, key = fleet.create_key()
+    client = openai_client(fleet, key)
+    lines = b"".join(
+        orjson.dumps(
+            {
+                "custom_id": f"r{n}",
+                "method": "POST",
+                "url": "/v1/responses",
+                "body": {
+                    "model": "demo",
+                    "instructions": "Answer briefly.",
+                    "input": f"Question {n}",
+                    "max_output_tokens": 3,
+                    "store": False,
+                },
+            }
+        )
+        + b"\n"
+        for n in range(3)
+    )
+    upload = client.files.create(file=("responses.jsonl", lines), purpose="batch")
+    done = finished(
+        client,
+        client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/responses", completion_window="24h"
+        ).id,
+    )
+    output = output_lines(client, done.output_file_id)
+    assert sorted(line["custom_id"] for line in output) == ["r0", "r1", "r2"]
+    for line in output:
+        body = line["response"]["body"]
+        assert body["object"] == "response" and body["output"][0]["type"] == "message"
+        assert body["status"] == "incomplete"  # three tokens: max_output_tokens was reached
+        assert body["incomplete_details"] == {"reason": "max_output_tokens"}
+        assert body["usage"]["output_tokens"] >= 1
+    assert done.usage.output_tokens == sum(
+        line["response"]["body"]["usage"]["output_tokens"] for line in output
+    )
+
+
+def test_a_spent_budget_pauses_the_job_with_its_reason(fleet: Fleet):
+    """The key's daily token budget covers a few of the job's requests: the job is paused
+    (still in progress, the reason shown), not failed; cancelled, what ran is its output."""
+    _, key = fleet.create_key("--tokens-per-day", "400")
+    client = openai_client(fleet, key)
+    upload = client.files.create(
+        file=("budget.jsonl", chat_lines(20, max_tokens=40)), purpose="batch"
+    )
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+
+    def state() -> dict:
+        return httpx.get(
+            fleet.urls[0] + f"/v1/batches/{batch.id}",
+            headers={"authorization": f"Bearer {key}"},
+            timeout=30,
+        ).json()
+
+    wait_for(lambda: state()["paused"], 60, "the job to pause")
+    state = state()
+    assert state["status"] == "in_progress" and "budget" in state["paused"]["reason"]
+    assert state["request_counts"]["failed"] == 0
+    mistral = Mistral(api_key=key, server_url=fleet.urls[0])
+    assert mistral.batch.jobs.cancel(job_id=batch.id).status == "CANCELLATION_REQUESTED"
+    done = finished(client, batch.id)
+    output = output_lines(client, done.output_file_id)
+    errors = output_lines(client, done.error_file_id)
+    assert 1 <= len(output) < 20 and len(output) + len(errors) == 20
+    assert {line["error"]["code"] for line in errors} == {"batch_cancelled"}
+
+
 def test_cancel_mid_job_keeps_what_ran_and_ends_the_rest(fleet: Fleet):
     _, key = fleet.create_key()
     client = openai_client(fleet, key)
