@@ -34,11 +34,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +45,7 @@ import aiohttp
 import httpx
 import orjson
 from harness import (
+    create_key,
     demo_engine_spec,
     start_engine,
     start_fake_engines,
@@ -183,18 +181,6 @@ def wait_batch(http: httpx.Client, batch_id: str, until: str = "completed") -> d
         assert state["status"] in ("validating", "in_progress", "finalizing", "cancelling"), state
         time.sleep(0.2)
     return state
-
-
-def create_key(work: Path) -> str:
-    env = {**os.environ, "MISTRAL_SERVE_DATA_DIR": str(work / "data")}
-    output = subprocess.run(
-        [sys.executable, "-m", "mistral_serve.cli", "keys", "create", "--name", "bench"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return re.search(r"key:\s+(\S+)", output).group(1)
 
 
 def part_one(work: Path, seconds: float, requests: int) -> dict:

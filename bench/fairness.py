@@ -23,19 +23,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import aiohttp
-from harness import start_fake_engines, start_gateway, stop_all, variants, wait_ok
+from harness import create_key, start_fake_engines, start_gateway, stop_all, variants, wait_ok
 
 FIRST_S = 0.08
 PACE_S = 0.1
@@ -124,20 +120,6 @@ async def window(url: str, quiet: str, loud: str | None, seconds: float) -> dict
         "quiet_sent": len(quiet_results),
         "loud": Counter(status for status, _, _ in results[1]) if loud is not None else None,
     }
-
-
-def create_key(work: Path, source: Path | None) -> str:
-    env = {**os.environ, "MISTRAL_SERVE_DATA_DIR": str(work / "data")}
-    if source is not None:
-        env["PYTHONPATH"] = str(source)
-    output = subprocess.run(
-        [sys.executable, "-m", "mistral_serve.cli", "keys", "create", "--name", "bench"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return re.search(r"key:\s+(\S+)", output).group(1)
 
 
 def main() -> None:

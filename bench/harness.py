@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -92,6 +93,22 @@ def start_gateway(
     }
     command = [sys.executable, "-m", "mistral_serve.cli", "gateway"]
     return f"http://127.0.0.1:{port}", start(command, env, work / f"{log_name}.log")
+
+
+def create_key(work: Path, source: Path | None = None) -> str:
+    """A new API key in the store of ``work``'s gateways (``source``: the src/ whose CLI
+    makes it, for a baseline's store)."""
+    env = {**os.environ, "MISTRAL_SERVE_DATA_DIR": str(work / "data")}
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
+    output = subprocess.run(
+        [sys.executable, "-m", "mistral_serve.cli", "keys", "create", "--name", "bench"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return re.search(r"key:\s+(\S+)", output).group(1)
 
 
 def api_server(engine: subprocess.Popen) -> psutil.Process:

@@ -40,6 +40,7 @@ import orjson
 from mistral_serve.batch.files import OUTPUT_PURPOSE, Files
 from mistral_serve.batch.jobs import (
     ACTIVE,
+    CANCELLING,
     FAILED,
     FINALIZING,
     IN_PROGRESS,
@@ -263,7 +264,7 @@ class BatchRunner:
             )
         moved = await self._records.move(
             job.id,
-            (VALIDATING, IN_PROGRESS, FINALIZING, "cancelling"),
+            (VALIDATING, IN_PROGRESS, FINALIZING, CANCELLING),
             step.final,
             self._clock(),
             output_file_id=output_id,

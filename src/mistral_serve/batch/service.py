@@ -20,6 +20,7 @@ import orjson
 
 from mistral_serve.batch.files import Files
 from mistral_serve.batch.jobs import (
+    CANCELLING,
     COMPLETION_WINDOWS,
     IN_PROGRESS,
     VALIDATING,
@@ -296,7 +297,7 @@ class Batches:
         job = await self._records.get(job_id, key_id)
         if job is None:
             raise not_found(job_id)
-        await self._records.move(job.id, (VALIDATING, IN_PROGRESS), "cancelling", self._clock())
+        await self._records.move(job.id, (VALIDATING, IN_PROGRESS), CANCELLING, self._clock())
         self._made()
         return await self.job(key_id, job_id)
 

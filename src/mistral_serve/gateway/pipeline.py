@@ -278,25 +278,16 @@ class Gateway:
         ledger, span), under ``endpoint``'s path, the span naming ``answer_id`` and
         ``conversation_id``; ``batch_id``: as one request of that batch job (see
         :meth:`generate_batch`)."""
-        generation = self._observer.start(endpoint.operation, request_id, endpoint.route)
-        generation.caller(caller.key_id)
-        generation.answered_as(answer_id, conversation_id)
-        if batch_id is not None:
-            generation.batch(batch_id)
-            document = {**document, "priority": BATCH_PRIORITY}
-        body = orjson.dumps(document)
-        work = self._generate(
+        return await self._generate_as(
+            caller,
             endpoint,
             document,
-            body,
             request_id,
-            generation,
-            session,
-            caller,
-            client,
+            session=session,
+            client=client,
             batch_id=batch_id,
+            answer=(answer_id, conversation_id),
         )
-        return await self._observed(generation, work)
 
     async def generate_batch(
         self,
@@ -311,19 +302,38 @@ class Gateway:
         is (limits, routing, ledger, span) but after every interactive one: at
         :data:`BATCH_PRIORITY` in the admission line and in the engine's own scheduler, as
         the batch's tenant; its span and ledger row name the batch."""
+        return await self._generate_as(caller, endpoint, document, request_id, batch_id=batch_id)
+
+    async def _generate_as(
+        self,
+        caller: Caller,
+        endpoint: Endpoint,
+        document: dict[str, Any],
+        request_id: str,
+        *,
+        session: str | None = None,
+        client: str | None = None,
+        batch_id: str | None = None,
+        answer: tuple[str, str | None] | None = None,
+    ) -> GatewayResponse:
+        """A request the gateway makes itself for a known caller (``answer``: the ids the
+        client knows it by)."""
         generation = self._observer.start(endpoint.operation, request_id, endpoint.route)
         generation.caller(caller.key_id)
-        generation.batch(batch_id)
-        document = {**document, "priority": BATCH_PRIORITY}
+        if answer is not None:
+            generation.answered_as(*answer)
+        if batch_id is not None:
+            generation.batch(batch_id)
+            document = {**document, "priority": BATCH_PRIORITY}
         work = self._generate(
             endpoint,
             document,
             orjson.dumps(document),
             request_id,
             generation,
-            None,
+            session,
             caller,
-            None,
+            client,
             batch_id=batch_id,
         )
         return await self._observed(generation, work)
