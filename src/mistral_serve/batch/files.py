@@ -63,6 +63,14 @@ def not_found(file_id: str) -> NotFoundError:
     return NotFoundError(f"No file with id `{file_id}` was found.", param="file_id")
 
 
+def _not_here(file_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"The file `{file_id}` is known but its bytes are not in this gateway's FILES_DIR: "
+        "gateway replicas must share FILES_DIR (a volume), as they share the database.",
+        param="file_id",
+    )
+
+
 class Files:
     def __init__(
         self, records: FileRecords, limits: FileLimits, clock: WallClock = utc_now
@@ -104,14 +112,21 @@ class Files:
         return file_object(await self.record(key_id, file_id))
 
     async def content(self, key_id: str, file_id: str) -> Path:
-        """Where the key's file's bytes are (404 when it has no such file)."""
+        """Where the key's file's bytes are (404 when it has no such file, or when its bytes
+        are not in this gateway's FILES_DIR: replicas that do not share it)."""
         await self.record(key_id, file_id)
-        return self.path(file_id)
+        path = self.path(file_id)
+        if not await asyncio.to_thread(path.is_file):
+            raise _not_here(file_id)
+        return path
 
     async def read(self, key_id: str, file_id: str) -> bytes:
         """The key's file's bytes (a batch's input)."""
-        await self.record(key_id, file_id)
-        return await asyncio.to_thread(self.path(file_id).read_bytes)
+        path = await self.content(key_id, file_id)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:  # deleted in between
+            raise not_found(file_id) from None
 
     async def keep(
         self, key_id: str, file_id: str, filename: str, data: bytes, purpose: str

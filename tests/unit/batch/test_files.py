@@ -53,3 +53,21 @@ async def test_a_file_is_its_keys_alone_and_deleting_removes_its_bytes(files):
     assert not path.exists()
     with pytest.raises(NotFoundError):
         await files.retrieve("k1", made["id"])
+
+
+async def test_a_file_whose_bytes_another_replica_holds_is_a_404_naming_files_dir(files, tmp_path):
+    made = await files.upload("k1", io.BytesIO(b"{}"), "a.jsonl", "batch")
+    (tmp_path / "files" / made["id"]).unlink()  # written by a replica with its own FILES_DIR
+    for read in (files.content, files.read):
+        with pytest.raises(NotFoundError, match="FILES_DIR"):
+            await read("k1", made["id"])
+
+
+async def test_a_batchs_output_is_kept_once_however_often_it_is_written(files):
+    first = await files.keep("k1", "file-batch_x-output", "x.jsonl", b"{}\n{}\n", "batch_output")
+    again = await files.keep("k1", "file-batch_x-output", "x.jsonl", b"{}\n{}\n", "batch_output")
+    assert first.lines == again.lines == 2
+    listed = await files.list("k1", purpose="batch_output")
+    assert [each["id"] for each in listed["data"]] == ["file-batch_x-output"]
+    assert listed["data"][0]["sample_type"] == "batch_result"
+    assert await files.read("k1", "file-batch_x-output") == b"{}\n{}\n"

@@ -15,7 +15,7 @@ from mistral_serve.config import Settings
 
 from .conftest import KUBERNETES, REPO, tool
 
-OVERLAYS = ("tp1", "tp2", "tp1-embeddings")
+OVERLAYS = ("tp1", "tp2", "tp1-embeddings", "tp1-shared-files")
 
 
 @functools.cache
@@ -184,3 +184,20 @@ def test_the_embeddings_component_adds_an_embedding_engine_the_gateway_finds():
     ]
     # the chat engines are the tp1 layout's, unchanged
     assert found[("StatefulSet", "mistral-serve-engine")]["spec"]["replicas"] == 2
+
+
+def test_shared_files_put_every_gateways_files_dir_on_one_volume():
+    found = objects("tp1-shared-files")
+    claim = found[("PersistentVolumeClaim", "mistral-serve-files")]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    pod = found[("Deployment", "mistral-serve-gateway")]["spec"]["template"]["spec"]
+    assert {"name": "files", "persistentVolumeClaim": {"claimName": "mistral-serve-files"}} in (
+        pod["volumes"]
+    )
+    [gateway] = pod["containers"]
+    mounts = {mount["mountPath"]: mount["name"] for mount in gateway["volumeMounts"]}
+    # FILES_DIR's default under the data folder; the rest of the folder (a ledger spool) stays
+    # each replica's own.
+    data_dir = Settings(_env_file=None, MISTRAL_SERVE_DATA_DIR="/var/lib/mistral-serve")
+    assert mounts[str(data_dir.files_path)] == "files"
+    assert mounts["/var/lib/mistral-serve"] == "data"
