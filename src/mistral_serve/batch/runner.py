@@ -250,7 +250,8 @@ class BatchRunner:
         if job.status == IN_PROGRESS and step.final != FAILED:
             if not await self._records.move(job.id, (IN_PROGRESS,), FINALIZING, now):
                 return  # another gateway is finalizing it
-        files = job_files(job.id, await self._records.ended(job.id))
+        ended_requests = await self._records.ended(job.id)
+        files = await asyncio.to_thread(job_files, job.id, ended_requests)  # 50k lines: a thread
         output_id = error_id = None
         if files.output_lines:
             output_id = f"file-{job.id}-output"

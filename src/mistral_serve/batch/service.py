@@ -10,6 +10,7 @@ there.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from mistral_serve.batch.jobs import (
 from mistral_serve.batch.lines import BatchLine, endpoint_of, order_key, read_lines
 from mistral_serve.batch.output import line_of
 from mistral_serve.errors import InvalidRequestError, NotFoundError
-from mistral_serve.gateway.pipeline import Gateway, validated
+from mistral_serve.gateway.pipeline import Endpoint, Gateway, validated
 from mistral_serve.protocol.batch import CreateBatch, CreateBatchJob, InlineRequest
 from mistral_serve.store import WallClock, utc_now
 from mistral_serve.store.batches import BatchJob, BatchRecords, NewRequest, RequestCounts
@@ -81,7 +82,7 @@ class Batches:
         asked = validated(CreateBatch, body)
         endpoint_of(asked.endpoint)
         data = await self._files.read(_owner(caller), asked.input_file_id)
-        lines = read_lines(data, asked.endpoint)
+        lines = await _checked(data, asked.endpoint)
         made = _Input(asked.endpoint, str(lines[0].body["model"]), [asked.input_file_id], lines)
         window = asked.completion_window
         job = await self._create(
@@ -104,7 +105,7 @@ class Batches:
         model, file_ids = asked.model, asked.input_files or []
         if asked.requests:
             inline = _inline(asked.requests)
-            lines = read_lines(inline, asked.endpoint, model=model, param="requests")
+            lines = await _checked(inline, asked.endpoint, model=model, param="requests")
         else:
             lines = await self._read_files(caller, file_ids, asked.endpoint, model)
         made = _Input(asked.endpoint, model or str(lines[0].body["model"]), file_ids, lines)
@@ -122,7 +123,7 @@ class Batches:
         seen: set[str] = set()
         for file_id in files:
             data = await self._files.read(_owner(caller), file_id)
-            for line in read_lines(data, endpoint, model=model, param="input_files"):
+            for line in await _checked(data, endpoint, model=model, param="input_files"):
                 if line.custom_id in seen:
                     raise InvalidRequestError(
                         f"input_files: {file_id}: line {line.number}: `custom_id` "
@@ -181,12 +182,7 @@ class Batches:
             expires_at=now + lasts,
             updated_at=now,
         )
-        requests = [
-            NewRequest(
-                line.number, line.custom_id, line.body, order_key(made.model, line.body, endpoint)
-            )
-            for line in made.lines
-        ]
+        requests = await asyncio.to_thread(_ordered, made, endpoint)
         await self._records.add(job, requests)
         self._made()
         return job
@@ -308,6 +304,22 @@ class Batches:
     async def cancel_mistral(self, caller: Caller, job_id: str) -> dict[str, Any]:
         job, counts = await self.cancel(_owner(caller), job_id)
         return mistral_object(job, counts, self._clock())
+
+
+async def _checked(data: bytes, endpoint: str, **options: Any) -> list[BatchLine]:
+    """batch/lines.py's check, in a thread: 50,000 lines take the CPU for a second or two,
+    which the event loop's other requests must not wait for."""
+    return await asyncio.to_thread(read_lines, data, endpoint, **options)
+
+
+def _ordered(made: _Input, endpoint: Endpoint) -> list[NewRequest]:
+    """The job's rows, each with its prefix-order key (hashing every prompt: in a thread)."""
+    return [
+        NewRequest(
+            line.number, line.custom_id, line.body, order_key(made.model, line.body, endpoint)
+        )
+        for line in made.lines
+    ]
 
 
 def _owner(caller: Caller) -> str:
