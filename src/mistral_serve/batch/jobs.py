@@ -61,12 +61,11 @@ class Step:
     unrun: str | None = None
 
 
-def next_step(
-    job: BatchJob, counts: RequestCounts, live: int, now: datetime, stale: timedelta
-) -> Step:
-    """The state machine: ``counts`` are the job's requests by state, ``live`` those running
-    under a live lease on some gateway; ``stale``: how long a ``finalizing`` job is left to
-    the gateway finalizing it before another takes it over."""
+def next_step(job: BatchJob, unfinished: bool, live: int, now: datetime, stale: timedelta) -> Step:
+    """The state machine: ``unfinished``: some of the job's requests are still to run or
+    running (a lapsed claim included); ``live``: those running under a live lease on some
+    gateway; ``stale``: how long a ``finalizing`` job is left to the gateway finalizing it
+    before another takes it over."""
     status = job.status
     if status == VALIDATING:
         return Step("start")
@@ -78,7 +77,7 @@ def next_step(
         return Step("wait")
     if now >= job.expires_at:  # nothing new starts; what runs may finish
         return Step("finish", EXPIRED, EXPIRED) if live == 0 else Step("wait")
-    if counts.pending + counts.running == 0:
+    if not unfinished:
         return Step("finish", COMPLETED)
     return Step("run")
 

@@ -233,9 +233,9 @@ class BatchRunner:
                 await self._caller_of(job.key_id)
             except InvalidApiKeyError:
                 return Step("finish", FAILED, REQUEST_FAILED)
-        counts = await self._records.counts(job.id)
-        live = await self._records.running(job.id, now) if counts.running else 0
-        return next_step(job, counts, live, now, stale=self._options.lease)
+        unfinished = await self._records.unfinished(job.id)
+        live = await self._records.running(job.id, now) if unfinished else 0
+        return next_step(job, unfinished, live, now, stale=self._options.lease)
 
     async def _finish(self, job: BatchJob, step: Step, now: datetime) -> None:
         """End the job as ``step.final``: what never ran ends too, the files are written from

@@ -305,19 +305,27 @@ class BatchRecords:
     async def _claim(
         self, job_id: str, worker: str, limit: int, now: datetime, lease: timedelta
     ) -> tuple[int, list[ClaimedRequest]]:
-        """One try: how many free requests it saw, and those it claimed, in order."""
+        """One try: how many free requests it saw, and those it claimed, in order. Pending
+        ones first, read in the work index's order (job, state, routing key, line); then, if
+        too few, those under a lapsed lease (few: a dead gateway's)."""
         free = _free(now)
         async with self._sessions.begin() as session:
             connection = await session.connection()
-            query = (
-                select(BatchRequestRow.line)
-                .where(BatchRequestRow.job_id == job_id, free)
-                .order_by(BatchRequestRow.route_key, BatchRequestRow.line)
-                .limit(limit)
-            )
-            if connection.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            lines = list((await session.scalars(query)).all())
+            locked = connection.dialect.name == "postgresql"
+            lines: list[int] = []
+            for state, lapsed in ((PENDING, None), (RUNNING, now)):
+                query = select(BatchRequestRow.line).where(
+                    BatchRequestRow.job_id == job_id, BatchRequestRow.state == state
+                )
+                if lapsed is not None:
+                    query = query.where(BatchRequestRow.lease_until < lapsed)
+                query = query.order_by(BatchRequestRow.route_key, BatchRequestRow.line)
+                query = query.limit(limit - len(lines))
+                if locked:
+                    query = query.with_for_update(skip_locked=True)
+                lines += (await session.scalars(query)).all()
+                if len(lines) >= limit:
+                    break
             if not lines:
                 return 0, []
             claimed = (
@@ -418,6 +426,20 @@ class BatchRecords:
         async with self._sessions.begin() as session:
             outcome = await session.execute(statement)
         return int(outcome.rowcount)
+
+    async def unfinished(self, job_id: str) -> bool:
+        """Whether any request of the job is still to run or running (an index lookup: the
+        runner asks it of every active job twice a second)."""
+        query = (
+            select(BatchRequestRow.line)
+            .where(
+                BatchRequestRow.job_id == job_id,
+                BatchRequestRow.state.in_((PENDING, RUNNING)),
+            )
+            .limit(1)
+        )
+        async with self._sessions() as session:
+            return (await session.scalar(query)) is not None
 
     async def running(self, job_id: str, now: datetime) -> int:
         """The job's requests running under a live lease (on any gateway)."""

@@ -21,50 +21,26 @@ LATER = NOW + timedelta(minutes=1)
 
 
 @pytest.mark.parametrize(
-    ("status", "counts", "live", "now", "step"),
+    ("status", "unfinished", "live", "now", "step"),
     [
-        ("validating", RequestCounts(pending=3), 0, LATER, Step("start")),
-        ("in_progress", RequestCounts(pending=3), 0, LATER, Step("run")),
-        # Requests under lost leases are claimable: still running, not finished.
-        ("in_progress", RequestCounts(running=2, succeeded=1), 0, LATER, Step("run")),
-        (
-            "in_progress",
-            RequestCounts(succeeded=2, failed=1),
-            0,
-            LATER,
-            Step("finish", "completed"),
-        ),
-        ("cancelling", RequestCounts(pending=2, running=1), 1, LATER, Step("wait")),
-        (
-            "cancelling",
-            RequestCounts(pending=2, running=1),
-            0,
-            LATER,
-            Step("finish", "cancelled", "cancelled"),
-        ),
+        ("validating", True, 0, LATER, Step("start")),
+        ("in_progress", True, 0, LATER, Step("run")),
+        # Requests under lapsed claims are unfinished (claimable): run, not finished.
+        ("in_progress", True, 0, LATER, Step("run")),
+        ("in_progress", False, 0, LATER, Step("finish", "completed")),
+        ("cancelling", True, 1, LATER, Step("wait")),
+        ("cancelling", True, 0, LATER, Step("finish", "cancelled", "cancelled")),
         # Past its window nothing new starts; what runs finishes first.
-        (
-            "in_progress",
-            RequestCounts(pending=2, running=1),
-            1,
-            NOW + timedelta(hours=25),
-            Step("wait"),
-        ),
-        (
-            "in_progress",
-            RequestCounts(pending=2),
-            0,
-            NOW + timedelta(hours=25),
-            Step("finish", "expired", "expired"),
-        ),
+        ("in_progress", True, 1, NOW + timedelta(hours=25), Step("wait")),
+        ("in_progress", True, 0, NOW + timedelta(hours=25), Step("finish", "expired", "expired")),
         # Another gateway finalizes it; taken over once that went quiet.
-        ("finalizing", RequestCounts(succeeded=1), 0, NOW + STALE / 2, Step("wait")),
-        ("finalizing", RequestCounts(succeeded=1), 0, NOW + STALE, Step("finish", "completed")),
-        ("completed", RequestCounts(succeeded=1), 0, LATER, Step("wait")),
+        ("finalizing", False, 0, NOW + STALE / 2, Step("wait")),
+        ("finalizing", False, 0, NOW + STALE, Step("finish", "completed")),
+        ("completed", False, 0, LATER, Step("wait")),
     ],
 )
-def test_next_step(status, counts, live, now, step):
-    assert next_step(replace(job(), status=status), counts, live, now, STALE) == step
+def test_next_step(status, unfinished, live, now, step):
+    assert next_step(replace(job(), status=status), unfinished, live, now, STALE) == step
 
 
 def test_the_objects_count_requests_as_each_api_does():

@@ -75,6 +75,8 @@ def upgrade() -> None:
     op.create_index(
         "ix_batch_requests_work", "batch_requests", ["job_id", "state", "route_key", "line"]
     )
+    # Across jobs, by state: what runs now (the share rule), what waits (the queue's depth).
+    op.create_index("ix_batch_requests_state", "batch_requests", ["state", "job_id"])
     with op.batch_alter_table("usage") as table:
         table.add_column(sa.Column("batch_id", sa.String(64), nullable=True))
 
@@ -82,6 +84,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("usage") as table:
         table.drop_column("batch_id")
+    op.drop_index("ix_batch_requests_state", "batch_requests")
     op.drop_index("ix_batch_requests_work", "batch_requests")
     op.drop_table("batch_requests")
     op.drop_index("ix_batch_jobs_status", "batch_jobs")
