@@ -69,20 +69,24 @@ def start_job(fleet: Fleet, key: str) -> tuple[openai.OpenAI, str]:
     return client, batch.id
 
 
-def killed_mid_job(fleet: Fleet, index: int, log: Path, url: str, job_id: str) -> dict[str, int]:
-    """SIGKILL gateway ``index`` while it holds claims of the job; what it held, and what
-    was done then."""
-    worker = worker_of(log)
-    wait_for(
-        lambda: store_read(url, lambda records: records.holders(job_id)).get(worker, 0) > 0,
-        60,
-        "the gateway to hold claims",
-    )
+def killed_mid_job(fleet: Fleet, logs: list[Path], url: str, job_id: str) -> dict[str, int]:
+    """SIGKILL, while the job runs, a gateway holding some of its claims (which one depends
+    on who claimed first); its index, what it held, and what was done then."""
+    workers = {worker_of(log): index for index, log in enumerate(logs)}
+
+    def holding() -> int | None:
+        held = store_read(url, lambda records: records.holders(job_id))
+        return next((workers[w] for w, n in held.items() if n > 0 and w in workers), None)
+
+    wait_for(lambda: holding() is not None, 60, "a gateway to hold claims")
+    index = holding()
+    assert index is not None
+    worker = worker_of(logs[index])
     os.kill(fleet.processes[index].pid, signal.SIGKILL)
     fleet.processes[index].wait(10)
     counts = store_read(url, lambda records: records.counts(job_id))
     held = store_read(url, lambda records: records.holders(job_id))
-    return {"held_by_killed": held.get(worker, 0), "done_at_kill": counts.ended}
+    return {"killed": index, "held_by_killed": held.get(worker, 0), "done_at_kill": counts.ended}
 
 
 def exactly_once(client: openai.OpenAI, job_id: str, url: str) -> list[EndedRequest]:
@@ -103,8 +107,10 @@ def test_postgresql_another_gateway_takes_over_a_killed_ones_requests(stack: Sta
         try:
             _, key = fleet.create_key()
             _, job_id = start_job(fleet, key)
-            at_kill = killed_mid_job(fleet, 0, tmp_path / "gateway-0.log", url, job_id)
-            survivor = openai.OpenAI(base_url=fleet.urls[1] + "/v1", api_key=key, max_retries=0)
+            logs = [tmp_path / f"gateway-{n}.log" for n in range(2)]
+            at_kill = killed_mid_job(fleet, logs, url, job_id)
+            other = fleet.urls[1 - at_kill["killed"]]
+            survivor = openai.OpenAI(base_url=other + "/v1", api_key=key, max_retries=0)
             ended = exactly_once(survivor, job_id, url)
         finally:
             for process in fleet.processes:
@@ -122,7 +128,7 @@ def test_sqlite_a_new_gateway_process_takes_over_after_a_kill(stack: Stack, otlp
     try:
         _, key = first.create_key()
         _, job_id = start_job(first, key)
-        at_kill = killed_mid_job(first, 0, tmp_path / "gateway-0.log", url, job_id)
+        at_kill = killed_mid_job(first, [tmp_path / "gateway-0.log"], url, job_id)
         (tmp_path / "again").mkdir()
         again = start_fleet(stack, otlp, tmp_path / "again", 1, **env)
         client = openai.OpenAI(base_url=again.urls[0] + "/v1", api_key=key, max_retries=0)
