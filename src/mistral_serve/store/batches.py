@@ -305,15 +305,15 @@ class BatchRecords:
     async def _claim(
         self, job_id: str, worker: str, limit: int, now: datetime, lease: timedelta
     ) -> tuple[int, list[ClaimedRequest]]:
-        """One try: how many free requests it saw, and those it claimed, in order. Pending
-        ones first, read in the work index's order (job, state, routing key, line); then, if
-        too few, those under a lapsed lease (few: a dead gateway's)."""
+        """One try: how many free requests it saw, and those it claimed, in order: those under
+        a lapsed lease first (a dead gateway's: few, and waiting longest), then pending ones,
+        each read in the work index's order (job, state, routing key, line)."""
         free = _free(now)
         async with self._sessions.begin() as session:
             connection = await session.connection()
             locked = connection.dialect.name == "postgresql"
             lines: list[int] = []
-            for state, lapsed in ((PENDING, None), (RUNNING, now)):
+            for state, lapsed in ((RUNNING, now), (PENDING, None)):
                 query = select(BatchRequestRow.line).where(
                     BatchRequestRow.job_id == job_id, BatchRequestRow.state == state
                 )
