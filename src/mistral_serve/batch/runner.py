@@ -177,13 +177,21 @@ class BatchRunner:
             await asyncio.wait(set(self._tasks))
 
     async def _loop(self) -> None:
+        failing = False
         while True:
             try:
                 await self._round()
+                if failing:
+                    log.info("batch runner: the store answers again")
+                failing = False
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the store is away: try again next tick
-                log.warning("batch runner: %s", exc)
+            except Exception as exc:  # the store is away: try again next tick (said once)
+                if not failing:
+                    log.warning(
+                        "batch runner: %s (trying again every %g s)", exc, self._options.tick_s
+                    )
+                failing = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self._options.tick_s)
             self._wakeup.clear()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -242,3 +243,23 @@ async def test_a_revoked_key_fails_the_job(store, files):
     assert done.status == "failed" and done.failed_at is not None and not engine.calls
     errors = lines(files, done.error_file_id)
     assert [line["error"]["code"] for line in errors] == ["invalid_api_key"] * 3
+
+
+async def test_a_store_that_stops_answering_is_said_once_and_tried_again(store, files, caplog):
+    caplog.set_level(logging.INFO, logger="mistral_serve.batch.runner")
+    records, engine = BatchRecords(store), FakeEngine()
+    new = await made(records, 3)
+    failures = iter(range(5))
+
+    class Away(BatchRecords):
+        async def active(self, statuses):
+            if next(failures, None) is not None:
+                raise OSError("the database is away")
+            return await super().active(statuses)
+
+    away = Away(store)
+    async with running(BatchRunner(away, files, engine.execute, anyone, engine.capacity, OPTIONS)):
+        done = await ended(records, new.id)
+    assert done.status == "completed"
+    warned = [r for r in caplog.records if "the database is away" in r.getMessage()]
+    assert len(warned) == 1 and any("answers again" in r.getMessage() for r in caplog.records)
