@@ -25,7 +25,7 @@ def _files(request: Request) -> Files:
 async def _owner(request: Request) -> str:
     gateway = request.app.state.services.gateway
     caller = await gateway.authenticate(request.headers.get("authorization"))
-    return caller.key_id or ""
+    return caller.owner
 
 
 @router.post("/v1/files", response_model=None)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -179,32 +181,37 @@ class Files:
     def path(self, file_id: str) -> Path:
         return self._limits.folder / file_id
 
-    def _write_whole(self, file_id: str, data: bytes) -> None:
+    @contextmanager
+    def _replacing(self, file_id: str) -> Iterator[BinaryIO]:
+        """A file to write ``file_id``'s bytes to: a temporary name in the folder, renamed to
+        ``file_id`` when the block ends (a reader never sees half a file), removed if it
+        fails. The name is the writer's own: two gateways writing one file do not collide."""
         folder = self._limits.folder
         folder.mkdir(parents=True, exist_ok=True)
         partial = folder / f".{file_id}.{secrets.token_hex(4)}.part"
-        partial.write_bytes(data)
-        os.replace(partial, folder / file_id)
-
-    def _write(self, file_id: str, source: BinaryIO) -> tuple[int, int]:
-        """Copy ``source`` into the folder under ``file_id``: its size and its lines (a last
-        line without a newline counts). More than FILES_MAX_BYTES is a 413, nothing kept."""
-        folder = self._limits.folder
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = folder / f".{file_id}.part"
-        size = lines = 0
-        last = b"\n"
         try:
             with partial.open("wb") as target:
-                while chunk := source.read(_COPY_CHUNK):
-                    size += len(chunk)
-                    if size > self._limits.max_bytes:
-                        raise RequestTooLargeError(self._limits.max_bytes)
-                    lines += chunk.count(b"\n")
-                    last = chunk[-1:]
-                    target.write(chunk)
+                yield target
             os.replace(partial, folder / file_id)
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
+
+    def _write_whole(self, file_id: str, data: bytes) -> None:
+        with self._replacing(file_id) as target:
+            target.write(data)
+
+    def _write(self, file_id: str, source: BinaryIO) -> tuple[int, int]:
+        """Copy ``source`` into the folder under ``file_id``: its size and its lines (a last
+        line without a newline counts). More than FILES_MAX_BYTES is a 413, nothing kept."""
+        size = lines = 0
+        last = b"\n"
+        with self._replacing(file_id) as target:
+            while chunk := source.read(_COPY_CHUNK):
+                size += len(chunk)
+                if size > self._limits.max_bytes:
+                    raise RequestTooLargeError(self._limits.max_bytes)
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+                target.write(chunk)
         return size, lines + (last != b"\n")

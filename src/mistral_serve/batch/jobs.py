@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mistral_serve.store.batches import CANCELLED, EXPIRED, BatchJob, RequestCounts
+from mistral_serve.tenancy.manage import fixed_width
 
 VALIDATING, IN_PROGRESS, FINALIZING = "validating", "in_progress", "finalizing"
 COMPLETED, FAILED, CANCELLING = "completed", "failed", "cancelling"
@@ -95,19 +96,17 @@ def _seconds(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp())
 
 
+def ended_at(job: BatchJob) -> datetime | None:
+    """When the job reached its end state, if it has."""
+    moments = (job.completed_at, job.cancelled_at, job.expired_at, job.failed_at)
+    return next((moment for moment in moments if moment is not None), None)
+
+
 def throughput(job: BatchJob, counts: RequestCounts, now: datetime) -> dict[str, Any]:
     """Requests and output tokens per second since the job started running (to its end)."""
     if job.in_progress_at is None:
         return {"model": job.model, "requests_per_second": 0.0, "output_tokens_per_second": 0.0}
-    end = next(
-        (
-            moment
-            for moment in (job.completed_at, job.cancelled_at, job.expired_at, job.failed_at)
-            if moment is not None
-        ),
-        now,
-    )
-    seconds = max((end - job.in_progress_at).total_seconds(), 1e-3)
+    seconds = max(((ended_at(job) or now) - job.in_progress_at).total_seconds(), 1e-3)
     return {
         "model": job.model,
         "requests_per_second": round(counts.ended / seconds, 3),
@@ -169,10 +168,6 @@ def mistral_object(
     outputs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The job as Mistral's ``BatchJob`` (``outputs``: its output lines, when asked inline)."""
-    ended = next(
-        (m for m in (job.completed_at, job.cancelled_at, job.expired_at, job.failed_at) if m),
-        None,
-    )
     return {
         "id": job.id,
         "object": "batch",
@@ -188,7 +183,7 @@ def mistral_object(
         "succeeded_requests": counts.succeeded,
         "failed_requests": counts.unsuccessful,
         "started_at": _seconds(job.in_progress_at),
-        "completed_at": _seconds(ended),
+        "completed_at": _seconds(ended_at(job)),
         "output_file": job.output_file_id,
         "error_file": job.error_file_id,
         "outputs": outputs,
@@ -215,8 +210,4 @@ def table(rows: list[tuple[BatchJob, RequestCounts]]) -> str:
                 job.paused or "",
             )
         )
-    widths = [max(len(line[n]) for line in lines) for n in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
+    return fixed_width(lines)

@@ -60,6 +60,7 @@ from mistral_serve.errors import (
     ServerOverloadedError,
 )
 from mistral_serve.gateway.responses import GatewayResponse
+from mistral_serve.responses.background import error_of
 from mistral_serve.store import WallClock, utc_now
 from mistral_serve.store.batches import (
     FAILED as REQUEST_FAILED,
@@ -138,7 +139,7 @@ class BatchRunner:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._renewed_at: datetime | None = None
-        self._counted_at: datetime | None = None
+        self._maintained_at: datetime | None = None
         self._metrics_at: datetime | None = None
         #: The store's jobs by state and waiting requests per model (for the metrics).
         self.job_states: dict[str, int] = {}
@@ -201,10 +202,10 @@ class BatchRunner:
         now = self._clock()
         await self._keep_leases(now)
         if (
-            self._counted_at is None
-            or (now - self._counted_at).total_seconds() >= self._options.tick_s
+            self._maintained_at is None
+            or (now - self._maintained_at).total_seconds() >= self._options.tick_s
         ):
-            self._counted_at = now
+            self._maintained_at = now
             await self._maintain(now)
         await self._fill(now)
 
@@ -374,7 +375,7 @@ class BatchRunner:
                 if request.attempts < self._options.max_attempts:
                     await self._settle_unrun(job, request, counted=True)
                     return
-                await self._settle(job, request, REQUEST_FAILED, None, _error(error))
+                await self._settle(job, request, REQUEST_FAILED, None, error_of(error))
                 return
             except MistralServeError as error:  # the request's own fault: its answer
                 await self._settle(job, request, REQUEST_FAILED, error.status, error.to_dict())
@@ -429,11 +430,6 @@ class BatchRunner:
     def _ended(self, state: str, model: str) -> None:
         if self._telemetry is not None:
             self._telemetry.request_ended(state, model)
-
-
-def _error(error: MistralServeError) -> dict[str, Any]:
-    """An error line's ``error``: what happened, when no answer came back."""
-    return {"code": error.code or error.label, "message": error.message}
 
 
 def _json(body: bytes) -> dict[str, Any]:

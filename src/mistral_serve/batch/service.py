@@ -81,7 +81,7 @@ class Batches:
         (``24h``), ``metadata``."""
         asked = validated(CreateBatch, body)
         endpoint_of(asked.endpoint)
-        data = await self._files.read(_owner(caller), asked.input_file_id)
+        data = await self._files.read(caller.owner, asked.input_file_id)
         lines = await _checked(data, asked.endpoint)
         made = _Input(asked.endpoint, str(lines[0].body["model"]), [asked.input_file_id], lines)
         window = asked.completion_window
@@ -122,7 +122,7 @@ class Batches:
         lines: list[BatchLine] = []
         seen: set[str] = set()
         for file_id in files:
-            data = await self._files.read(_owner(caller), file_id)
+            data = await self._files.read(caller.owner, file_id)
             for line in await _checked(data, endpoint, model=model, param="input_files"):
                 if line.custom_id in seen:
                     raise InvalidRequestError(
@@ -157,7 +157,7 @@ class Batches:
         trace_parent = self._telemetry.job_created(job_id, made.model) if self._telemetry else None
         job = BatchJob(
             id=job_id,
-            key_id=_owner(caller),
+            key_id=caller.owner,
             api=api,
             endpoint=made.endpoint,
             model=made.model,
@@ -220,13 +220,13 @@ class Batches:
         }
 
     async def retrieve_openai(self, caller: Caller, job_id: str) -> dict[str, Any]:
-        job, counts = await self.job(_owner(caller), job_id)
+        job, counts = await self.job(caller.owner, job_id)
         return openai_object(job, counts, self._clock())
 
     async def retrieve_mistral(
         self, caller: Caller, job_id: str, *, inline: bool = False
     ) -> dict[str, Any]:
-        job, counts = await self.job(_owner(caller), job_id)
+        job, counts = await self.job(caller.owner, job_id)
         outputs = None
         if inline:
             ended = await self._records.ended(job.id)
@@ -235,7 +235,7 @@ class Batches:
 
     async def list_openai(self, caller: Caller, *, after: str | None, limit: int) -> dict[str, Any]:
         _check_limit(limit)
-        jobs = await self._records.page(_owner(caller), after=after, limit=limit + 1)
+        jobs = await self._records.page(caller.owner, after=after, limit=limit + 1)
         shown = jobs[:limit]
         now = self._clock()
         data = [openai_object(job, await self._records.counts(job.id), now) for job in shown]
@@ -264,7 +264,7 @@ class Batches:
             "statuses": statuses_of_mistral(statuses) if statuses else None,
             "created_after": created_after,
         }
-        owner = _owner(caller)
+        owner = caller.owner
         if metadata:  # matched here, not in SQL (JSON differs per database): a key's jobs
             matching = [
                 job
@@ -298,11 +298,11 @@ class Batches:
         return await self.job(key_id, job_id)
 
     async def cancel_openai(self, caller: Caller, job_id: str) -> dict[str, Any]:
-        job, counts = await self.cancel(_owner(caller), job_id)
+        job, counts = await self.cancel(caller.owner, job_id)
         return openai_object(job, counts, self._clock())
 
     async def cancel_mistral(self, caller: Caller, job_id: str) -> dict[str, Any]:
-        job, counts = await self.cancel(_owner(caller), job_id)
+        job, counts = await self.cancel(caller.owner, job_id)
         return mistral_object(job, counts, self._clock())
 
 
@@ -320,10 +320,6 @@ def _ordered(made: _Input, endpoint: Endpoint) -> list[NewRequest]:
         )
         for line in made.lines
     ]
-
-
-def _owner(caller: Caller) -> str:
-    return caller.key_id or ""
 
 
 def _inline(requests: list[InlineRequest]) -> bytes:

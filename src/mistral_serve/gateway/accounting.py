@@ -116,7 +116,7 @@ def ledger_row(
     return UsageRow(
         id=row_id,
         request_id=generation.request_id[:128],
-        key_id=caller.key_id or "",
+        key_id=caller.owner,
         model=request.model[:200],
         endpoint=generation.route,
         engine=generation.engine_name,

@@ -28,11 +28,6 @@ from mistral_serve.tenancy.auth import Caller
 OPENAI, MISTRAL = "openai", "mistral"
 
 
-def owner(caller: Caller) -> str:
-    """Whose records a caller sees: its key's ("" when no key is required)."""
-    return caller.key_id or ""
-
-
 def conversation_not_found(conversation_id: str, param: str = "conversation_id") -> NotFoundError:
     return NotFoundError(f"No conversation with id `{conversation_id}` was found.", param=param)
 
@@ -69,7 +64,7 @@ class Conversations:
         """The caller's conversation (a 404 otherwise, naming ``param``)."""
         record = None
         if self.records is not None:
-            record = await self.records.get(conversation_id, owner(caller))
+            record = await self.records.get(conversation_id, caller.owner)
         if record is None:
             raise conversation_not_found(conversation_id, param)
         return record
@@ -89,7 +84,7 @@ class Conversations:
         records = self._records()
         record = await records.create(
             new_id("conv"),
-            owner(caller),
+            caller.owner,
             OPENAI,
             metadata=request.metadata or {},
             settings={},
@@ -104,14 +99,14 @@ class Conversations:
         request: UpdateConversation = validated(UpdateConversation, document)
         await self.owned(conversation_id, caller)
         updated = await self._records().update(
-            conversation_id, owner(caller), metadata=request.metadata
+            conversation_id, caller.owner, metadata=request.metadata
         )
         if updated is None:
             raise conversation_not_found(conversation_id)
         return openai_conversation(updated)
 
     async def delete(self, conversation_id: str, caller: Caller) -> dict[str, Any]:
-        if not await self._records().delete(conversation_id, owner(caller)):
+        if not await self._records().delete(conversation_id, caller.owner):
             raise conversation_not_found(conversation_id)
         return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 

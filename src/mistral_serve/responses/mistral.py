@@ -30,7 +30,7 @@ from mistral_serve.protocol.mistral_conversations import (
 )
 from mistral_serve.protocol.openai import with_usage_requested
 from mistral_serve.protocol.openai_responses import ResponseRequest
-from mistral_serve.responses.conversations import MISTRAL, Conversations, owner
+from mistral_serve.responses.conversations import MISTRAL, Conversations
 from mistral_serve.responses.events import Event, ResponseEvents
 from mistral_serve.responses.items import (
     Item,
@@ -350,7 +350,7 @@ class MistralConversations:
     ) -> None:
         await self._records().create(
             conversation_id,
-            owner(caller),
+            caller.owner,
             MISTRAL,
             metadata=metadata,
             settings=settings,
@@ -452,7 +452,7 @@ class MistralConversations:
         if page < 0 or not 1 <= page_size <= 1000:
             raise InvalidRequestError("page: 0 or more; page_size: 1 to 1000.", param="page_size")
         records = await self._records().list(
-            owner(caller), page * page_size, page_size, dialect=MISTRAL
+            caller.owner, page * page_size, page_size, dialect=MISTRAL
         )
         return [mistral_conversation(record) for record in records]
 

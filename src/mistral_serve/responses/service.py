@@ -34,7 +34,7 @@ from mistral_serve.protocol.openai_responses import (
     ResponseRequest,
 )
 from mistral_serve.responses.background import BackgroundRuns, ChatStarter, stored_events
-from mistral_serve.responses.conversations import Conversations, owner
+from mistral_serve.responses.conversations import Conversations
 from mistral_serve.responses.events import ResponseEvents
 from mistral_serve.responses.items import Item, chat_messages, input_items, new_id
 from mistral_serve.responses.output import Frame, output_of, usage_of
@@ -250,7 +250,7 @@ class Responses:
             return _Context(earlier, new, None, conversation, conversation)
         if previous is not None:
             assert self._records is not None  # _check_storage
-            chain = await self._records.chain(previous, owner(caller))
+            chain = await self._records.chain(previous, caller.owner)
             if chain is None:
                 raise NotFoundError(
                     f"No response with id `{previous}` was found.", param="previous_response_id"
@@ -347,7 +347,7 @@ class Responses:
 
     async def delete(self, response_id: str, *, authorization: str | None) -> dict[str, Any]:
         caller = await self._gateway.authenticate(authorization)
-        if self._records is None or not await self._records.delete(response_id, owner(caller)):
+        if self._records is None or not await self._records.delete(response_id, caller.owner):
             raise not_found(response_id)
         return {"id": response_id, "object": "response", "deleted": True}
 
@@ -362,7 +362,7 @@ class Responses:
         caller = await self._gateway.authenticate(authorization)
         stored = None
         if self._records is not None:
-            stored = await self._records.get(response_id, owner(caller))
+            stored = await self._records.get(response_id, caller.owner)
         if stored is None:
             raise not_found(response_id)
         return stored
@@ -376,7 +376,7 @@ class Responses:
         if request.previous_response_id is not None:
             if self._records is None:
                 raise not_found(request.previous_response_id)
-            chain = await self._records.chain(request.previous_response_id, owner(caller))
+            chain = await self._records.chain(request.previous_response_id, caller.owner)
             if chain is None:
                 raise NotFoundError(
                     f"No response with id `{request.previous_response_id}` was found.",
@@ -466,7 +466,7 @@ class _Storing:
         await responses._writer.write(
             StoredResponse(
                 id=frame.id,
-                key_id=owner(self._caller),
+                key_id=self._caller.owner,
                 status=response["status"],
                 model=frame.request.model,
                 previous_response_id=frame.previous_response_id,

@@ -158,14 +158,13 @@ class BatchRecords:
         after: str | None = None,
         limit: int = 20,
         offset: int = 0,
-        api: str | None = None,
         statuses: Iterable[str] | None = None,
         model: str | None = None,
         created_after: datetime | None = None,
     ) -> list[BatchJob]:
         """Up to ``limit`` jobs, newest first, after the job ``after`` (OpenAI's cursor) or
         from ``offset`` (Mistral's pages); ``key_id`` None: every key's."""
-        query = self._filtered(key_id, api, statuses, model, created_after)
+        query = self._filtered(key_id, statuses, model, created_after)
         if after is not None:
             async with self._sessions() as session:
                 cursor = await session.get(BatchJobRow, after)
@@ -188,12 +187,11 @@ class BatchRecords:
         self,
         key_id: str | None,
         *,
-        api: str | None = None,
         statuses: Iterable[str] | None = None,
         model: str | None = None,
         created_after: datetime | None = None,
     ) -> int:
-        query = self._filtered(key_id, api, statuses, model, created_after)
+        query = self._filtered(key_id, statuses, model, created_after)
         async with self._sessions() as session:
             return int(
                 await session.scalar(select(func.count()).select_from(query.subquery())) or 0
@@ -202,7 +200,6 @@ class BatchRecords:
     @staticmethod
     def _filtered(
         key_id: str | None,
-        api: str | None,
         statuses: Iterable[str] | None,
         model: str | None,
         created_after: datetime | None,
@@ -210,8 +207,6 @@ class BatchRecords:
         query = select(BatchJobRow)
         if key_id is not None:
             query = query.where(BatchJobRow.key_id == key_id)
-        if api is not None:
-            query = query.where(BatchJobRow.api == api)
         if statuses is not None:
             query = query.where(BatchJobRow.status.in_(list(statuses)))
         if model is not None:
@@ -454,23 +449,23 @@ class BatchRecords:
     async def running_by_model(self, now: datetime) -> dict[str, int]:
         """Batch requests running under a live lease, per model (every gateway's): what the
         batch holds of each model's engines."""
-        query = (
-            select(BatchJobRow.model, func.count())
-            .select_from(BatchRequestRow)
-            .join(BatchJobRow, BatchJobRow.id == BatchRequestRow.job_id)
-            .where(BatchRequestRow.state == RUNNING, BatchRequestRow.lease_until >= now)
-            .group_by(BatchJobRow.model)
+        return await self._per_model(
+            BatchRequestRow.state == RUNNING, BatchRequestRow.lease_until >= now
         )
-        async with self._sessions() as session:
-            return {model: int(n) for model, n in (await session.execute(query)).all()}
 
     async def waiting_by_model(self, statuses: Iterable[str]) -> dict[str, int]:
         """Requests not yet run of jobs in ``statuses``, per model (the batch queue's depth)."""
+        return await self._per_model(
+            BatchRequestRow.state == PENDING, BatchJobRow.status.in_(list(statuses))
+        )
+
+    async def _per_model(self, *conditions: Any) -> dict[str, int]:
+        """Requests meeting ``conditions`` (on them and their job), counted per model."""
         query = (
             select(BatchJobRow.model, func.count())
             .select_from(BatchRequestRow)
             .join(BatchJobRow, BatchJobRow.id == BatchRequestRow.job_id)
-            .where(BatchRequestRow.state == PENDING, BatchJobRow.status.in_(list(statuses)))
+            .where(*conditions)
             .group_by(BatchJobRow.model)
         )
         async with self._sessions() as session:
@@ -524,9 +519,13 @@ def _held(request: ClaimedRequest, worker: str) -> tuple[Any, ...]:
     )
 
 
+def _column(name: str) -> str:
+    """A job's field as its model's attribute (``metadata`` is ``metadata_`` there)."""
+    return "metadata_" if name == "metadata" else name
+
+
 def _columns(values: dict[str, Any]) -> dict[str, Any]:
-    """A job's field names as its columns (``metadata`` is ``metadata_`` in the model)."""
-    return {("metadata_" if name == "metadata" else name): value for name, value in values.items()}
+    return {_column(name): value for name, value in values.items()}
 
 
 def _job_row(job: BatchJob) -> BatchJobRow:
@@ -534,11 +533,7 @@ def _job_row(job: BatchJob) -> BatchJobRow:
 
 
 def _job(row: BatchJobRow) -> BatchJob:
-    values = {
-        f.name: getattr(row, "metadata_" if f.name == "metadata" else f.name)
-        for f in fields(BatchJob)
-    }
-    for moment in _MOMENTS:
+    values = {f.name: getattr(row, _column(f.name)) for f in fields(BatchJob)}
+    for moment in (*_MOMENTS, "paused_until"):
         values[moment] = utc(values[moment])
-    values["paused_until"] = utc(values["paused_until"])
     return BatchJob(**values)

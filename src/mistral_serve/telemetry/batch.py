@@ -10,11 +10,11 @@ from contextlib import contextmanager
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.metrics import Observation
 from opentelemetry.trace import Link, Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from mistral_serve.telemetry import semconv
+from mistral_serve.telemetry.genai import per_attribute
 from mistral_serve.telemetry.setup import Telemetry
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -57,7 +57,7 @@ class BatchTelemetry:
             "batch_request",
             context=parent,
             kind=SpanKind.INTERNAL,
-            attributes={semconv.BATCH_ID: job_id, "mistral_serve.batch.custom_id": custom_id},
+            attributes={semconv.BATCH_ID: job_id, semconv.BATCH_CUSTOM_ID: custom_id},
         ) as span:
             yield span
 
@@ -71,19 +71,13 @@ class BatchTelemetry:
         of the store) at each export."""
         self._meter.create_observable_gauge(
             semconv.BATCH_JOBS,
-            [_per(semconv.BATCH_JOB_STATE, jobs)],
+            per_attribute(semconv.BATCH_JOB_STATE, jobs),
             unit="{job}",
             description="Batch jobs by state.",
         )
         self._meter.create_observable_gauge(
             semconv.BATCH_QUEUE_DEPTH,
-            [_per(semconv.REQUEST_MODEL, waiting)],
+            per_attribute(semconv.REQUEST_MODEL, waiting),
             unit="{request}",
             description="Batch requests waiting to run, per model.",
         )
-
-
-def _per(
-    attribute: str, values: Callable[[], Mapping[str, int]]
-) -> Callable[..., list[Observation]]:
-    return lambda options: [Observation(n, {attribute: name}) for name, n in values().items()]

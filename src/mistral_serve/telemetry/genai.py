@@ -161,7 +161,7 @@ class GenAIObserver:
         """Observe how many requests wait for an engine, per model, at each export."""
         self._meter.create_observable_gauge(
             semconv.QUEUE_DEPTH,
-            _each(semconv.REQUEST_MODEL, depths),
+            per_attribute(semconv.REQUEST_MODEL, depths),
             unit="{request}",
             description="Requests waiting in the gateway for a free engine, per model.",
         )
@@ -221,7 +221,7 @@ class GenAIObserver:
         if ledger_rows is not None:
             meter.create_observable_counter(
                 semconv.LEDGER_ROWS,
-                _each(semconv.LEDGER_OUTCOME, ledger_rows),
+                per_attribute(semconv.LEDGER_OUTCOME, ledger_rows),
                 unit="{row}",
                 description="Usage ledger rows written to the database, or spooled to a file.",
             )
@@ -244,10 +244,11 @@ def _single(value: Callable[[], int]) -> list[Callable[[Any], list[Observation]]
     return [lambda options: [Observation(value())]]
 
 
-def _each(
+def per_attribute(
     attribute: str, values: Callable[[], Mapping[str, int]]
 ) -> list[Callable[[Any], list[Observation]]]:
-    """An observable instrument's callback for a value per ``attribute`` value."""
+    """An observable instrument's callback for a value per ``attribute`` value (the batch
+    metrics use it too)."""
     return [
         lambda options: [Observation(count, {attribute: name}) for name, count in values().items()]
     ]

@@ -83,6 +83,7 @@ ADAPTER_LOAD_OUTCOME: Final = "mistral_serve.adapter.load.outcome"
 #: A batch job's id: on its job span, on each of its requests' spans, and on the batch metrics
 #: as the request's state (succeeded, failed, released, cancelled, expired) and the job's.
 BATCH_ID: Final = "mistral_serve.batch.id"
+BATCH_CUSTOM_ID: Final = "mistral_serve.batch.custom_id"  # a batch request's, on its span
 BATCH_REQUEST_STATE: Final = "mistral_serve.batch.request.state"
 BATCH_JOB_STATE: Final = "mistral_serve.batch.job.state"
 

@@ -59,6 +59,12 @@ class Caller:
         return self.record.priority if self.record is not None else None
 
     @property
+    def owner(self) -> str:
+        """Whose records (files, batches, stored responses, conversations, ledger rows) are
+        this caller's: its key's id, "" when no key is required."""
+        return self.key_id or ""
+
+    @property
     def weight(self) -> float:
         return self.record.weight if self.record is not None else 1.0
 
